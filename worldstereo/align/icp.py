@@ -1,0 +1,576 @@
+"""Frame-to-model non-rigid ICP (sequential; frame 0 fixes the gauge).
+
+Each frame i is placed as X = A_i · (x + δ_i(x)) (deform.py). With correspondences fixed, X is
+linear in the grid values g and (after linearising the rigid increment exp(ω)·(X − c) + c + v) in
+the twist (ω, v), so one ICP iteration is a sparse Gauss–Newton solve of
+
+    E = Σ_p ρ(n_q·(X_p − q_p))² / P              point-to-plane to the model's nearest neighbour
+      + λ_c Σ_m ρ(‖X_m − Y_m‖)² / M               dense 2D correspondences (optical flow / SIFT)
+      + λ_a Σ_m ‖X_m − X_m^anchor‖² / M           anchor (global optimisation only)
+      + λ_s ‖L g‖² + μ ‖g‖²                        smoothness (2nd differences) + damping
+
+with ρ a Huber weight at 1.345 × the MAD scale, pairs beyond a shrinking cutoff rejected, and a
+colour weight exp(−‖c_p − c_q‖² / 2σ²) on each nearest-neighbour pair. Iterations stop early when
+the update is below `tol`. The optional hash field (deform.kind = hashgrid) is then fitted by Adam
+on top, with an added colour loss (model colour interpolated at X).
+
+Aligned frames are merged into a `VoxelModel`: per voxel, the confidence-weighted mean position,
+colour and normal (not append-all); a frame's contribution can be removed again (global_opt.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import cv2
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from worldstereo.align.deform import ControlGrid, DeformConfig, fit_grid_to_targets
+from worldstereo.align.preprocess import FramePoints, edge_mask
+from worldstereo.geometry import robust_umeyama, unproject_depth, voxel_keys
+
+
+@dataclass
+class ICPConfig:
+    """Frame-to-model ICP. Distances are fractions of the scene scale (median depth of frame 0)."""
+
+    max_iters: int = 25
+    """Gauss–Newton iterations per frame (upper bound)."""
+    min_iters: int = 4
+    """Iterations before early stopping may trigger."""
+    tol: float = 1e-5
+    """Early stop when the largest update (rad, or scene-scale fraction) is below this."""
+    max_dist_init: float = 0.08
+    """Nearest-neighbour cutoff at the first iteration."""
+    max_dist_final: float = 0.015
+    """Cutoff reached halfway through the iterations and kept."""
+    normal_cos: float = 0.5
+    """Reject pairs whose normals differ by more than acos(normal_cos)."""
+    voxel: float = 0.004
+    """Model voxel size for the confidence-weighted merge."""
+    colour_weight: float = 0.5
+    """Mix of the colour agreement weight on nearest-neighbour pairs (0 = off)."""
+    colour_sigma: float = 0.15
+    """Colour difference scale (RGB in [0, 1])."""
+    correspondences: Literal["flow", "sift", "none"] = "flow"
+    """Dense 2D matches to earlier frames: OpenCV DIS optical flow, SIFT, or none."""
+    corr_frames: int = 2
+    """Match against this many earlier (aligned) frames."""
+    corr_points: int = 4000
+    """At most this many matched pixels per frame pair."""
+    corr_weight: float = 1.0
+    """λ_c of the correspondence term."""
+    corr_cutoff: float = 0.1
+    """Reject correspondences farther than this (after the initial similarity fit)."""
+    init_from_matches: bool = True
+    """Start each frame from a robust Sim(3) fit of its matches (scale goes into the grid)."""
+    pose_damping: float = 1e-6
+    """Levenberg damping on the twist."""
+    seed: int = 0
+    """Seed of random subsampling."""
+
+
+# --------------------------------------------------------------------------- per-frame state
+
+
+@dataclass
+class FrameState:
+    """Alignment of one frame: aligned c2w `A` [4, 4], control grid, optional hash field."""
+
+    A: np.ndarray
+    grid: ControlGrid | None
+    hash_field: torch.nn.Module | None = None
+
+    def copy(self) -> "FrameState":
+        g = None if self.grid is None else ControlGrid(self.grid.lo.copy(), self.grid.hi.copy(), self.grid.values.copy())
+        return FrameState(self.A.copy(), g, self.hash_field)
+
+    def base(self, x: np.ndarray) -> np.ndarray:
+        """x + δ_hash(x) [N, 3] (the part the grid solve keeps fixed)."""
+        if self.hash_field is None:
+            return x
+        with torch.no_grad():
+            return x + self.hash_field(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+
+    def camera_deformed(self, x: np.ndarray) -> np.ndarray:
+        """x + δ(x) [N, 3], still in the frame's camera space."""
+        y = self.base(x)
+        return y if self.grid is None else y + self.grid.displace(x)
+
+    def world(self, x: np.ndarray) -> np.ndarray:
+        """X = A (x + δ(x)) [N, 3]."""
+        return self.camera_deformed(x) @ self.A[:3, :3].T + self.A[:3, 3]
+
+
+def new_state(frame: FramePoints, deform: DeformConfig) -> FrameState:
+    grid = None if deform.kind == "none" else ControlGrid.around(frame.xyz, deform.resolution, deform.margin)
+    return FrameState(frame.c2w_given.copy(), grid)
+
+
+# --------------------------------------------------------------------------- voxel model
+
+
+@dataclass
+class Contribution:
+    """What one frame added to the model, so it can be subtracted again."""
+
+    keys: np.ndarray  # [V] sorted unique voxel keys
+    sums: np.ndarray  # [V, 10]: w, w·xyz, w·rgb, w·normal
+
+
+class VoxelModel:
+    """Confidence-weighted voxel merge of aligned frames (positions, colours, normals)."""
+
+    def __init__(self, voxel: float):
+        self.voxel = voxel
+        self.keys = np.zeros(0, np.int64)
+        self.sums = np.zeros((0, 10))
+        self.first_frame = np.zeros(0, np.int64)
+        self._tree: cKDTree | None = None
+        self._cache: tuple | None = None
+
+    def contribution(self, X, rgb, normal, w) -> Contribution:
+        keys = voxel_keys(X, self.voxel)
+        uniq, inv = np.unique(keys, return_inverse=True)
+        vals = np.concatenate([w[:, None], w[:, None] * X, w[:, None] * rgb, w[:, None] * normal], axis=1)
+        sums = np.stack([np.bincount(inv, weights=vals[:, k], minlength=len(uniq)) for k in range(10)], axis=1)
+        return Contribution(uniq, sums)
+
+    def add(self, c: Contribution, frame_index: int) -> None:
+        pos = np.searchsorted(self.keys, c.keys)
+        hit = (pos < len(self.keys)) & (self.keys[np.minimum(pos, len(self.keys) - 1)] == c.keys) if len(self.keys) else np.zeros(len(c.keys), bool)
+        self.sums[pos[hit]] += c.sums[hit]
+        new = ~hit
+        keys = np.concatenate([self.keys, c.keys[new]])
+        order = np.argsort(keys, kind="stable")
+        self.keys = keys[order]
+        self.sums = np.concatenate([self.sums, c.sums[new]])[order]
+        self.first_frame = np.concatenate([self.first_frame, np.full(new.sum(), frame_index)])[order]
+        self._invalidate()
+
+    def remove(self, c: Contribution) -> None:
+        pos = np.searchsorted(self.keys, c.keys)
+        self.sums[pos] -= c.sums
+        keep = self.sums[:, 0] > 1e-9
+        self.keys, self.sums, self.first_frame = self.keys[keep], self.sums[keep], self.first_frame[keep]
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._tree = None
+        self._cache = None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(xyz [M, 3], rgb [M, 3], normal [M, 3], weight [M])."""
+        if self._cache is None:
+            w = self.sums[:, 0]
+            n = self.sums[:, 7:10]
+            n = n / (np.linalg.norm(n, axis=1, keepdims=True) + 1e-12)
+            self._cache = (self.sums[:, 1:4] / w[:, None], self.sums[:, 4:7] / w[:, None], n, w)
+        return self._cache
+
+    def tree(self) -> cKDTree:
+        if self._tree is None:
+            self._tree = cKDTree(self.arrays()[0])
+        return self._tree
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+# --------------------------------------------------------------------------- dense correspondences
+
+
+@dataclass
+class Matches:
+    """Camera-space points of the frame being aligned and their world-space targets."""
+
+    x: np.ndarray  # [M, 3] camera space
+    Y: np.ndarray  # [M, 3] world
+    w: np.ndarray  # [M]
+
+    @staticmethod
+    def empty() -> "Matches":
+        return Matches(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @staticmethod
+    def cat(ms: list["Matches"]) -> "Matches":
+        ms = [m for m in ms if len(m)]
+        if not ms:
+            return Matches.empty()
+        return Matches(np.concatenate([m.x for m in ms]), np.concatenate([m.Y for m in ms]), np.concatenate([m.w for m in ms]))
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+
+
+def pixel_matches(img_a: np.ndarray, img_b: np.ndarray, pix_a: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of image b matching `pix_a` [M, 2] of image a → (pix_b [K, 2] float, which rows [K])."""
+    ga, gb = _gray(img_a), _gray(img_b)
+    if method == "flow":
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        f_ab = dis.calc(ga, gb, None)
+        f_ba = dis.calc(gb, ga, None)
+        u, v = pix_a[:, 0], pix_a[:, 1]
+        pb = pix_a + f_ab[v, u]
+        h, w = ga.shape
+        inside = (pb[:, 0] >= 0) & (pb[:, 0] <= w - 1) & (pb[:, 1] >= 0) & (pb[:, 1] <= h - 1)
+        rb = np.round(pb).astype(np.int64)
+        rb[:, 0] = np.clip(rb[:, 0], 0, w - 1)
+        rb[:, 1] = np.clip(rb[:, 1], 0, h - 1)
+        back = pb + f_ba[rb[:, 1], rb[:, 0]]
+        ok = inside & (np.linalg.norm(back - pix_a, axis=1) < 1.0)
+        return pb[ok], np.nonzero(ok)[0]
+    # SIFT + ratio test; matched keypoints snapped to the nearest requested pixel of a
+    sift = cv2.SIFT_create(nfeatures=4000)
+    ka, da = sift.detectAndCompute(ga, None)
+    kb, db = sift.detectAndCompute(gb, None)
+    if da is None or db is None or len(ka) < 8 or len(kb) < 8:
+        return np.zeros((0, 2)), np.zeros(0, np.int64)
+    pairs = cv2.BFMatcher().knnMatch(da, db, k=2)
+    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < 0.75 * m[1].distance]
+    if not good:
+        return np.zeros((0, 2)), np.zeros(0, np.int64)
+    pa = np.array([ka[m.queryIdx].pt for m in good])
+    pb = np.array([kb[m.trainIdx].pt for m in good])
+    d, rows = cKDTree(pix_a).query(pa)
+    ok = d < 1.5
+    return pb[ok] + (pix_a[rows[ok]] - pa[ok]), rows[ok]
+
+
+def world_pointmap(frame: FramePoints, state: FrameState, max_jump: float) -> np.ndarray:
+    """Aligned world positions [H, W, 3] of every valid pixel of a frame (NaN elsewhere)."""
+    pts = unproject_depth(frame.depth, frame.K)
+    ok = edge_mask(frame.depth, max_jump)
+    out = np.full(pts.shape, np.nan)
+    out[ok] = state.world(pts[ok])
+    return out
+
+
+def frame_matches(frame: FramePoints, ref: FramePoints, ref_map: np.ndarray, cfg: ICPConfig,
+                  rng: np.random.Generator) -> Matches:
+    """Matches of frame's sampled points to the aligned point map of an earlier frame."""
+    sel = rng.choice(len(frame.xyz), min(cfg.corr_points, len(frame.xyz)), replace=False)
+    pb, rows = pixel_matches(frame.image, ref.image, frame.pix[sel], cfg.correspondences)
+    if len(rows) == 0:
+        return Matches.empty()
+    rb = np.round(pb).astype(np.int64)
+    Y = ref_map[rb[:, 1], rb[:, 0]]
+    ok = np.all(np.isfinite(Y), axis=1)
+    idx = sel[rows[ok]]
+    return Matches(frame.xyz[idx], Y[ok], frame.conf[idx])
+
+
+# --------------------------------------------------------------------------- Gauss–Newton step
+
+
+def _skew(a: np.ndarray) -> np.ndarray:  # [N, 3] → [N, 3, 3]
+    z = np.zeros(len(a))
+    return np.stack([np.stack([z, -a[:, 2], a[:, 1]], 1), np.stack([a[:, 2], z, -a[:, 0]], 1),
+                     np.stack([-a[:, 1], a[:, 0], z], 1)], 1)
+
+
+def _rows(pose_part: np.ndarray, grid_coef: np.ndarray | None, idx: np.ndarray | None, n_cols: int) -> sp.csr_matrix:
+    """Sparse Jacobian rows: dense pose columns [R, 6] + grid columns (node idx [R, 8], coef [R, 8, 3])."""
+    R = len(pose_part)
+    cols = [np.tile(np.arange(6), (R, 1))]
+    vals = [pose_part]
+    if grid_coef is not None:
+        cols.append((6 + 3 * idx[:, :, None] + np.arange(3)[None, None]).reshape(R, -1))
+        vals.append(grid_coef.reshape(R, -1))
+    cols = np.concatenate(cols, 1)
+    vals = np.concatenate(vals, 1)
+    indptr = np.arange(0, cols.size + 1, cols.shape[1])
+    return sp.csr_matrix((vals.ravel(), cols.ravel(), indptr), shape=(R, n_cols))
+
+
+def _huber(r: np.ndarray, floor: float) -> np.ndarray:
+    sigma = max(1.4826 * float(np.median(np.abs(r))), floor) if len(r) else floor
+    k = 1.345 * sigma
+    a = np.abs(r)
+    return np.where(a <= k, 1.0, k / np.maximum(a, 1e-30))
+
+
+@dataclass
+class StepStats:
+    cost: float
+    n_pairs: int
+    median_p2plane: float
+    update: float
+
+
+def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: Matches, anchor: Matches,
+            icp: ICPConfig, deform: DeformConfig, scale: float, cutoff: float,
+            anchor_weight: float = 0.0) -> StepStats:
+    """One Gauss–Newton update of `state` (in place) for fixed nearest neighbours."""
+    mx, mrgb, mn, _ = model.arrays()
+    R_A = state.A[:3, :3]
+    X0 = state.world(frame.xyz)
+    d, nn = model.tree().query(X0, workers=-1)
+    nrm_w = frame.normal @ R_A.T
+    n_q = mn[nn]
+    ok = (d < cutoff) & (np.sum(nrm_w * n_q, axis=1) > icp.normal_cos)
+    c = X0[ok].mean(axis=0) if ok.any() else X0.mean(axis=0)
+    has_grid = state.grid is not None
+    n_cols = 6 + (3 * state.grid.n_nodes if has_grid else 0)
+    blocks, resid, weights = [], [], []
+
+    # point-to-plane
+    if ok.sum() >= 10:
+        n = n_q[ok]
+        r = np.sum(n * (X0[ok] - mx[nn[ok]]), axis=1)
+        a = X0[ok] - c
+        w = _huber(r, 1e-4 * scale) * frame.conf[ok]
+        if icp.colour_weight > 0:
+            cd = np.sum((frame.rgb[ok] - mrgb[nn[ok]]) ** 2, axis=1)
+            w *= (1 - icp.colour_weight) + icp.colour_weight * np.exp(-cd / (2 * icp.colour_sigma**2))
+        pose = np.concatenate([np.cross(a, n), n], axis=1)
+        gc = idx = None
+        if has_grid:
+            idx, gw = state.grid.weights(frame.xyz[ok])
+            gc = gw[:, :, None] * (n @ R_A)[:, None, :]
+        blocks.append(_rows(pose, gc, idx, n_cols))
+        resid.append(r)
+        weights.append(w / w.sum())
+    # point-to-point terms: dense matches and the anchor
+    for m, lam in ((matches, icp.corr_weight), (anchor, anchor_weight)):
+        if len(m) < 3 or lam <= 0:
+            continue
+        Xm = state.world(m.x)
+        e = Xm - m.Y
+        dist = np.linalg.norm(e, axis=1)
+        keep = dist < (icp.corr_cutoff * scale if m is matches else np.inf)
+        if keep.sum() < 3:
+            continue
+        e, a, x = e[keep], Xm[keep] - c, m.x[keep]
+        w = lam * m.w[keep] * (_huber(dist[keep], 1e-4 * scale) if m is matches else 1.0)
+        w = w / m.w[keep].sum()
+        S = -_skew(a)  # d(ω×a)/dω
+        gc = idx = None
+        if has_grid:
+            idx, gw = state.grid.weights(x)
+        for j in range(3):
+            pose = np.concatenate([S[:, j, :], np.tile(np.eye(3)[j], (len(a), 1))], axis=1)
+            if has_grid:
+                gc = gw[:, :, None] * R_A[j][None, None, :]
+            blocks.append(_rows(pose, gc, idx, n_cols))
+            resid.append(e[:, j])
+            weights.append(w)
+    if not blocks:
+        return StepStats(np.nan, 0, np.nan, 0.0)
+    J = sp.vstack(blocks).tocsr()
+    r = np.concatenate(resid)
+    w = np.concatenate(weights)
+    JW = J.T.multiply(w[None, :]).tocsr()
+    H = (JW @ J).tolil()
+    b = JW @ r
+    s2 = scale**2
+    H[np.arange(6), np.arange(6)] = H.diagonal()[:6] + icp.pose_damping * np.array([s2] * 3 + [1.0] * 3)
+    H = H.tocsr()
+    if has_grid:
+        L = state.grid.smoothness_operator()
+        reg = deform.smoothness * (L.T @ L) + deform.damping * sp.identity(state.grid.n_nodes)
+        reg3 = sp.kron(reg, sp.identity(3)).tocsr()
+        H = H + sp.block_diag([sp.csr_matrix((6, 6)), reg3]).tocsr()
+        b = b + np.concatenate([np.zeros(6), reg3 @ state.grid.values.reshape(-1)])
+    delta = spla.spsolve(H.tocsc(), -b)
+    cost = float(np.sum(w * r**2))
+    # apply: X' = exp(ω)(X − c) + c + v, g += Δg
+    Rinc = Rotation.from_rotvec(delta[:3]).as_matrix()
+    M = np.eye(4)
+    M[:3, :3] = Rinc
+    M[:3, 3] = c + delta[3:6] - Rinc @ c
+    state.A = M @ state.A
+    upd = max(np.abs(delta[:3]).max(), np.abs(delta[3:6]).max() / scale)
+    if has_grid:
+        state.grid.values += delta[6:].reshape(state.grid.values.shape)
+        upd = max(upd, np.abs(delta[6:]).max() / scale)
+    p2p = float(np.median(np.abs(resid[0]))) if ok.sum() >= 10 else np.nan
+    return StepStats(cost, int(ok.sum()), p2p, float(upd))
+
+
+def p2plane_residual(X: np.ndarray, model: VoxelModel, cutoff: float) -> tuple[float, float]:
+    """(median |point-to-plane| over pairs within cutoff, fraction of points within cutoff)."""
+    mx, _, mn, _ = model.arrays()
+    d, nn = model.tree().query(X, workers=-1, distance_upper_bound=cutoff)
+    ok = np.isfinite(d)
+    if not ok.any():
+        return float("nan"), 0.0
+    r = np.abs(np.sum(mn[nn[ok]] * (X[ok] - mx[nn[ok]]), axis=1))
+    return float(np.median(r)), float(ok.mean())
+
+
+# --------------------------------------------------------------------------- per-frame alignment
+
+
+def init_from_matches(frame: FramePoints, state: FrameState, matches: Matches, scale: float) -> None:
+    """Robust Sim(3) from matches: rotation/translation into A, scale as a linear grid field."""
+    if len(matches) < 30:
+        return
+    fit = robust_umeyama(matches.x, matches.Y, iters=64, seed=0)
+    T = fit.transform
+    if fit.inliers.sum() < 20 or not (0.5 < T.s < 2.0):
+        return
+    A = np.eye(4)
+    A[:3, :3] = T.R
+    A[:3, 3] = T.t
+    state.A = A
+    if state.grid is not None:
+        nodes = state.grid.node_positions()
+        state.grid.values = ((T.s - 1.0) * nodes).reshape(state.grid.values.shape)
+    else:  # rigid only: keep the scale out, move the centroid instead
+        cx = matches.x[fit.inliers].mean(0)
+        state.A[:3, 3] += (T.s - 1.0) * T.R @ cx
+
+
+def align_frame(frame: FramePoints, state: FrameState, model: VoxelModel, matches: Matches, icp: ICPConfig,
+                deform: DeformConfig, scale: float, anchor: Matches | None = None,
+                anchor_weight: float = 0.0) -> dict:
+    """Iterate `gn_step` with a shrinking cutoff until the update is below tol. Returns stats."""
+    anchor = anchor or Matches.empty()
+    half = max(icp.max_iters // 2, 1)
+    it, st = 0, None
+    for it in range(icp.max_iters):
+        frac = min(it / half, 1.0)
+        cutoff = scale * icp.max_dist_init * (icp.max_dist_final / icp.max_dist_init) ** frac
+        st = gn_step(frame, state, model, matches, anchor, icp, deform, scale, cutoff, anchor_weight)
+        if it + 1 >= icp.min_iters and frac >= 1.0 and st.update < icp.tol:
+            break
+    out = {"iters": it + 1, "pairs": st.n_pairs if st else 0}
+    if deform.kind == "hashgrid":
+        fit_hash_field(frame, state, model, matches, icp, deform, scale)
+    return out
+
+
+def fit_hash_field(frame: FramePoints, state: FrameState, model: VoxelModel, matches: Matches,
+                   icp: ICPConfig, deform: DeformConfig, scale: float) -> None:
+    """Adam on a hash grid + MLP displacement added to the grid (pose and grid fixed).
+
+    Losses: Huber point-to-plane, correspondences, colour (model colour interpolated at X from its
+    4 nearest voxels, inverse-distance weights), curvature (second finite differences).
+    """
+    from worldstereo.align.hashgrid import HashDeformField
+
+    lo, hi = (state.grid.lo, state.grid.hi) if state.grid is not None else (frame.xyz.min(0), frame.xyz.max(0))
+    field_ = HashDeformField(lo, hi, deform.hash_levels, deform.hash_features, deform.hash_log2_table,
+                             deform.hash_base_res, deform.hash_max_res, deform.mlp_hidden, seed=frame.index)
+    field_.scale.fill_(scale)
+    opt = torch.optim.Adam([p for p in field_.parameters() if p.requires_grad], lr=deform.hash_lr)
+    mx, mrgb, mn, _ = model.arrays()
+    R = torch.as_tensor(state.A[:3, :3], dtype=torch.float64)
+    t = torch.as_tensor(state.A[:3, 3], dtype=torch.float64)
+    x = torch.as_tensor(frame.xyz)
+    gdisp = torch.as_tensor(state.grid.displace(frame.xyz) if state.grid is not None else np.zeros_like(frame.xyz))
+    xm = torch.as_tensor(matches.x)
+    gm = torch.as_tensor(state.grid.displace(matches.x) if state.grid is not None and len(matches) else np.zeros_like(matches.x))
+    Ym = torch.as_tensor(matches.Y)
+    rgb = torch.as_tensor(frame.rgb)
+    cutoff = icp.max_dist_final * scale
+    gen = torch.Generator().manual_seed(0)
+    for step in range(deform.hash_iters):
+        if step % 20 == 0:  # re-associate
+            with torch.no_grad():
+                X = ((x + gdisp + field_(x)) @ R.T + t).numpy()
+            d, nn = model.tree().query(X, k=4, workers=-1)
+            ok = torch.as_tensor(d[:, 0] < cutoff)
+            q = torch.as_tensor(mx[nn[:, 0]])
+            nq = torch.as_tensor(mn[nn[:, 0]])
+            q4 = torch.as_tensor(mx[nn])
+            c4 = torch.as_tensor(mrgb[nn])
+        X = (x + gdisp + field_(x)) @ R.T + t
+        r = torch.sum(nq * (X - q), dim=1)[ok]
+        loss = torch.nn.functional.huber_loss(r / scale, torch.zeros_like(r), delta=icp.max_dist_final / 4)
+        if icp.colour_weight > 0:
+            iw = 1.0 / (torch.sum((X[:, None] - q4) ** 2, dim=-1) + (0.5 * icp.voxel * scale) ** 2)
+            col = torch.sum(iw[..., None] * c4, 1) / iw.sum(1, keepdim=True)
+            loss = loss + icp.colour_weight * 1e-3 * torch.mean(torch.sum((col - rgb) ** 2, 1)[ok])
+        if len(matches):
+            Xm = (xm + gm + field_(xm)) @ R.T + t
+            loss = loss + icp.corr_weight * torch.mean(torch.sum((Xm - Ym) ** 2, 1)) / scale**2
+        e = torch.nn.functional.normalize(torch.randn(len(x), 3, generator=gen, dtype=x.dtype), dim=1)
+        h = 0.05 * scale
+        curv = field_(x + h * e) + field_(x - h * e) - 2 * field_(x)
+        loss = loss + deform.hash_smoothness * torch.mean(torch.sum(curv**2, 1)) / h**2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    field_.eval()
+    for p in field_.parameters():
+        p.requires_grad_(False)
+    state.hash_field = field_
+
+
+# --------------------------------------------------------------------------- the sequential loop
+
+
+@dataclass
+class AlignResult:
+    """States of all aligned frames (same order as `frames`), the merged model and statistics."""
+
+    states: list[FrameState]
+    model: VoxelModel
+    contributions: list[Contribution]
+    per_frame: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def merge_frame(model: VoxelModel, frame: FramePoints, state: FrameState) -> Contribution:
+    X = state.world(frame.xyz)
+    c = model.contribution(X, frame.rgb, frame.normal @ state.A[:3, :3].T, frame.conf)
+    model.add(c, frame.index)
+    return c
+
+
+def gather_matches(frame: FramePoints, refs: list[tuple[FramePoints, np.ndarray]], icp: ICPConfig,
+                   rng: np.random.Generator) -> Matches:
+    if icp.correspondences == "none":
+        return Matches.empty()
+    return Matches.cat([frame_matches(frame, ref, pm, icp, rng) for ref, pm in refs])
+
+
+def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformConfig, scale: float,
+                     max_jump: float = 0.05, on_frame: Callable[[int, dict], None] | None = None,
+                     progress: Callable | None = None) -> AlignResult:
+    """Align frames[1:] one by one to the model grown from the frames before; frames[0] is the gauge."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(icp.seed)
+    model = VoxelModel(icp.voxel * scale)
+    states = [FrameState(frames[0].c2w_given.copy(), None)]
+    contribs = [merge_frame(model, frames[0], states[0])]
+    pointmaps = {0: world_pointmap(frames[0], states[0], max_jump)}
+    cut = icp.max_dist_init * scale
+    per_frame = [{"frame": frames[0].index, "gauge": True}]
+    order = range(1, len(frames))
+    for i in (progress(order, total=len(frames) - 1) if progress else order):
+        t1 = time.perf_counter()
+        f = frames[i]
+        st = new_state(f, deform)
+        prev = states[i - 1]
+        st.A = (prev.A @ np.linalg.inv(frames[i - 1].c2w_given)) @ f.c2w_given  # carry the drift
+        before, _ = p2plane_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
+        refs = [(frames[j], pointmaps[j]) for j in range(max(0, i - icp.corr_frames), i)]
+        matches = gather_matches(f, refs, icp, rng)
+        if icp.init_from_matches:
+            init_from_matches(f, st, matches, scale)
+        stats = align_frame(f, st, model, matches, icp, deform, scale)
+        after, inl = p2plane_residual(st.world(f.xyz), model, cut)
+        states.append(st)
+        contribs.append(merge_frame(model, f, st))
+        pointmaps[i] = world_pointmap(f, st, max_jump)
+        pointmaps.pop(i - icp.corr_frames - 1, None)
+        rec = {"frame": f.index, "p2plane_before": before, "p2plane_after": after, "inlier_frac": inl,
+               "matches": len(matches), "seconds": time.perf_counter() - t1, **stats}
+        per_frame.append(rec)
+        if on_frame:
+            on_frame(i, rec)
+    return AlignResult(states, model, contribs, per_frame, time.perf_counter() - t0)

@@ -1,0 +1,536 @@
+"""Gaussian rasterizer: one interface, two backends.
+
+`rasterize(...)` renders 3D Gaussians (3DGS: volumetric ellipsoids) or 2D Gaussians (2DGS:
+oriented discs, ray–splat intersection) from one pinhole camera and returns colour, depth, alpha
+(and camera-frame normals for 2DGS).
+
+Backends
+    "torch"   our tile-based pure-torch implementation with a hand-written backward; runs anywhere.
+    "gsplat"  gsplat's CUDA kernels (imported lazily, only when CUDA is available).
+    "auto"    gsplat when the tensors live on a CUDA device and gsplat imports, else torch.
+
+Conventions: OpenCV camera axes, `w2c` [4, 4] world→camera, `K` [3, 3] in pixels with pixel centres
+at integer coordinates (pixel (i, j) is evaluated at x = j, y = i). gsplat puts pixel centres at
++0.5, so its K gets cx + 0.5, cy + 0.5.
+
+Compositing (both modes, front to back in order of the Gaussian centre's camera z):
+    α_i = min(0.999, o_i exp(-σ_i(p)))     skipped when α_i < 1/255
+    w_i = α_i Π_{j<i} (1 − α_j)            stop before the Gaussian that takes T below 1e-4
+    colour = Σ w_i c_i + (1 − Σ w_i) bg,  depth = Σ w_i z_i,  alpha = Σ w_i
+`depth` is accumulated (divide by alpha for the expected depth); z_i is the centre depth.
+
+    3DGS: σ = ½ dᵀ Σ₂⁻¹ d, d = p − μ₂, Σ₂ = J W Σ Wᵀ Jᵀ + 0.3 I (EWA splatting with low-pass filter).
+    2DGS: σ = ½ min(u² + v², 2 |p − μ₂|²), (u, v) where the pixel ray meets the disc plane, in
+          units of the disc's scales (Huang et al. 2024, with the screen-space low-pass filter).
+
+Example:
+    >>> out = rasterize(means, quats, scales, opacities, colours, w2c, K, 64, 48)
+    >>> out.colour.shape, out.depth.shape, out.alpha.shape
+    (torch.Size([48, 64, 3]), torch.Size([48, 64, 1]), torch.Size([48, 64, 1]))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Mode = Literal["3dgs", "2dgs"]
+Backend = Literal["auto", "torch", "gsplat"]
+
+ALPHA_MIN = 1.0 / 255.0
+ALPHA_MAX = 0.999
+T_MIN = 1e-4
+EPS2D = 0.3  # 3DGS screen-space low-pass variance (px²)
+FILTER_2DGS = 2.0  # 2DGS screen-space filter: σ₂ = FILTER_2DGS · |p − μ₂|²
+
+
+@dataclass
+class RenderOutput:
+    """One rendered view. Shapes for an H×W image and N Gaussians."""
+
+    colour: Tensor  # [H, W, 3]
+    depth: Tensor  # [H, W, 1] accumulated Σ w_i z_i (expected depth = depth / alpha)
+    alpha: Tensor  # [H, W, 1]
+    normals: Tensor | None  # [H, W, 3] accumulated camera-frame normals (2DGS only)
+    extra: Tensor | None  # [H, W, E] accumulated extra per-Gaussian features (e.g. z² for distortion)
+    means2d: Tensor  # [N, 2] projected centres; call .retain_grad() before backward for densification
+    radii: Tensor  # [N] half-size of the screen footprint in px (0 = culled), no grad
+
+
+# --------------------------------------------------------------------------- shared math
+
+SH_C0 = 0.28209479177387814
+SH_C1 = 0.4886025119029199
+SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
+         -0.4570457994644658, 1.445305721320277, -0.5900435899266435)
+
+
+def sh_to_colour(sh: Tensor, dirs: Tensor, degree: int) -> Tensor:
+    """Evaluate real spherical harmonics (INRIA / gsplat convention) → RGB, clamped at 0.
+
+    sh [N, K, 3] with K ≥ (degree+1)², dirs [N, 3] (normalised here) → [N, 3] = Σ c_lm Y_lm + 0.5.
+    """
+    out = SH_C0 * sh[:, 0]
+    if degree > 0:
+        d = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        x, y, z = d[:, :1], d[:, 1:2], d[:, 2:3]
+        out = out - SH_C1 * y * sh[:, 1] + SH_C1 * z * sh[:, 2] - SH_C1 * x * sh[:, 3]
+        if degree > 1:
+            xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+            out = (out + SH_C2[0] * xy * sh[:, 4] + SH_C2[1] * yz * sh[:, 5]
+                   + SH_C2[2] * (2 * zz - xx - yy) * sh[:, 6] + SH_C2[3] * xz * sh[:, 7]
+                   + SH_C2[4] * (xx - yy) * sh[:, 8])
+            if degree > 2:
+                out = (out + SH_C3[0] * y * (3 * xx - yy) * sh[:, 9] + SH_C3[1] * xy * z * sh[:, 10]
+                       + SH_C3[2] * y * (4 * zz - xx - yy) * sh[:, 11]
+                       + SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[:, 12]
+                       + SH_C3[4] * x * (4 * zz - xx - yy) * sh[:, 13]
+                       + SH_C3[5] * z * (xx - yy) * sh[:, 14] + SH_C3[6] * x * (xx - 3 * yy) * sh[:, 15])
+    return (out + 0.5).clamp_min(0.0)
+
+
+def quat_to_rotmat(quats: Tensor) -> Tensor:
+    """Unit-normalised quaternions [N, 4] (w, x, y, z) → rotation matrices [N, 3, 3]."""
+    w, x, y, z = (quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)).unbind(-1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], dim=-1).reshape(-1, 3, 3)
+
+
+@dataclass
+class Projected:
+    """Per-Gaussian screen-space quantities for one camera (differentiable except bbox/valid)."""
+
+    means2d: Tensor  # [N, 2]
+    shape: Tensor  # 3DGS: conic [N, 3] (a, b, c) of Σ₂⁻¹; 2DGS: [N, 9] (A, B, C) with c(x,y) = A + Bx + Cy
+    depths: Tensor  # [N] camera z of the centre
+    normals: Tensor | None  # [N, 3] camera-frame, facing the camera (2DGS)
+    bbox: Tensor  # [N, 4] float x0, x1, y0, y1 of the footprint where α ≥ 1/255
+    valid: Tensor  # [N] bool
+
+
+def _alpha_extent_sq(opacities: Tensor) -> Tensor:
+    """σ-threshold beyond which α = o·exp(−σ) < 1/255: σ < ln(255 o); returned as 2 ln(255 o)."""
+    return 2.0 * torch.log((opacities * 255.0).clamp_min(1.0))
+
+
+def project_3dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, w2c: Tensor, K: Tensor,
+                 width: int, height: int, near: float = 0.01, far: float = 1e10) -> Projected:
+    """EWA projection of 3D Gaussians (means [N,3], quats [N,4] wxyz, scales [N,3] linear)."""
+    R, t = w2c[:3, :3], w2c[:3, 3]
+    pc = means @ R.T + t  # [N, 3]
+    x, y, z = pc.unbind(-1)
+    valid = (z > near) & (z < far)
+    zs = torch.where(valid, z, torch.ones_like(z))
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    # clamp the Jacobian's view direction to 1.3× the field of view (as 3DGS does) for stability
+    lim_xp, lim_xn = 1.3 * (width - 1 - cx) / fx + 0.15 * width / fx, 1.3 * cx / fx + 0.15 * width / fx
+    lim_yp, lim_yn = 1.3 * (height - 1 - cy) / fy + 0.15 * height / fy, 1.3 * cy / fy + 0.15 * height / fy
+    tx = zs * torch.minimum(torch.maximum(x / zs, -lim_xn), lim_xp)
+    ty = zs * torch.minimum(torch.maximum(y / zs, -lim_yn), lim_yp)
+    zero = torch.zeros_like(zs)
+    J = torch.stack([fx / zs, zero, -fx * tx / zs ** 2, zero, fy / zs, -fy * ty / zs ** 2], -1).reshape(-1, 2, 3)
+    Rq = quat_to_rotmat(quats)
+    M = R @ (Rq * scales[:, None, :])  # [N, 3, 3] camera-frame R S
+    JM = J @ M  # [N, 2, 3]
+    cov = JM @ JM.transpose(1, 2)  # [N, 2, 2]
+    a = cov[:, 0, 0] + EPS2D
+    b = cov[:, 0, 1]
+    c = cov[:, 1, 1] + EPS2D
+    det = a * c - b * b
+    valid = valid & (det > 0)
+    det = torch.where(valid, det, torch.ones_like(det))
+    conic = torch.stack([c / det, -b / det, a / det], -1)
+    means2d = torch.stack([fx * x / zs + cx, fy * y / zs + cy], -1)
+    with torch.no_grad():
+        e2 = _alpha_extent_sq(opacities)
+        hx, hy = (e2 * a).clamp_min(0).sqrt(), (e2 * c).clamp_min(0).sqrt()
+        bbox = torch.stack([means2d[:, 0] - hx, means2d[:, 0] + hx, means2d[:, 1] - hy, means2d[:, 1] + hy], -1)
+        valid = valid & (e2 > 0)
+    return Projected(means2d, conic, z, None, bbox, valid)
+
+
+def project_2dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, w2c: Tensor, K: Tensor,
+                 width: int, height: int, near: float = 0.01, far: float = 1e10) -> Projected:
+    """Projection of 2D Gaussian discs (scales[:, 2] is ignored).
+
+    The disc point (u, v) is P = μ + u s₀ r₀ + v s₁ r₁ (r = columns of R(q)); in pixels,
+    (x z, y z, z)ᵀ = M (u, v, 1)ᵀ with M = K [W s₀r₀, W s₁r₁, Wμ + t]. For pixel (x, y) the
+    intersection is (u, v, 1) ∝ c = (x M₂ − M₀) × (y M₂ − M₁) = M₀×M₁ + x M₁×M₂ + y M₂×M₀ (rows Mᵢ).
+    """
+    R, t = w2c[:3, :3], w2c[:3, 3]
+    Rq = quat_to_rotmat(quats)
+    pc = means @ R.T + t  # [N, 3]
+    tu = (Rq[:, :, 0] * scales[:, :1]) @ R.T
+    tv = (Rq[:, :, 1] * scales[:, 1:2]) @ R.T
+    H = torch.stack([tu, tv, pc], dim=-1)  # [N, 3, 3] columns
+    M = K @ H  # [N, 3, 3] rows: x·z, y·z, z
+    M0, M1, M2 = M[:, 0], M[:, 1], M[:, 2]
+    shape = torch.cat([torch.cross(M0, M1, dim=-1), torch.cross(M1, M2, dim=-1), torch.cross(M2, M0, dim=-1)], -1)
+    z = pc[:, 2]
+    valid = (z > near) & (z < far)
+    zs = torch.where(valid, z, torch.ones_like(z))
+    means2d = torch.stack([M[:, 0, 2] / zs, M[:, 1, 2] / zs], -1)
+    n = Rq[:, :, 2] @ R.T
+    n = n * torch.where((n * pc).sum(-1, keepdim=True) > 0, -1.0, 1.0)
+    with torch.no_grad():
+        r2 = _alpha_extent_sq(opacities)  # u² + v² ≤ r2 where α ≥ 1/255
+        # bounding box of the projected ellipse from its dual conic C* = M diag(r², r², −1) Mᵀ
+        d = torch.stack([r2, r2, -torch.ones_like(r2)], -1)  # [N, 3]
+        Cs = torch.einsum("nik,nk,njk->nij", M, d, M)
+        c22 = Cs[:, 2, 2]
+        bounded = c22 < -1e-12
+        c22 = torch.where(bounded, c22, -torch.ones_like(c22))
+        cxp, cyp = Cs[:, 0, 2] / c22, Cs[:, 1, 2] / c22
+        hx = (cxp ** 2 - Cs[:, 0, 0] / c22).clamp_min(0).sqrt()
+        hy = (cyp ** 2 - Cs[:, 1, 1] / c22).clamp_min(0).sqrt()
+        rf = (r2 / FILTER_2DGS).sqrt()  # the screen-space filter's own footprint
+        mx, my = means2d[:, 0], means2d[:, 1]
+        bbox = torch.stack([torch.minimum(cxp - hx, mx - rf), torch.maximum(cxp + hx, mx + rf),
+                            torch.minimum(cyp - hy, my - rf), torch.maximum(cyp + hy, my + rf)], -1)
+        valid = valid & bounded & (r2 > 0)
+    return Projected(means2d, shape, z, n, bbox, valid)
+
+
+# --------------------------------------------------------------------------- tiles
+
+
+@dataclass
+class TileBins:
+    """Gaussian–tile pairs grouped into padded chunks of tiles, each sorted front to back."""
+
+    tile: int  # tile side in px
+    tiles_x: int
+    tiles_y: int
+    chunks: list[tuple[Tensor, Tensor]]  # (tile ids [B], gaussian ids [B, K] padded with N)
+    n_pairs: int
+
+
+def bin_gaussians(proj: Projected, width: int, height: int, tile: int = 8,
+                  budget: int = 1 << 22) -> TileBins:
+    """Assign each visible Gaussian to the tiles its footprint touches; sort per tile by depth.
+
+    `budget` bounds B·K·tile² (elements of one [B, K, P] work tensor) per chunk.
+    """
+    N = proj.means2d.shape[0]
+    tx_n, ty_n = (width + tile - 1) // tile, (height + tile - 1) // tile
+    device = proj.means2d.device
+    with torch.no_grad():
+        bb = proj.bbox
+        x0 = torch.floor(bb[:, 0] / tile).clamp(0, tx_n).long()
+        x1 = (torch.floor(bb[:, 1] / tile) + 1).clamp(0, tx_n).long()
+        y0 = torch.floor(bb[:, 2] / tile).clamp(0, ty_n).long()
+        y1 = (torch.floor(bb[:, 3] / tile) + 1).clamp(0, ty_n).long()
+        bw, bh = (x1 - x0).clamp_min(0), (y1 - y0).clamp_min(0)
+        counts = torch.where(proj.valid, bw * bh, torch.zeros_like(bw))
+        order = torch.argsort(proj.depths.detach())
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(N, device=device)
+        P = int(counts.sum())
+        gid = torch.repeat_interleave(torch.arange(N, device=device), counts)
+        local = torch.arange(P, device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        w_g = bw[gid]
+        tid = (y0[gid] + local // w_g) * tx_n + x0[gid] + local % w_g
+        key = tid * N + rank[gid]
+        key, perm = torch.sort(key)
+        gid = gid[perm]
+        tid = key // N
+        n_tiles = tx_n * ty_n
+        tcount = torch.bincount(tid, minlength=n_tiles)
+        tstart = torch.cumsum(tcount, 0) - tcount
+        torder = torch.argsort(tcount, descending=True)
+        tcount_sorted = tcount[torder].tolist()
+        chunks = []
+        s, px = 0, tile * tile
+        while s < n_tiles and tcount_sorted[s] > 0:
+            k = tcount_sorted[s]
+            b = max(1, budget // (k * px))
+            tiles_c = torder[s:s + b]
+            cnt = tcount[tiles_c]
+            tiles_c = tiles_c[cnt > 0]
+            cnt = cnt[cnt > 0]
+            ar = torch.arange(k, device=device)
+            pos = (tstart[tiles_c][:, None] + ar).clamp_max(max(P - 1, 0))
+            ids = torch.where(ar < cnt[:, None], gid[pos], torch.full_like(pos, N))
+            chunks.append((tiles_c, ids))
+            s += b
+    return TileBins(tile, tx_n, ty_n, chunks, P)
+
+
+def _tile_basis(tile: int, dtype, device) -> tuple[Tensor, Tensor]:
+    """Pixel offsets from the tile centre: quadratic basis [6, P] (1, x, y, x², xy, y²), linear [3, P]."""
+    r = torch.arange(tile, dtype=dtype, device=device) - (tile - 1) / 2
+    ly, lx = torch.meshgrid(r, r, indexing="ij")
+    lx, ly = lx.reshape(-1), ly.reshape(-1)
+    one = torch.ones_like(lx)
+    return torch.stack([one, lx, ly, lx * lx, lx * ly, ly * ly]), torch.stack([one, lx, ly])
+
+
+def _tile_origins(tiles: Tensor, bins: TileBins, dtype) -> Tensor:
+    """Pixel coordinates of the centres of `tiles` [B] → [B, 2]."""
+    c = (bins.tile - 1) / 2
+    return torch.stack([(tiles % bins.tiles_x) * bins.tile + c, (tiles // bins.tiles_x) * bins.tile + c], -1).to(dtype)
+
+
+# --------------------------------------------------------------------------- tile compositing
+
+
+def _sigma(mode: str, m: Tensor, shape: Tensor, origin: Tensor, q6: Tensor, q3: Tensor):
+    """σ [B, K, P] for a chunk; m [B, K, 2] local means, shape [B, K, S]; also returns the cache
+    the backward needs (2DGS: c [B, K, 3, P], σ₃, σ₂)."""
+    mx, my = m[..., 0], m[..., 1]
+    if mode == "3dgs":
+        a, b, c = shape.unbind(-1)
+        Q = torch.stack([0.5 * a * mx * mx + b * mx * my + 0.5 * c * my * my, -a * mx - b * my,
+                         -b * mx - c * my, 0.5 * a, b, 0.5 * c], -1)  # [B, K, 6]
+        return Q @ q6, None
+    B, K = m.shape[:2]
+    A, Bc, Cc = shape[..., 0:3], shape[..., 3:6], shape[..., 6:9]
+    A_loc = A + Bc * origin[:, None, 0:1] + Cc * origin[:, None, 1:2]
+    coef = torch.stack([A_loc, Bc, Cc], -1)  # [B, K, 3(comp), 3(basis)]
+    cvec = coef @ q3  # [B, K, 3, P]
+    c0, c1, c2 = cvec.unbind(2)
+    c2s = torch.where(c2.abs() < 1e-20, torch.full_like(c2, 1e-20), c2)
+    s3 = (c0 * c0 + c1 * c1) / (c2s * c2s)
+    Q2 = FILTER_2DGS * torch.stack([mx * mx + my * my, -2 * mx, -2 * my, torch.ones_like(mx),
+                                    torch.zeros_like(mx), torch.ones_like(mx)], -1)
+    s2 = Q2 @ q6
+    return 0.5 * torch.minimum(s3, s2), (cvec, c2s, s3, s2)
+
+
+def _composite(sigma: Tensor, opac: Tensor):
+    """Front-to-back weights. sigma [B, K, P], opac [B, K] → (w, α, α_raw, T_excl, include)."""
+    a_raw = opac[..., None] * torch.exp(-sigma)
+    alpha = torch.where(a_raw < ALPHA_MIN, torch.zeros_like(a_raw), a_raw.clamp_max(ALPHA_MAX))
+    one_m = 1.0 - alpha
+    t_incl = torch.cumprod(one_m, dim=1)
+    t_excl = t_incl / one_m
+    include = t_incl > T_MIN
+    w = torch.where(include, alpha * t_excl, torch.zeros_like(alpha))
+    return w, alpha, a_raw, t_excl, include
+
+
+class _RasterizeTiles(torch.autograd.Function):
+    """Features [N, F] composited over tiles; backward recomputes each chunk (no stored per-pair
+    tensors), so memory is O(chunk), not O(pairs × pixels)."""
+
+    @staticmethod
+    def forward(ctx, means2d, shape, opacities, features, background, bins: TileBins, mode: str, width: int,
+                height: int):
+        N, F = features.shape
+        dtype, dev = features.dtype, features.device
+        T = bins.tile
+        P = T * T
+        q6, q3 = _tile_basis(T, dtype, dev)
+        n_tiles = bins.tiles_x * bins.tiles_y
+        out = torch.zeros(n_tiles, P, F, dtype=dtype, device=dev)
+        acc = torch.zeros(n_tiles, P, dtype=dtype, device=dev)
+        m_ext, s_ext, o_ext, f_ext = _padded(means2d, shape, opacities, features)
+        for tiles, ids in bins.chunks:
+            origin = _tile_origins(tiles, bins, dtype)
+            sigma, _ = _sigma(mode, m_ext[ids] - origin[:, None], s_ext[ids], origin, q6, q3)
+            w, *_ = _composite(sigma, o_ext[ids])
+            out[tiles] = w.transpose(1, 2) @ f_ext[ids]
+            acc[tiles] = w.sum(1)
+        out = out + (1.0 - acc)[..., None] * background
+        ctx.save_for_backward(means2d, shape, opacities, features, background)
+        ctx.bins, ctx.mode, ctx.size = bins, mode, (width, height)
+        return _untile(out, bins, width, height), _untile(acc[..., None], bins, width, height)
+
+    @staticmethod
+    def backward(ctx, g_img, g_alpha):
+        means2d, shape, opacities, features, background = ctx.saved_tensors
+        bins, mode = ctx.bins, ctx.mode
+        width, height = ctx.size
+        N, F = features.shape
+        dtype, dev = features.dtype, features.device
+        q6, q3 = _tile_basis(bins.tile, dtype, dev)
+        g_img = _tile(g_img, bins)  # [tiles, P, F]
+        g_alpha = _tile(g_alpha, bins)[..., 0]  # [tiles, P]
+        m_ext, s_ext, o_ext, f_ext = _padded(means2d, shape, opacities, features)
+        d_m = torch.zeros(N + 1, 2, dtype=dtype, device=dev)
+        d_s = torch.zeros(N + 1, shape.shape[1], dtype=dtype, device=dev)
+        d_o = torch.zeros(N + 1, dtype=dtype, device=dev)
+        d_f = torch.zeros(N + 1, F, dtype=dtype, device=dev)
+        d_bg = torch.zeros(F, dtype=dtype, device=dev)
+        for tiles, ids in bins.chunks:
+            origin = _tile_origins(tiles, bins, dtype)
+            m, s, o, f = m_ext[ids] - origin[:, None], s_ext[ids], o_ext[ids], f_ext[ids]
+            sigma, cache = _sigma(mode, m, s, origin, q6, q3)
+            w, alpha, a_raw, t_excl, include = _composite(sigma, o)
+            g = g_img[tiles]  # [B, P, F]
+            ga = g_alpha[tiles]  # [B, P]
+            flat = ids.reshape(-1)
+            d_f.index_add_(0, flat, (w @ g).reshape(-1, F))
+            t_final = 1.0 - w.sum(1)  # [B, P]
+            d_bg += (t_final[..., None] * g).sum((0, 1))
+            gf = f @ g.transpose(1, 2)  # [B, K, P]
+            wgf = w * gf
+            suffix = wgf.sum(1, keepdim=True) - torch.cumsum(wgf, 1)
+            bg_term = (t_final * ((g * background).sum(-1) - ga))[:, None]
+            d_alpha = t_excl * gf - (suffix + bg_term) / (1.0 - alpha)
+            live = include & (a_raw >= ALPHA_MIN) & (a_raw <= ALPHA_MAX)
+            d_araw = torch.where(live, d_alpha, torch.zeros_like(d_alpha)) * a_raw
+            d_o.index_add_(0, flat, d_araw.sum(-1).reshape(-1))  # Σ dα·α_raw; divided by o below
+            d_sigma = -d_araw
+            if mode == "3dgs":
+                dm, ds = _sigma_grad_3dgs(d_sigma, m, s, q6)
+            else:
+                dm, ds = _sigma_grad_2dgs(d_sigma, m, origin, cache, q6, q3)
+            d_m.index_add_(0, flat, dm.reshape(-1, 2))
+            d_s.index_add_(0, flat, ds.reshape(-1, ds.shape[-1]))
+        d_o = d_o[:N]
+        d_o = torch.where(opacities > 0, d_o / opacities.clamp_min(1e-30), torch.zeros_like(d_o))
+        return d_m[:N], d_s[:N], d_o, d_f[:N], d_bg, None, None, None, None
+
+
+def _sigma_grad_3dgs(d_sigma: Tensor, m: Tensor, conic: Tensor, q6: Tensor) -> tuple[Tensor, Tensor]:
+    """σ = Q·basis; moments S = Σ_p dσ·basis give d/d(mean, conic) in closed form."""
+    S = d_sigma @ q6.T  # [B, K, 6]
+    S0, S1, S2, S3, S4, S5 = S.unbind(-1)
+    mx, my = m[..., 0], m[..., 1]
+    a, b, c = conic.unbind(-1)
+    dmx = S0 * (a * mx + b * my) - a * S1 - b * S2
+    dmy = S0 * (b * mx + c * my) - b * S1 - c * S2
+    da = 0.5 * S0 * mx * mx - S1 * mx + 0.5 * S3
+    db = S0 * mx * my - S1 * my - S2 * mx + S4
+    dc = 0.5 * S0 * my * my - S2 * my + 0.5 * S5
+    return torch.stack([dmx, dmy], -1), torch.stack([da, db, dc], -1)
+
+
+def _sigma_grad_2dgs(d_sigma: Tensor, m: Tensor, origin: Tensor, cache, q6: Tensor, q3: Tensor):
+    cvec, c2s, s3, s2 = cache
+    use3 = s3 < s2
+    d3 = torch.where(use3, 0.5 * d_sigma, torch.zeros_like(d_sigma))
+    d2 = 0.5 * d_sigma - d3
+    # σ₂ = 2 |m − l|²: gradient w.r.t. the local mean from moments
+    S = d2 @ q6[:3].T  # [B, K, 3]
+    dm = FILTER_2DGS * 2 * torch.stack([S[..., 0] * m[..., 0] - S[..., 1], S[..., 0] * m[..., 1] - S[..., 2]], -1)
+    # σ₃ = (c0² + c1²) / c2²
+    inv2 = 1.0 / (c2s * c2s)
+    gc = torch.stack([2 * cvec[:, :, 0] * inv2 * d3, 2 * cvec[:, :, 1] * inv2 * d3, -2 * s3 / c2s * d3], 2)
+    dcoef = gc @ q3.T  # [B, K, 3(comp), 3(basis)] = d(A_loc, B, C) per component
+    dA = dcoef[..., 0]
+    dB = dcoef[..., 1] + origin[:, None, 0:1] * dA
+    dC = dcoef[..., 2] + origin[:, None, 1:2] * dA
+    return dm, torch.cat([dA, dB, dC], -1)
+
+
+def _padded(means2d, shape, opacities, features):
+    """Append a dummy Gaussian (index N, opacity 0) used to pad tiles."""
+    z = lambda x: torch.cat([x, torch.zeros_like(x[:1])], 0)  # noqa: E731
+    return z(means2d), z(shape), z(opacities), z(features)
+
+
+def _untile(x: Tensor, bins: TileBins, width: int, height: int) -> Tensor:
+    """[tiles, P, F] → [H, W, F]."""
+    T, F = bins.tile, x.shape[-1]
+    img = x.reshape(bins.tiles_y, bins.tiles_x, T, T, F).permute(0, 2, 1, 3, 4)
+    return img.reshape(bins.tiles_y * T, bins.tiles_x * T, F)[:height, :width]
+
+
+def _tile(img: Tensor, bins: TileBins) -> Tensor:
+    """[H, W, F] → [tiles, P, F] (zero padding outside the image)."""
+    T = bins.tile
+    H, W, F = img.shape
+    pad = torch.zeros(bins.tiles_y * T, bins.tiles_x * T, F, dtype=img.dtype, device=img.device)
+    pad[:H, :W] = img
+    return pad.reshape(bins.tiles_y, T, bins.tiles_x, T, F).permute(0, 2, 1, 3, 4).reshape(-1, T * T, F)
+
+
+# --------------------------------------------------------------------------- public interface
+
+
+def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colours: Tensor,
+              w2c: Tensor, K: Tensor, width: int, height: int, *, mode: Mode = "3dgs",
+              sh_degree: int | None = None, background: Tensor | None = None, extra: Tensor | None = None,
+              near: float = 0.01, far: float = 1e10, backend: Backend = "auto", tile: int = 8) -> RenderOutput:
+    """Render N Gaussians from one camera.
+
+    means [N, 3], quats [N, 4] (w, x, y, z; normalised here), scales [N, 3] (linear, > 0; 2DGS uses
+    the first two), opacities [N] in [0, 1], colours [N, 3] RGB or SH coefficients [N, K, 3] with
+    `sh_degree` set (K ≥ (sh_degree+1)²), w2c [4, 4] (or [3, 4]), K [3, 3] pixels, background [3].
+    `extra` [N, E]: more per-Gaussian features to composite (returned in `.extra`), torch backend only.
+    """
+    if backend == "auto":
+        backend = "gsplat" if means.is_cuda and gsplat_available() else "torch"
+    if backend == "gsplat":
+        return _rasterize_gsplat(means, quats, scales, opacities, colours, w2c, K, width, height, mode=mode,
+                                 sh_degree=sh_degree, background=background, near=near, far=far)
+    dtype, dev = means.dtype, means.device
+    w2c = w2c.to(dtype)
+    K = K.to(dtype)
+    if background is None:
+        background = torch.zeros(3, dtype=dtype, device=dev)
+    project = project_3dgs if mode == "3dgs" else project_2dgs
+    proj = project(means, quats, scales, opacities, w2c, K, width, height, near, far)
+    if sh_degree is not None:
+        campos = -w2c[:3, :3].T @ w2c[:3, 3]
+        colours = sh_to_colour(colours, means - campos, sh_degree)
+    feats = [colours, proj.depths[:, None]]
+    if proj.normals is not None:
+        feats.append(proj.normals)
+    if extra is not None:
+        feats.append(extra)
+    features = torch.cat(feats, -1)
+    bg = torch.cat([background.to(dtype), torch.zeros(features.shape[1] - 3, dtype=dtype, device=dev)])
+    bins = bin_gaussians(proj, width, height, tile)
+    img, alpha = _RasterizeTiles.apply(proj.means2d, proj.shape, opacities, features, bg, bins, mode, width, height)
+    with torch.no_grad():
+        bb = proj.bbox
+        radii = torch.where(proj.valid, torch.maximum(bb[:, 1] - bb[:, 0], bb[:, 3] - bb[:, 2]) / 2,
+                            torch.zeros_like(bb[:, 0]))
+    normals = img[..., 4:7] if proj.normals is not None else None
+    k = 4 + (3 if proj.normals is not None else 0)
+    return RenderOutput(img[..., :3], img[..., 3:4], alpha, normals, img[..., k:] if extra is not None else None,
+                        proj.means2d, radii)
+
+
+# --------------------------------------------------------------------------- gsplat (CUDA)
+
+
+def gsplat_available() -> bool:
+    """True when CUDA is there and gsplat imports (never imported on a CPU-only machine: it would
+    try to JIT-build its kernels)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import gsplat  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _rasterize_gsplat(means, quats, scales, opacities, colours, w2c, K, width, height, *, mode, sh_degree,
+                      background, near, far) -> RenderOutput:
+    if not gsplat_available():
+        raise RuntimeError("the gsplat backend needs CUDA and `pip install gsplat` (extra: worldstereo[cuda])")
+    import gsplat
+
+    view = torch.eye(4, dtype=means.dtype, device=means.device)
+    view[: w2c.shape[0]] = w2c.to(means.dtype)
+    Kg = K.to(means.dtype).clone()
+    Kg[0, 2] += 0.5  # gsplat samples pixel centres at +0.5
+    Kg[1, 2] += 0.5
+    bg = None if background is None else background.to(means.dtype)[None]
+    kw = dict(means=means, quats=quats, scales=scales, opacities=opacities, colors=colours,
+              viewmats=view[None], Ks=Kg[None], width=width, height=height, near_plane=near, far_plane=far,
+              sh_degree=sh_degree, backgrounds=bg, render_mode="RGB+D")
+    if mode == "3dgs":
+        img, alpha, info = gsplat.rasterization(**kw)
+        normals = None
+    else:
+        img, alpha, normals, _surf, _dist, _median, info = gsplat.rasterization_2dgs(**kw)
+        normals = normals[0]
+    means2d = info["means2d"]
+    means2d = means2d[0] if means2d.dim() == 3 else means2d
+    radii = info["radii"][0]
+    radii = radii.max(-1).values if radii.dim() == 2 else radii
+    return RenderOutput(img[0, ..., :3], img[0, ..., 3:4], alpha[0], normals, None, means2d, radii.float())

@@ -23,7 +23,7 @@ class RunPipeline:
     scene: Optional[Path] = None
     """Scene folder (default: scenes/<image name>, or scenes/<example>)."""
     until: Optional[Stage] = None
-    """Stop after this stage."""
+    """Stop after this stage (generate: after the first trajectory's video)."""
     force: tuple[Stage, ...] = ()
     """Rerun these stages even when their outputs are up to date."""
 

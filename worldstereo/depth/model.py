@@ -28,8 +28,8 @@ def predict_depth(model_dir: Path, rgb: np.ndarray, output: Literal["disparity",
     try:
         processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
         model = AutoModelForDepthEstimation.from_pretrained(model_dir, local_files_only=True).eval()
-    except (OSError, ValueError) as e:
-        raise InputError(model_dir, f"not a loadable depth model ({str(e).splitlines()[0][:160]})")
+    except Exception as e:  # truncated safetensors, bad config, ...: the folder's problem, said in one line
+        raise InputError(model_dir, f"not a loadable depth model ({(str(e).splitlines() or [e.__class__.__name__])[0][:160]})")
     inputs = processor(images=rgb, return_tensors="pt")
     with torch.no_grad():
         pred = model(**inputs).predicted_depth  # [1, h, w]

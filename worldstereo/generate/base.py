@@ -25,6 +25,7 @@ class GenerationRequest:
     pivot_depth: float
     cond_rgb: np.ndarray  # [N, H, W, 3] uint8 cache render along the path
     cond_hole: np.ndarray  # [N, H, W] bool, True where the cache has nothing
+    observed: tuple | None = None  # (Camera, depth_m) of the input view: free space nothing may fill
 
 
 @dataclass

@@ -20,7 +20,7 @@ import numpy as np
 from worldstereo.console import progress
 from worldstereo.generate.base import GeneratedFrames, GenerationRequest
 from worldstereo.generate.transfer import transfer_colour
-from worldstereo.memory.cache import points_from_view
+from worldstereo.memory.cache import points_from_view, violates_free_space
 
 
 @dataclass
@@ -95,6 +95,13 @@ class GeometricGenerator:
             if not hole.all():
                 conf[~hole] = np.minimum(1.0, work.conf[r.index[~hole]])
             new = points_from_view(rgb, depth, cam, cfg.filled_conf, req.step, j, mask=hole, edge_rel_thresh=None)
+            if req.observed is not None and len(new):
+                # a guess that sits in space the input view saw empty is wrong: keep the pixel,
+                # mark it unreliable (conf 0), and keep it out of the cache
+                bad = violates_free_space(new.xyz, *req.observed)
+                yy, xx = np.nonzero(hole)
+                conf[yy[bad], xx[bad]] = 0.0
+                new = new.select(~bad)
             work = work.concat(new)
             rgb_out[j], depth_out[j], conf_out[j] = rgb, depth, conf
         return GeneratedFrames(rgb_out, depth_out, conf_out, self.name,

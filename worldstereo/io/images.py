@@ -11,6 +11,7 @@ from worldstereo.errors import InputError
 from worldstereo.io.atomic import atomic_path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # decoder WARN lines would break our one-line errors
 
 
 def read_image(path: str | Path) -> np.ndarray:

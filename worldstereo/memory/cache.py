@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from worldstereo.cameras import Camera
-from worldstereo.geometry import Sim3, robust_umeyama, transform_points, unproject_depth, voxel_keys
+from worldstereo.geometry import Sim3, project_points, robust_umeyama, transform_points, unproject_depth, voxel_keys
 from worldstereo.io.ply import read_ply, write_ply
-from worldstereo.render.points import PointRender, render_points
+from worldstereo.render.points import PointRender, fill_cracks, render_points
 
 FIELDS = ("x", "y", "z", "red", "green", "blue", "conf", "size", "step", "frame")
 
@@ -53,9 +53,12 @@ class PointCache:
         """The cache as it stood before trajectory `step` was merged."""
         return self.select(self.step < step)
 
-    def render(self, cam: Camera, splat_scale: float = 1.5, max_radius_px: float = 4.0) -> PointRender:
-        return render_points(self.xyz, self.rgb, self.size, cam.K, cam.w2c, cam.width, cam.height,
-                             splat_scale=splat_scale, max_radius_px=max_radius_px)
+    def render(self, cam: Camera, splat_scale: float = 1.5, max_radius_px: float = 4.0,
+               close_cracks: bool = True) -> PointRender:
+        """Splat the cache into `cam`; by default one-pixel cracks are closed (see fill_cracks)."""
+        out = render_points(self.xyz, self.rgb, self.size, cam.K, cam.w2c, cam.width, cam.height,
+                            splat_scale=splat_scale, max_radius_px=max_radius_px)
+        return fill_cracks(out) if close_cracks else out
 
     # ---- IO
     def save(self, path: str | Path) -> None:
@@ -79,24 +82,21 @@ class PointCache:
 
 
 def depth_edges(depth_m: np.ndarray, rel_thresh: float) -> np.ndarray:
-    """[H, W] bool: pixels next to a depth discontinuity (relative jump > rel_thresh to a 4-neighbour).
+    """[H, W] bool: valid pixels with a relative depth jump > rel_thresh to a valid 4-neighbour.
 
-    Points there would smear foreground and background into "flying pixels" between them.
+    Points on both sides of such a jump would become "flying pixels" smeared between foreground
+    and background. Neighbours without depth do not count: unknown is not a discontinuity.
     """
-    d = np.where(np.isfinite(depth_m) & (depth_m > 0), depth_m, np.nan)
+    d = np.where(np.isfinite(depth_m) & (depth_m > 0), depth_m, np.nan).astype(np.float64)
     edge = np.zeros(d.shape, bool)
-    for axis in (0, 1):
-        diff = np.abs(np.diff(d, axis=axis))
-        rel = diff / np.fmin(np.take(d, range(d.shape[axis] - 1), axis), np.take(d, range(1, d.shape[axis]), axis))
-        jump = rel > rel_thresh
-        jump |= np.isnan(rel) & ~(np.isnan(np.take(d, range(d.shape[axis] - 1), axis)) & np.isnan(np.take(d, range(1, d.shape[axis]), axis)))
-        if axis == 0:
-            edge[:-1] |= jump
-            edge[1:] |= jump
-        else:
-            edge[:, :-1] |= jump
-            edge[:, 1:] |= jump
-    return edge & np.isfinite(d)
+    with np.errstate(invalid="ignore"):
+        jump_v = np.abs(d[1:] - d[:-1]) > rel_thresh * np.fmin(d[1:], d[:-1])  # NaN compares False
+        jump_h = np.abs(d[:, 1:] - d[:, :-1]) > rel_thresh * np.fmin(d[:, 1:], d[:, :-1])
+    edge[1:] |= jump_v
+    edge[:-1] |= jump_v
+    edge[:, 1:] |= jump_h
+    edge[:, :-1] |= jump_h
+    return edge
 
 
 def points_from_view(rgb: np.ndarray, depth_m: np.ndarray, cam: Camera, conf: np.ndarray | float, step: int,
@@ -129,9 +129,27 @@ def fuse_into(cache: PointCache, target: np.ndarray, new: PointCache, max_conf: 
     cache.conf[uniq] = np.minimum(tot, max_conf)
 
 
+def violates_free_space(xyz: np.ndarray, cam: Camera, depth_m: np.ndarray, margin: float = 0.03) -> np.ndarray:
+    """[N] bool: points that an observed view says are empty space.
+
+    A point that projects inside `cam`'s image in front of its observed depth (by more than a
+    relative margin) would have been seen there; a synthesised point like that contradicts a
+    real observation and must not enter the cache.
+    """
+    uv, z = project_points(xyz.astype(np.float64), cam.K, cam.w2c)
+    u = np.round(uv[:, 0])
+    v = np.round(uv[:, 1])
+    inside = (z > 0) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
+    out = np.zeros(len(xyz), bool)
+    ui, vi = u[inside].astype(int), v[inside].astype(int)
+    d = depth_m[vi, ui]
+    out[inside] = (d > 0) & np.isfinite(d) & (z[inside] < d * (1.0 - margin))
+    return out
+
+
 def fuse_frame(cache: PointCache, rgb: np.ndarray, depth_m: np.ndarray, conf: np.ndarray, cam: Camera,
                render: PointRender, T: Sim3, step: int, frame: int, voxel: float, max_conf: float,
-               agree_tol: float = 0.02) -> PointCache:
+               agree_tol: float = 0.02, observed: tuple[Camera, np.ndarray] | None = None) -> PointCache:
     """Merge one frame after its alignment T: pixels that re-observe the rendered cache point
     (depth within agree_tol) update that point; the rest are new surface, merged by voxel.
 
@@ -139,17 +157,21 @@ def fuse_frame(cache: PointCache, rgb: np.ndarray, depth_m: np.ndarray, conf: np
     which a voxel hash alone would do wherever the grid cuts a surface between two points.
     """
     pts = points_from_view(rgb, depth_m, cam, conf, step, frame, edge_rel_thresh=None)
+    keep = pts.conf > 0  # conf 0 = the generator's own verdict: not to be trusted
     pts.xyz = T.apply(pts.xyz.astype(np.float64)).astype(np.float32)
     pts.size = pts.size * np.float32(T.s)
     valid = np.isfinite(depth_m) & (depth_m > 0)
     idx = render.index[valid]
     z_cache = render.depth[valid]
     z_new = transform_points(cam.w2c, pts.xyz.astype(np.float64))[:, 2]  # aligned depth, same pixel order
-    agree = (idx >= 0) & (np.abs(z_new - z_cache) <= agree_tol * z_cache)
+    agree = (idx >= 0) & (np.abs(z_new - z_cache) <= agree_tol * z_cache) & keep
     out = cache.copy()
     if agree.any():
         fuse_into(out, idx[agree], pts.select(agree), max_conf)
-    return merge_voxel(out, pts.select(~agree), voxel, max_conf)
+    new = pts.select(~agree & keep)
+    if observed is not None:
+        new = new.select(~violates_free_space(new.xyz, *observed))
+    return merge_voxel(out, new, voxel, max_conf)
 
 
 def merge_voxel(cache: PointCache, new: PointCache, voxel: float, max_conf: float = 10.0) -> PointCache:

@@ -42,7 +42,11 @@ def saved_config(scene: SceneDir) -> GenerationConfig:
 
 
 def run_pipeline(scene: SceneDir, cfg: GenerationConfig, until: str | None = None, force: tuple[str, ...] = ()) -> dict:
-    """Run every stage up to `until`; `force` reruns the named stages (and what depends on them)."""
+    """Run every stage up to `until`; `force` reruns the named stages (and what depends on them).
+
+    until="generate" stops after the first trajectory's video: each later trajectory is generated
+    from the cache that the previous one's update_cache produced.
+    """
     if until is not None and until not in STAGES:
         raise InputError(None, f"--until must be one of {', '.join(STAGES)}")
     for f in force:
@@ -56,8 +60,9 @@ def run_pipeline(scene: SceneDir, cfg: GenerationConfig, until: str | None = Non
     if last >= 2:
         for name in st.trajectory_names(cfg):
             st.stage_generate(scene, cfg, name, force="generate" in force)
-            if last >= 3:
-                st.stage_update_cache(scene, cfg, name, force="update_cache" in force)
+            if last == 2:
+                break  # the next trajectory needs this one's cache update
+            st.stage_update_cache(scene, cfg, name, force="update_cache" in force)
     if last >= 4:
         st.stage_export(scene, cfg, force="export" in force)
     return summarize(scene, time.perf_counter() - t0)

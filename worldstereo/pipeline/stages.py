@@ -100,6 +100,13 @@ def _step_of(scene: SceneDir, name: str) -> int:
     return order.index(name) + 1
 
 
+def _input_view(scene: SceneDir) -> tuple[Camera, np.ndarray]:
+    """The input camera and its observed depth: free space that synthesised points may not fill."""
+    meta = scene.load()
+    W, H = meta["working_size"]
+    return Camera(np.asarray(meta["K"]), np.eye(4), W, H), np.load(scene.input_depth)
+
+
 def _previous_hash(scene: SceneDir, step: int) -> str:
     """Hash of the cache state this step starts from: the previous trajectory's update, or prepare."""
     order = scene.load()["trajectory_order"]
@@ -135,7 +142,8 @@ def stage_generate(scene: SceneDir, cfg: GenerationConfig, name: str, force: boo
     cond = [cache.render(c, cfg.generator.geometric.splat_scale) for c in progress(traj.cameras, f"{name}: cache render")]
     cond_rgb = np.stack([r.rgb for r in cond])
     cond_hole = np.stack([r.hole for r in cond])
-    req = GenerationRequest(traj, cache, bank, refs, step, meta["pivot_depth_m"], cond_rgb, cond_hole)
+    req = GenerationRequest(traj, cache, bank, refs, step, meta["pivot_depth_m"], cond_rgb, cond_hole,
+                            observed=_input_view(scene))
     out = make_generator(cfg.generator.backend, cfg.generator.geometric).generate(req, progress_desc=f"{name}: generate")
 
     with atomic_dir(scene.conditions(name)) as tmp:
@@ -180,6 +188,7 @@ def stage_update_cache(scene: SceneDir, cfg: GenerationConfig, name: str, force:
     conf = np.load(frames_dir / "conf.npy")
     cache = PointCache.load(scene.cache_ply).before_step(step)
     n_before = len(cache)
+    observed = _input_view(scene)
     voxel = meta["voxel_m"]
     aligns = []
     rgbs = []
@@ -189,7 +198,8 @@ def stage_update_cache(scene: SceneDir, cfg: GenerationConfig, name: str, force:
         render = cache.render(cam)
         T, rec = align_frame_to_cache(depth[j], cam, render, j, cfg.cache.min_overlap_px, cfg.cache.max_pairs)
         aligns.append(rec)
-        cache = fuse_frame(cache, rgb, depth[j], conf[j], cam, render, T, step, j, voxel, cfg.cache.max_conf)
+        cache = fuse_frame(cache, rgb, depth[j], conf[j], cam, render, T, step, j, voxel, cfg.cache.max_conf,
+                           observed=observed)
     bank = MemoryBank(scene.memory_bank)
     bank.drop_from_step(step)
     for j in np.unique(np.round(np.linspace(0, len(traj) - 1, cfg.memory.keyframes)).astype(int)):

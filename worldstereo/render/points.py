@@ -129,3 +129,32 @@ def render_points_reference(xyz, rgb, size, K, w2c, width, height, splat_scale=1
     out_rgb = np.zeros((height, width, 3), np.uint8)
     out_rgb[~hole] = np.asarray(rgb)[index[~hole]]
     return PointRender(out_rgb, depth, hole, index)
+
+
+def fill_cracks(out: PointRender, min_neighbours: int = 5, iters: int = 2) -> PointRender:
+    """Close pinholes and one-pixel cracks between splats (a surface seen obliquely), which are not
+    disocclusions: a hole pixel with ≥ `min_neighbours` of its 8 neighbours covered takes the
+    nearest of them (point index, colour, depth). Real holes are wider and stay holes."""
+    index, depth, rgb = out.index.copy(), out.depth.copy(), out.rgb.copy()
+    H, W = index.shape
+    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    for _ in range(iters):
+        hole = index < 0
+        if not hole.any():
+            break
+        pad_i = np.pad(index, 1, constant_values=-1)
+        pad_d = np.pad(np.where(hole, np.inf, depth), 1, constant_values=np.inf)
+        nb_i = np.stack([pad_i[1 + dy:1 + dy + H, 1 + dx:1 + dx + W] for dy, dx in shifts])  # [8, H, W]
+        nb_d = np.stack([pad_d[1 + dy:1 + dy + H, 1 + dx:1 + dx + W] for dy, dx in shifts])
+        count = (nb_i >= 0).sum(0)
+        crack = hole & (count >= min_neighbours)
+        if not crack.any():
+            break
+        pick = np.argmin(nb_d, axis=0)
+        yy, xx = np.nonzero(crack)
+        src_dy = np.array([s[0] for s in shifts])[pick[yy, xx]]
+        src_dx = np.array([s[1] for s in shifts])[pick[yy, xx]]
+        index[yy, xx] = index[yy + src_dy, xx + src_dx]
+        depth[yy, xx] = depth[yy + src_dy, xx + src_dx]
+        rgb[yy, xx] = rgb[yy + src_dy, xx + src_dx]
+    return PointRender(rgb, depth, index < 0, index)

@@ -158,11 +158,14 @@ class SceneDir:
         self.save(data)
 
     def check_writable(self) -> None:
-        """Fail early with one line when the scene folder cannot be created or written."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(self.root, f"cannot create scene folder ({e.strerror or e})")
-        if not os.access(self.root, os.W_OK):
-            raise InputError(self.root, "scene folder is not writable")
-        clean_stale_temps(self.root)
+        """Fail early with one line when the scene folder could not be written; creates nothing
+        (a run stopped by bad input leaves no empty folder behind)."""
+        probe = self.root
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise InputError(self.root, f"cannot create scene folder: {probe} is not a folder")
+        if not os.access(probe, os.W_OK):
+            raise InputError(self.root, f"scene folder is not writable ({probe})")
+        if self.root.exists():
+            clean_stale_temps(self.root)

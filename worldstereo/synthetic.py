@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
@@ -297,29 +298,63 @@ class SyntheticScene:
         return rgb.reshape(H, W, 3), t.astype(np.float32).reshape(H, W)
 
     # ---- ground truth
-    def visible_from(self, pts: np.ndarray, cameras: Sequence[Camera], rel_tol: float = 1e-6) -> np.ndarray:
-        """[N] bool: points (on the surface) seen, unoccluded and inside the image, by any camera."""
+    def visible_from(self, pts: np.ndarray, cameras: Sequence[Camera], exact: bool = True,
+                     rel_tol: float = 1e-6) -> np.ndarray:
+        """[N] bool: points (on the surface) seen, unoccluded and inside the image, by any camera.
+
+        exact: cast a ray to every candidate point (slow for many cameras); else compare with each
+        camera's rendered depth at the 4 pixels around the projection (2 % relative tolerance)."""
         seen = np.zeros(len(pts), bool)
         for cam in cameras:
+            rest = np.flatnonzero(~seen)
+            if len(rest) == 0:
+                break
             w2c = cam.w2c
-            pc = pts @ w2c[:3, :3].T + w2c[:3, 3]
-            z = pc[:, 2]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                u = cam.K[0, 0] * pc[:, 0] / z + cam.K[0, 2]
-                v = cam.K[1, 1] * pc[:, 1] / z + cam.K[1, 2]
-            cand = (~seen) & (z > 1e-6) & (u >= -0.5) & (u < cam.width - 0.5) & (v >= -0.5) & (v < cam.height - 0.5)
-            if not cand.any():
+            p = pts[rest]
+            x = p[:, 0] * w2c[0, 0] + p[:, 1] * w2c[0, 1] + p[:, 2] * w2c[0, 2] + w2c[0, 3]
+            y = p[:, 0] * w2c[1, 0] + p[:, 1] * w2c[1, 1] + p[:, 2] * w2c[1, 2] + w2c[1, 3]
+            z = p[:, 0] * w2c[2, 0] + p[:, 1] * w2c[2, 1] + p[:, 2] * w2c[2, 2] + w2c[2, 3]
+            front = z > 1e-6
+            rest, x, y, z = rest[front], x[front], y[front], z[front]
+            u = cam.K[0, 0] * x / z + cam.K[0, 2]
+            v = cam.K[1, 1] * y / z + cam.K[1, 2]
+            inside = (u >= -0.5) & (u < cam.width - 0.5) & (v >= -0.5) & (v < cam.height - 0.5)
+            if not inside.any():
                 continue
-            rd = pts[cand] - cam.center  # target at t = 1
-            t, _ = self.raycast(cam.center, rd)
-            seen[np.flatnonzero(cand)[t >= 1.0 - rel_tol]] = True
+            idx, u, v, z = rest[inside], u[inside], v[inside], z[inside]
+            if exact:
+                t, _ = self.raycast(cam.center, pts[idx] - cam.center)  # target at t = 1
+                seen[idx[t >= 1.0 - rel_tol]] = True
+                continue
+            depth = cam.depth if isinstance(cam, _DepthCachedCamera) else self.render_depth(cam)
+            u0 = np.floor(u).astype(np.int64)
+            v0 = np.floor(v).astype(np.int64)
+            ok = np.zeros(len(idx), bool)
+            for du in (0, 1):
+                for dv in (0, 1):
+                    uu = np.clip(u0 + du, 0, cam.width - 1)
+                    vv = np.clip(v0 + dv, 0, cam.height - 1)
+                    ok |= np.abs(depth[vv, uu] - z) <= 0.02 * z
+            seen[idx[ok]] = True
         return seen
 
-    def sample_points(self, n: int, seed: int = 0, cameras: Sequence[Camera] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def render_depth(self, camera: Camera) -> np.ndarray:
+        """z-depth [H, W] float64 only (inf where nothing is hit)."""
+        o, rd = self.camera_rays(camera)
+        return self.raycast(o, rd)[0].reshape(camera.height, camera.width)
+
+    def sample_points(self, n: int, seed: int = 0, cameras: Sequence[Camera] | None = None,
+                      exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """n ground-truth surface samples, uniform by area: xyz [n, 3] float64, rgb [n, 3] uint8.
 
         With `cameras`, only surface seen by at least one of them is sampled (what a
-        reconstruction from those views can recover); rejection sampling, so still uniform."""
+        reconstruction from those views can recover); rejection sampling, so still uniform.
+        Visibility is exact (ray cast per sample) for up to 2 cameras, else tested against the
+        cameras' depth maps (`visible_from`); `exact` overrides."""
+        if cameras is not None and exact is None:
+            exact = len(cameras) <= 2
+        if cameras is not None and not exact:  # render each camera's depth once
+            cameras = [_DepthCachedCamera(c, self.render_depth(c)) for c in cameras]
         rng = np.random.default_rng(seed)
         areas = np.array([p.area for p in self.primitives])
         probs = areas / areas.sum()
@@ -333,7 +368,7 @@ class SyntheticScene:
                 pts[sel] = self.primitives[i].sample(int(sel.sum()), rng)
             keep = self._on_visible_surface(pts, which)
             if cameras is not None:
-                keep &= self.visible_from(pts, cameras)
+                keep &= self.visible_from(pts, cameras, exact=bool(exact))
             xyz_parts.append(pts[keep])
             idx_parts.append(which[keep])
             have += int(keep.sum())
@@ -396,6 +431,15 @@ class SyntheticScene:
         else:
             raise ValueError(f"unknown path {name!r}; choose from {', '.join(PATH_NAMES)}")
         return [Camera(K.copy(), c2w, width, height) for c2w in c2ws]
+
+
+@dataclass
+class _DepthCachedCamera(Camera):
+    """A camera carrying its rendered depth map, so visibility tests render it once."""
+
+    def __init__(self, cam: Camera, depth: np.ndarray):
+        super().__init__(cam.K, cam.c2w, cam.width, cam.height)
+        self.depth = depth
 
 
 # --------------------------------------------------------------------------- scene builders
@@ -549,3 +593,108 @@ def _clear_paths(scene: SyntheticScene, clearance: float = 0.35) -> None:
             continue
         keep.append(prim)
     scene.primitives = keep
+
+
+# --------------------------------------------------------------------------- benchmark export
+
+
+@dataclass
+class ExportConfig:
+    """What `write_scene` renders for one synthetic benchmark scene."""
+
+    width: int = 256
+    """Image width of the input view and path frames (pixels)."""
+    height: int = 192
+    """Image height (pixels)."""
+    paths: tuple[str, ...] = ("orbit", "left")
+    """Camera paths rendered as ground-truth frame sets (orbit, up, left, right, forward, sweep)."""
+    frames: int = 21
+    """Frames per path (frame 0 = the input view)."""
+    gt_points: int = 200_000
+    """Ground-truth surface samples, restricted to surface seen from the input view or a path."""
+    depth_noise: float = 0.05
+    """Per-frame depth distortion of the `recon/` frame sets (relative; 0 = exact): a random global
+    scale and a smooth multiplicative warp per frame, the kind of inconsistency generated video has."""
+
+
+def scene_name(kind: str, seed: int) -> str:
+    return f"{kind}_{seed:03d}"
+
+
+def _frames_results(renders: list, cams: Sequence[Camera], noise: float, rng: np.random.Generator):
+    from worldstereo.io.results import FrameResults
+
+    imgs, depths, w2c = [], [], []
+    for k, (cam, (rgb, depth)) in enumerate(zip(cams, renders)):
+        if noise > 0 and k > 0:  # frame 0 stays exact: it is the input view
+            H, W = depth.shape
+            v, u = np.mgrid[0:H, 0:W] / max(H, W)
+            a = rng.normal(0, noise, 3)
+            warp = (1 + rng.normal(0, noise)) * (1 + a[0] * (u - 0.5) + a[1] * (v - 0.5) + a[2] * np.sin(3 * u + 2 * v))
+            depth = depth * warp.astype(np.float32)
+        imgs.append(rgb)
+        depths.append(np.where(np.isfinite(depth), depth, 0).astype(np.float32))  # results.npz: 0 = unknown
+        w2c.append(cam.w2c[:3])
+    depth = np.stack(depths)
+    return FrameResults(depth, (depth > 0).astype(np.float32), np.stack(w2c).astype(np.float32),
+                        np.stack([c.K for c in cams]).astype(np.float32), np.stack(imgs))
+
+
+def write_scene(kind: str, seed: int, out: Path, cfg: ExportConfig = ExportConfig()) -> dict:
+    """Render one scene into `out/<kind>_<seed>/` and return its manifest entry (paths relative to `out`).
+
+    Layout:
+        input/image.png, input/depth.npy (float32 z-depth, metres, inf = nothing hit), input/K.json
+        gt/points.ply                    GT surface samples (x, y, z float32, red, green, blue uint8)
+        gt/trajectories/<path>.json      the path cameras (worldstereo trajectory JSON)
+        gt/frames/<path>.npz             exact frames in the results.npz schema (0 = nothing hit)
+        recon/<path>/exports/npz/results.npz   the same frames with per-frame depth distortion
+                                         (input for reconstruct.py --scene recon/<path>)
+    """
+    import json
+
+    from worldstereo.cameras import Trajectory, save_trajectory
+    from worldstereo.io.atomic import atomic_path, atomic_write_text
+    from worldstereo.io.images import write_image
+    from worldstereo.io.ply import write_ply
+    from worldstereo.io.results import save_results
+
+    out = Path(out)
+    name = scene_name(kind, seed)
+    root = out / name
+    scene = make_scene(kind, seed)
+    cam = scene.default_camera(cfg.width, cfg.height)
+    rgb, depth = scene.render(cam)
+    write_image(root / "input" / "image.png", rgb)
+    with atomic_path(root / "input" / "depth.npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, depth)
+    K = cam.K
+    intr = [float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])]
+    atomic_write_text(root / "input" / "K.json", json.dumps({"K": K.tolist(), "width": cfg.width, "height": cfg.height}))
+    all_cams = [cam]
+    entry_paths, entry_frames, entry_recon = {}, {}, {}
+    rng = np.random.default_rng([seed, 7])
+    for p in cfg.paths:
+        cams = scene.path(p, cfg.frames, cfg.width, cfg.height)
+        all_cams += cams[1::2]
+        save_trajectory(Trajectory(cams, p), root / "gt" / "trajectories" / f"{p}.json")
+        renders = [scene.render(c) for c in cams]
+        save_results(root / "gt" / "frames" / f"{p}.npz", _frames_results(renders, cams, 0.0, rng))
+        save_results(root / "recon" / p / "exports" / "npz" / "results.npz",
+                     _frames_results(renders, cams, cfg.depth_noise, rng))
+        entry_paths[p] = f"{name}/gt/trajectories/{p}.json"
+        entry_frames[p] = f"{name}/gt/frames/{p}.npz"
+        entry_recon[p] = f"{name}/recon/{p}"
+    xyz, col = scene.sample_points(cfg.gt_points, seed=seed, cameras=all_cams)
+    write_ply(root / "gt" / "points.ply", {"x": xyz[:, 0].astype(np.float32), "y": xyz[:, 1].astype(np.float32),
+                                          "z": xyz[:, 2].astype(np.float32), "red": col[:, 0], "green": col[:, 1],
+                                          "blue": col[:, 2]})
+    fin = depth[np.isfinite(depth)]
+    return {
+        "name": name, "kind": kind, "seed": seed, "synthetic": True,
+        "image": f"{name}/input/image.png", "depth": f"{name}/input/depth.npy",
+        "intrinsics": intr, "width": cfg.width, "height": cfg.height,
+        "gt_points": f"{name}/gt/points.ply", "trajectories": entry_paths, "frames": entry_frames,
+        "recon": entry_recon, "median_depth": float(np.median(fin)) if len(fin) else None,
+    }

@@ -5,7 +5,8 @@ consistency of the frames in exports/npz/results.npz (all values in 0..1, higher
   at least one scene point projects into (in front of the camera). Scene points = the 3D cache when
   given, else all frames' depth unprojected. Measures how much of each rendered view is covered.
 - geometric consistency: for ordered frame pairs (i → j), unproject i's depth (every `stride`-th
-  pixel), project into j and read j's depth at the nearest pixel. With r = (z_i→j − z_j)/z_j:
+  pixel), project into j and compare with j's depth at the 4 pixels around the projection, keeping
+  the best-matching one (robust to pixel sampling). With r = (z_i→j − z_j)/z_j:
   agree if |r| ≤ rel_tol; conflict if r < −rel_tol (i's point floats in front of j's surface);
   r > rel_tol is an occlusion and is not counted. GC = Σ agree / Σ (agree + conflict) over pairs.
 - multiview consistency: among the agreeing pixels, the fraction whose colours match, i.e. whose
@@ -75,16 +76,26 @@ def pair_agreement(r: FrameResults, i: int, j: int, stride: int = 2, rel_tol: fl
     ok = np.all(np.isfinite(pts), axis=1)
     pts, col_i = pts[ok], col_i[ok]
     u, v, z = _project(pts, r.K[j].astype(np.float64), _w2c44(r.extrinsics_w2c[j]))
-    ui, vi = np.round(u), np.round(v)
-    inb = (z > 1e-6) & (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
-    ui, vi, z, col_i = ui[inb].astype(np.int64), vi[inb].astype(np.int64), z[inb], col_i[inb]
-    dj = r.depth[j][vi, ui].astype(np.float64)
-    valid = np.isfinite(dj) & (dj > 0)
-    rel = (z[valid] - dj[valid]) / dj[valid]
-    agree = np.abs(rel) <= rel_tol
-    conflict = rel < -rel_tol
-    cdiff = np.abs(col_i[valid][agree].astype(np.int32) - r.image[j][vi[valid][agree], ui[valid][agree]].astype(np.int32))
-    colour_ok = cdiff.mean(axis=1) <= colour_tol * 255
+    inb = (z > 1e-6) & (u >= -0.5) & (u < W - 0.5) & (v >= -0.5) & (v < H - 0.5)
+    u, v, z, col_i = u[inb], v[inb], z[inb], col_i[inb]
+    # the 4 pixels around the projection: the best-matching one decides (sampling-robust)
+    best = np.full(len(z), np.inf)  # |r| of the best neighbour
+    best_r = np.full(len(z), np.nan)
+    best_col = np.zeros((len(z), 3), np.int32)
+    for du in (0, 1):
+        for dv in (0, 1):
+            uu = np.clip(np.floor(u).astype(np.int64) + du, 0, W - 1)
+            vv = np.clip(np.floor(v).astype(np.int64) + dv, 0, H - 1)
+            dj = r.depth[j][vv, uu].astype(np.float64)
+            ok = np.isfinite(dj) & (dj > 0)
+            rel = np.where(ok, (z - dj) / np.where(ok, dj, 1.0), np.nan)
+            better = ok & (np.abs(rel) < best)
+            best[better], best_r[better] = np.abs(rel[better]), rel[better]
+            best_col[better] = r.image[j][vv[better], uu[better]]
+    valid = np.isfinite(best_r)
+    agree = valid & (best <= rel_tol)
+    conflict = valid & (best_r < -rel_tol)
+    colour_ok = np.abs(col_i[agree].astype(np.int32) - best_col[agree]).mean(axis=1) <= colour_tol * 255
     return int(agree.sum()), int(conflict.sum()), int(colour_ok.sum())
 
 

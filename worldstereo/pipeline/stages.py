@@ -40,6 +40,8 @@ def _hash_of(scene: SceneDir, stage: str) -> str:
 def stage_prepare(scene: SceneDir, cfg: GenerationConfig, force: bool = False) -> str:
     timer = StageTimer("prepare")
     view = load_input_view(cfg.input)  # reads and validates before anything is written
+    for path in cfg.plan.custom:  # bad custom trajectories fail now, not after prepare wrote the scene
+        load_trajectory(path)
     chash = config_hash("prepare", cfg.input, cfg.cache.edge_rel_thresh, cfg.cache.voxel_scale, view.source_id)
     if not force and scene.stage_done("prepare", chash):
         timer.skipped(str(scene.root))

@@ -1,0 +1,88 @@
+"""Camera metrics: ATE equals evo's APE (Sim(3)) on TUM fr1_xyz; RotErr / TransErr invariants."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worldstereo.metrics.cameras import (associate, ate_rmse, pairwise_auc, read_tum, rot_err, score_cameras,
+                                         trans_err)
+
+DATA = Path(__file__).resolve().parents[1] / "shared" / "data" / "tum_fr1_xyz"
+if not DATA.exists():
+    DATA = Path("/work/shared/data/tum_fr1_xyz")
+
+
+def _rz(deg):
+    a = np.radians(deg)
+    R = np.eye(4)
+    R[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    return R
+
+
+def _circle(n=12):
+    c2w = []
+    for k in range(n):
+        T = _rz(10 * k)
+        T[:3, 3] = [np.cos(k / 3), np.sin(k / 3), 0.1 * k]
+        c2w.append(T)
+    return np.stack(c2w)
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="shared TUM data not found")
+def test_ate_equals_evo_ape_sim3():
+    evo = pytest.importorskip("evo")
+    from evo.core import metrics, sync
+    from evo.tools import file_interface
+
+    ref = file_interface.read_tum_trajectory_file(str(DATA / "groundtruth.txt"))
+    est = file_interface.read_tum_trajectory_file(str(DATA / "rgbdslam.txt"))
+    ref, est = sync.associate_trajectories(ref, est, max_diff=0.01)
+    est.align(ref, correct_scale=True)
+    ape = metrics.APE(metrics.PoseRelation.translation_part)
+    ape.process_data((ref, est))
+    evo_rmse = ape.get_statistic(metrics.StatisticsType.rmse)
+
+    ts_gt, gt = read_tum(DATA / "groundtruth.txt")
+    ts_est, es = read_tum(DATA / "rgbdslam.txt")
+    ia, ib = associate(ts_gt, ts_est, 0.01)
+    assert len(ia) == ref.num_poses
+    ours, T = ate_rmse(es[ib], gt[ia])
+    assert ours == pytest.approx(evo_rmse, rel=1e-9, abs=1e-12)
+    assert 0 < ours < 0.1 and 0.5 < T.s < 2
+
+
+def test_rot_trans_err_zero_against_itself():
+    c = _circle()
+    assert rot_err(c, c) == pytest.approx(0, abs=1e-5)
+    assert trans_err(c, c) == pytest.approx(0, abs=1e-12)
+    assert pairwise_auc(c, c) == 1.0
+    s = score_cameras(c, c)
+    assert s.ate == pytest.approx(0, abs=1e-9)
+
+
+def test_rot_err_equals_angle_times_frame_count():
+    c = _circle()
+    turned = c.copy()
+    turned[1:] = c[1:] @ _rz(7.0)  # every frame after the first turned by 7° about its optical axis
+    assert rot_err(turned, c) == pytest.approx(7.0 * (len(c) - 1), rel=1e-6)
+    # camera centres unchanged → no translation error; invariant to a global similarity
+    assert trans_err(turned, c) == pytest.approx(0, abs=1e-12)
+    g = _rz(33) @ np.diag([1, 1, 1, 1.0])
+    g[:3, 3] = [5, -2, 1]
+    moved = g[None] @ c
+    moved[:, :3, 3] *= 3.0
+    assert rot_err(moved, c) == pytest.approx(0, abs=1e-5)
+    assert trans_err(moved, c) == pytest.approx(0, abs=1e-9)
+    assert ate_rmse(moved, c)[0] == pytest.approx(0, abs=1e-9)
+
+
+def test_trans_err_known_offset():
+    c = _circle(5)
+    est = c.copy()
+    est[-1, :3, 3] += [0.0, 0.0, 0.5]
+    t_gt = (np.linalg.inv(c[0])[None] @ c)[:, :3, 3]
+    t_es = (np.linalg.inv(est[0])[None] @ est)[:, :3, 3]
+    want = np.linalg.norm(t_es / np.linalg.norm(t_es, axis=1).max() - t_gt / np.linalg.norm(t_gt, axis=1).max(), axis=1).sum()
+    assert trans_err(est, c) == pytest.approx(want)
+    assert trans_err(est, c, norm="none") == pytest.approx(0.5)

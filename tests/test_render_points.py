@@ -45,10 +45,27 @@ def test_input_view_reproduces_input_image():
     depth = cv2.resize(np.where(np.isfinite(depth0), depth0, 0), (W, H), interpolation=cv2.INTER_NEAREST)
     cam = Camera(scale_intrinsics(K0, W / rgb0.shape[1], H / rgb0.shape[0]), np.eye(4), W, H)
     cache = points_from_view(rgb, depth, cam, 1.0, 0, 0)
-    out = cache.render(cam)
+    out = cache.render(cam, close_cracks=False)  # pixels of dropped edge points stay holes
     valid = ~out.hole
     assert valid.mean() > 0.8
     mse = np.mean((out.rgb[valid].astype(float) - rgb[valid].astype(float)) ** 2)
     psnr = 10 * np.log10(255**2 / max(mse, 1e-12))
     assert psnr > 35.0, psnr
     assert np.allclose(out.depth[valid], depth[valid], rtol=1e-5)
+
+
+def test_fill_cracks_closes_pinholes_not_holes():
+    from worldstereo.render.points import PointRender, fill_cracks
+
+    H, W = 20, 20
+    index = np.arange(H * W).reshape(H, W)
+    depth = np.full((H, W), 2.0, np.float32)
+    depth[:, :10] = 1.0  # a nearer half: cracks take the nearest neighbour
+    index[5, 5] = -1  # pinhole
+    index[12, 10] = -1  # crack on the depth edge
+    index[2:10, 13:19] = -1  # a real 8×6 hole
+    rgb = np.zeros((H, W, 3), np.uint8)
+    out = fill_cracks(PointRender(rgb, np.where(index < 0, 0, depth), index < 0, index))
+    assert not out.hole[5, 5] and not out.hole[12, 10]
+    assert out.depth[12, 10] == 1.0
+    assert out.hole[4:8, 15:17].all()  # the inside of the real hole stays a hole

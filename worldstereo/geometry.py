@@ -40,7 +40,8 @@ def unproject_depth(depth_m: np.ndarray, K: np.ndarray, c2w: np.ndarray | None =
 
 def transform_points(T: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """Apply a 4×4 (or 3×4) transform to points [..., 3]."""
-    return pts @ T[:3, :3].T + T[:3, 3]
+    # einsum: numpy's matmul with an inner dimension of 3 is ~2× slower on large N
+    return np.einsum("ij,...j->...i", T[:3, :3], pts) + T[:3, 3]
 
 
 def project_points(pts_world: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +87,7 @@ class Sim3:
     t: np.ndarray  # [3]
 
     def apply(self, pts: np.ndarray) -> np.ndarray:
-        return self.s * pts @ self.R.T + self.t
+        return np.einsum("ij,...j->...i", self.s * self.R, pts) + self.t
 
     def matrix(self) -> np.ndarray:
         T = np.eye(4)
@@ -158,6 +159,8 @@ def robust_umeyama(
         raise ValueError("robust_umeyama needs at least 3 correspondences")
     rng = np.random.default_rng(seed)
     best_T, best_score = umeyama(src, dst, with_scale=with_scale), np.inf
+    # hypotheses are ranked on a fixed subset: the median of 1000 residuals is as telling as of all
+    probe = rng.choice(n, size=min(n, 1000), replace=False)
     for _ in range(iters):
         idx = rng.choice(n, size=min(sample, n), replace=False)
         try:
@@ -166,7 +169,7 @@ def robust_umeyama(
             continue
         if not np.isfinite(T.s) or T.s <= 0:
             continue
-        r = np.linalg.norm(T.apply(src) - dst, axis=1)
+        r = np.linalg.norm(T.apply(src[probe]) - dst[probe], axis=1)
         score = np.median(r)  # least median of squares
         if score < best_score:
             best_T, best_score = T, score

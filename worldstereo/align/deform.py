@@ -38,6 +38,9 @@ class DeformConfig:
     none: rigid only."""
     resolution: int = 6
     """Control-grid nodes per axis."""
+    space: Literal["frustum", "xyz"] = "xyz"
+    """Grid coordinates: frustum (x/z, y/z, z): cells follow the image, so image-smooth depth
+    warps and scale drift (exactly) are cheap; xyz: an axis-aligned box in camera space."""
     margin: float = 0.05
     """Grid box = the frame's 1–99 % point extent grown by this fraction on each side."""
     smoothness: float = 1.0
@@ -70,17 +73,24 @@ class ControlGrid:
 
     lo: np.ndarray  # [3]
     hi: np.ndarray  # [3]
-    values: np.ndarray  # [R, R, R, 3] node displacements
+    values: np.ndarray  # [R, R, R, 3] node displacements (camera-space metres)
+
+    space: str = "xyz"  # grid coordinates: "xyz" (camera box) or "frustum" (x/z, y/z, z)
 
     @staticmethod
-    def around(pts: np.ndarray, resolution: int, margin: float = 0.05) -> "ControlGrid":
-        """A zero grid whose box holds the 1–99 % extent of `pts` [N, 3], grown by `margin`."""
-        lo = np.percentile(pts, 1, axis=0)
-        hi = np.percentile(pts, 99, axis=0)
+    def around(pts: np.ndarray, resolution: int, margin: float = 0.05, space: str = "xyz") -> "ControlGrid":
+        """A zero grid whose box holds the 1–99 % extent of `pts` [N, 3] (in grid coordinates),
+        grown by `margin`."""
+        c = to_grid_coords(pts, space)
+        lo = np.percentile(c, 1, axis=0)
+        hi = np.percentile(c, 99, axis=0)
         ext = np.maximum(hi - lo, 1e-6)
-        pad = margin * ext + 1e-3 * ext.max()
+        pad = margin * ext + 1e-3 * np.abs(hi).max()
         r = max(int(resolution), 2)
-        return ControlGrid(lo - pad, hi + pad, np.zeros((r, r, r, 3)))
+        lo = lo - pad
+        if space == "frustum":
+            lo[2] = max(lo[2], 1e-3 * hi[2])
+        return ControlGrid(lo, hi + pad, np.zeros((r, r, r, 3)), space)
 
     @property
     def resolution(self) -> int:
@@ -94,13 +104,13 @@ class ControlGrid:
         """[R³, 3] node coordinates, flattened in the same (i, j, k) order as `values`."""
         r = self.resolution
         axes = [np.linspace(self.lo[d], self.hi[d], r) for d in range(3)]
-        g = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
-        return g.reshape(-1, 3)
+        g = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+        return from_grid_coords(g, self.space)
 
     def weights(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flat node indices [N, 8] and trilinear weights [N, 8] (rows sum to 1)."""
         r = self.resolution
-        f = (np.asarray(pts, np.float64) - self.lo) / (self.hi - self.lo) * (r - 1)
+        f = (to_grid_coords(np.asarray(pts, np.float64), self.space) - self.lo) / (self.hi - self.lo) * (r - 1)
         f = np.clip(f, 0.0, r - 1 - 1e-9)
         base = np.floor(f).astype(np.int64)  # [N, 3]
         frac = f - base
@@ -121,6 +131,9 @@ class ControlGrid:
         lo = torch.as_tensor(self.lo, dtype=pts.dtype, device=pts.device)
         hi = torch.as_tensor(self.hi, dtype=pts.dtype, device=pts.device)
         vals = torch.as_tensor(self.values.reshape(-1, 3), dtype=pts.dtype, device=pts.device)
+        if self.space == "frustum":
+            z = pts[:, 2:3].clamp(min=float(self.lo[2]) * 0.5)
+            pts = torch.cat([pts[:, :2] / z, z], dim=1)
         f = ((pts - lo) / (hi - lo) * (r - 1)).clamp(0.0, r - 1 - 1e-6)
         base = torch.floor(f).detach().long()
         frac = f - base
@@ -145,7 +158,21 @@ class ControlGrid:
         return sp.vstack(ops).tocsr()
 
     def to_dict(self) -> dict[str, np.ndarray]:
-        return {"lo": self.lo, "hi": self.hi, "values": self.values}
+        return {"lo": self.lo, "hi": self.hi, "values": self.values, "space": self.space}
+
+
+def to_grid_coords(pts: np.ndarray, space: str) -> np.ndarray:
+    """Camera xyz [N, 3] → grid coordinates: frustum (x/z, y/z, z) or unchanged."""
+    if space == "xyz":
+        return pts
+    z = np.maximum(pts[:, 2:3], 1e-9)
+    return np.concatenate([pts[:, :2] / z, z], axis=1)
+
+
+def from_grid_coords(c: np.ndarray, space: str) -> np.ndarray:
+    if space == "xyz":
+        return c
+    return np.concatenate([c[:, :2] * c[:, 2:3], c[:, 2:3]], axis=1)
 
 
 def fit_grid_to_targets(grid: ControlGrid, src: np.ndarray, delta: np.ndarray, smoothness: float,
@@ -161,4 +188,4 @@ def fit_grid_to_targets(grid: ControlGrid, src: np.ndarray, delta: np.ndarray, s
     H = (J.T @ J + smoothness * (L.T @ L) + damping * sp.identity(grid.n_nodes)).tocsc()
     rhs = J.T @ delta  # [R³, 3]
     sol = spla.splu(H).solve(np.ascontiguousarray(rhs))
-    return ControlGrid(grid.lo.copy(), grid.hi.copy(), sol.reshape(grid.values.shape))
+    return ControlGrid(grid.lo.copy(), grid.hi.copy(), sol.reshape(grid.values.shape), grid.space)

@@ -66,11 +66,15 @@ class ICPConfig:
     corr_points: int = 4000
     """At most this many matched pixels per frame pair."""
     corr_weight: float = 1.0
-    """λ_c of the correspondence term."""
+    """λ_c of the correspondence term at the first iteration."""
+    corr_weight_final: float = 1e-4
+    """λ_c once the cutoff has shrunk (matches are ~1 px accurate; point-to-plane is finer)."""
     corr_cutoff: float = 0.1
     """Reject correspondences farther than this (after the initial similarity fit)."""
     init_from_matches: bool = True
     """Start each frame from a robust Sim(3) fit of its matches (scale goes into the grid)."""
+    gn_points: int = 6000
+    """Point-to-plane pairs used per Gauss–Newton iteration (a fresh random subset each time)."""
     pose_damping: float = 1e-6
     """Levenberg damping on the twist."""
     seed: int = 0
@@ -89,7 +93,7 @@ class FrameState:
     hash_field: torch.nn.Module | None = None
 
     def copy(self) -> "FrameState":
-        g = None if self.grid is None else ControlGrid(self.grid.lo.copy(), self.grid.hi.copy(), self.grid.values.copy())
+        g = None if self.grid is None else ControlGrid(self.grid.lo.copy(), self.grid.hi.copy(), self.grid.values.copy(), self.grid.space)
         return FrameState(self.A.copy(), g, self.hash_field)
 
     def base(self, x: np.ndarray) -> np.ndarray:
@@ -110,7 +114,7 @@ class FrameState:
 
 
 def new_state(frame: FramePoints, deform: DeformConfig) -> FrameState:
-    grid = None if deform.kind == "none" else ControlGrid.around(frame.xyz, deform.resolution, deform.margin)
+    grid = None if deform.kind == "none" else ControlGrid.around(frame.xyz, deform.resolution, deform.margin, deform.space)
     return FrameState(frame.c2w_given.copy(), grid)
 
 
@@ -294,6 +298,31 @@ def _rows(pose_part: np.ndarray, grid_coef: np.ndarray | None, idx: np.ndarray |
     return sp.csr_matrix((vals.ravel(), cols.ravel(), indptr), shape=(R, n_cols))
 
 
+def frame_scale(frame: FramePoints) -> float:
+    """Median camera depth of the frame's points (cutoffs are relative to depth / this)."""
+    return float(np.median(frame.xyz[:, 2]))
+
+
+_REG_CACHE: dict = {}
+
+
+def _regulariser(res: int, smoothness: float, damping: float) -> np.ndarray:
+    """Sparse block-diag(0₆, (λ LᵀL + μ I) ⊗ I₃) for a grid of `res`³ nodes (cached)."""
+    key = (res, smoothness, damping)
+    if key not in _REG_CACHE:
+        from worldstereo.align.deform import ControlGrid
+
+        L = ControlGrid(np.zeros(3), np.ones(3), np.zeros((res, res, res, 3))).smoothness_operator()
+        reg = smoothness * (L.T @ L) + damping * sp.identity(res**3)
+        _REG_CACHE[key] = sp.block_diag([sp.csr_matrix((6, 6)), sp.kron(reg, sp.identity(3))]).tocsr()
+    return _REG_CACHE[key]
+
+
+def cost_seed(state: FrameState) -> int:
+    """A seed that changes every iteration (from the current pose), so subsets differ."""
+    return abs(hash(state.A.tobytes())) % (2**32)
+
+
 def _huber(r: np.ndarray, floor: float) -> np.ndarray:
     sigma = max(1.4826 * float(np.median(np.abs(r))), floor) if len(r) else floor
     k = 1.345 * sigma
@@ -311,7 +340,7 @@ class StepStats:
 
 def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: Matches, anchor: Matches,
             icp: ICPConfig, deform: DeformConfig, scale: float, cutoff: float,
-            anchor_weight: float = 0.0) -> StepStats:
+            anchor_weight: float = 0.0, corr_weight: float | None = None) -> StepStats:
     """One Gauss–Newton update of `state` (in place) for fixed nearest neighbours."""
     mx, mrgb, mn, _ = model.arrays()
     R_A = state.A[:3, :3]
@@ -319,7 +348,12 @@ def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: M
     d, nn = model.tree().query(X0, workers=-1)
     nrm_w = frame.normal @ R_A.T
     n_q = mn[nn]
-    ok = (d < cutoff) & (np.sum(nrm_w * n_q, axis=1) > icp.normal_cos)
+    rel = frame.xyz[:, 2] / frame_scale(frame)  # cutoffs grow with the point's depth
+    ok = (d < cutoff * rel) & (np.sum(nrm_w * n_q, axis=1) > icp.normal_cos)
+    if ok.sum() > icp.gn_points:  # a random subset per iteration is enough for the normal equations
+        keep = np.random.default_rng(int(cost_seed(state))).choice(np.nonzero(ok)[0], icp.gn_points, replace=False)
+        ok = np.zeros_like(ok)
+        ok[keep] = True
     c = X0[ok].mean(axis=0) if ok.any() else X0.mean(axis=0)
     has_grid = state.grid is not None
     n_cols = 6 + (3 * state.grid.n_nodes if has_grid else 0)
@@ -343,13 +377,14 @@ def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: M
         resid.append(r)
         weights.append(w / w.sum())
     # point-to-point terms: dense matches and the anchor
-    for m, lam in ((matches, icp.corr_weight), (anchor, anchor_weight)):
+    lam_c = icp.corr_weight if corr_weight is None else corr_weight
+    for m, lam in ((matches, lam_c), (anchor, anchor_weight)):
         if len(m) < 3 or lam <= 0:
             continue
         Xm = state.world(m.x)
         e = Xm - m.Y
         dist = np.linalg.norm(e, axis=1)
-        keep = dist < (icp.corr_cutoff * scale if m is matches else np.inf)
+        keep = dist < (icp.corr_cutoff * scale * m.x[:, 2] / frame_scale(frame) if m is matches else np.inf)
         if keep.sum() < 3:
             continue
         e, a, x = e[keep], Xm[keep] - c, m.x[keep]
@@ -372,17 +407,15 @@ def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: M
     r = np.concatenate(resid)
     w = np.concatenate(weights)
     JW = J.T.multiply(w[None, :]).tocsr()
-    H = (JW @ J).tolil()
+    H = JW @ J
     b = JW @ r
-    s2 = scale**2
-    H[np.arange(6), np.arange(6)] = H.diagonal()[:6] + icp.pose_damping * np.array([s2] * 3 + [1.0] * 3)
-    H = H.tocsr()
+    damp = np.zeros(n_cols)
+    damp[:6] = icp.pose_damping * np.array([scale**2] * 3 + [1.0] * 3)
+    H = H + sp.diags(damp)
     if has_grid:
-        L = state.grid.smoothness_operator()
-        reg = deform.smoothness * (L.T @ L) + deform.damping * sp.identity(state.grid.n_nodes)
-        reg3 = sp.kron(reg, sp.identity(3)).tocsr()
-        H = H + sp.block_diag([sp.csr_matrix((6, 6)), reg3]).tocsr()
-        b = b + np.concatenate([np.zeros(6), reg3 @ state.grid.values.reshape(-1)])
+        reg3 = _regulariser(state.grid.resolution, deform.smoothness, deform.damping)
+        H = H + reg3
+        b = b + reg3 @ np.concatenate([np.zeros(6), state.grid.values.reshape(-1)])
     delta = spla.spsolve(H.tocsc(), -b)
     cost = float(np.sum(w * r**2))
     # apply: X' = exp(ω)(X − c) + c + v, g += Δg
@@ -443,7 +476,8 @@ def align_frame(frame: FramePoints, state: FrameState, model: VoxelModel, matche
     for it in range(icp.max_iters):
         frac = min(it / half, 1.0)
         cutoff = scale * icp.max_dist_init * (icp.max_dist_final / icp.max_dist_init) ** frac
-        st = gn_step(frame, state, model, matches, anchor, icp, deform, scale, cutoff, anchor_weight)
+        lam_c = icp.corr_weight * (icp.corr_weight_final / icp.corr_weight) ** frac if icp.corr_weight > 0 else 0.0
+        st = gn_step(frame, state, model, matches, anchor, icp, deform, scale, cutoff, anchor_weight, lam_c)
         if it + 1 >= icp.min_iters and frac >= 1.0 and st.update < icp.tol:
             break
     out = {"iters": it + 1, "pairs": st.n_pairs if st else 0}

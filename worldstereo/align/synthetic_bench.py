@@ -154,3 +154,12 @@ def pose_errors(true_c2w: np.ndarray, c2w: np.ndarray, scale: float) -> np.ndarr
         ang = np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))
         out.append(max(ang, np.linalg.norm(T[:3, 3] - E[:3, 3]) / scale))
     return np.array(out)
+
+
+def write_scene(root, data: SyntheticData) -> None:
+    """A video_to_world-style folder: only exports/npz/results.npz (no scene.json)."""
+    from pathlib import Path
+
+    from worldstereo.io.results import save_results
+
+    save_results(Path(root) / "exports" / "npz" / "results.npz", data.results)

@@ -1,0 +1,201 @@
+"""The reconstruct stage: scene folder in, align/ out.
+
+    load results.npz → select frames → sequential non-rigid ICP → (global opt) → inverse fit
+    → align/{canonical.ply, deformations.npz, config.json, convention.json, metrics.json, tb/}
+
+The whole align/ folder is built under a temporary name and swapped in when complete. The stage
+is recorded in scene.json as "reconstruct"; a folder that only has exports/npz/results.npz
+(video_to_world, DA3) gets a minimal scene.json (input_kind "external") holding that record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from worldstereo import console
+from worldstereo.align.deform import DeformConfig
+from worldstereo.align.global_opt import GlobalOptConfig, global_optimise
+from worldstereo.align.icp import ICPConfig, sequential_align
+from worldstereo.align.inverse import DEFORMATIONS_FILE, InverseConfig, fit_inverse, save_deformations
+from worldstereo.align.preprocess import PreprocessConfig, frame_points, select_frames
+from worldstereo.errors import InputError
+from worldstereo.io.atomic import atomic_dir, atomic_write_text
+from worldstereo.io.ply import write_ply
+from worldstereo.io.results import load_results
+from worldstereo.scene import SceneDir, config_hash
+
+STAGE = "reconstruct"
+OUTPUTS = ("canonical.ply", DEFORMATIONS_FILE, "config.json", "convention.json", "metrics.json")
+
+CONVENTION = {
+    "axes": "OpenCV camera: x right, y down, z forward; world = frame 0's given world (gauge)",
+    "units": "those of results.npz depth (metres where known)",
+    "canonical.ply": "canonical world points: x y z, nx ny nz, red green blue (uchar), conf (summed "
+                     "confidence), frame (first results.npz frame index that filled the voxel)",
+    "forward": "X_canonical = c2w_aligned · (x + δ(x)); x in frame camera space (OpenCV); δ = trilinear "
+               "grid (grid_lo/hi/values; grid coordinates per grid_space) [+ hash field]",
+    "inverse": "x = y + δ'(y), y = c2w_aligned⁻¹ · X_canonical (inv_lo/hi/values); the frame's world "
+               "placement is c2w_given · x",
+    "matrices": "c2w_given, c2w_aligned: 4×4 camera-to-world; results.npz extrinsics are w2c 3×4",
+    "frame_index": "original results.npz frame indices (offset and stride applied)",
+}
+
+
+@dataclass
+class ReconstructOutputs:
+    """Paths and figures of a finished run."""
+
+    align_dir: Path
+    metrics: dict
+    skipped: bool = False
+
+
+def _results_signature(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def run_reconstruct(scene_root: Path, preprocess: PreprocessConfig, icp: ICPConfig, deform: DeformConfig,
+                    global_opt: GlobalOptConfig, inverse: InverseConfig, force: bool = False,
+                    tensorboard: bool = True) -> ReconstructOutputs:
+    """Align the frames of <scene_root>/exports/npz/results.npz into align/."""
+    scene = SceneDir(scene_root)
+    npz = scene.results_npz
+    if not npz.exists():
+        raise InputError(npz, "no results.npz: run run_pipeline.py first, or pass --input-video with --depth-npz")
+    scene.check_writable()
+    chash = config_hash(preprocess, icp, deform, global_opt, inverse, _results_signature(npz))
+    if scene.exists():
+        scene.load()  # fail early on an unreadable manifest
+    if not force and scene.stage_done(STAGE, chash):
+        metrics = json.loads((scene.align_dir / "metrics.json").read_text())
+        return ReconstructOutputs(scene.align_dir, metrics, skipped=True)
+
+    t_all = time.perf_counter()
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    results = load_results(npz)
+    idx = select_frames(len(results), preprocess.frames, preprocess.stride, preprocess.offset)
+    frames = [frame_points(results, int(i), preprocess) for i in idx]
+    if len(frames[0].xyz) < 100:
+        raise InputError(npz, f"frame {idx[0]} has only {len(frames[0].xyz)} valid depth pixels")
+    scale = float(np.median(frames[0].xyz[:, 2]))
+    times["preprocess"] = time.perf_counter() - t
+
+    with atomic_dir(scene.align_dir) as out:
+        writer = _tb_writer(out / "tb") if tensorboard else None
+
+        def log(i: int, rec: dict) -> None:
+            if writer is not None:
+                for k in ("p2plane_before", "p2plane_after", "inlier_frac", "iters", "seconds"):
+                    if k in rec and np.isfinite(rec[k]):
+                        writer.add_scalar(f"icp/{k}", rec[k], rec["frame"])
+
+        bar = lambda it, total: console.progress(it, desc="align frames", total=total)  # noqa: E731
+        res = sequential_align(frames, icp, deform, scale, preprocess.max_depth_jump, on_frame=log, progress=bar)
+        times["icp"] = res.seconds
+        glob = None
+        if global_opt.enabled and len(frames) > 2:
+            gbar = lambda it, total: console.progress(it, desc="global opt", total=total)  # noqa: E731
+            glob = global_optimise(frames, res, icp, deform, global_opt, scale, preprocess.max_depth_jump, gbar)
+            times["global_opt"] = glob["seconds"]
+
+        t = time.perf_counter()
+        inverses, rt = [], []
+        for f, st in zip(frames, res.states):
+            inv, stats = fit_inverse(f, st, inverse, scale)
+            inverses.append(inv)
+            rt.append(stats)
+        times["inverse"] = time.perf_counter() - t
+        rt_p95 = max(r["p95"] for r in rt)
+        if rt_p95 > inverse.tolerance:
+            console.warn(f"inverse deformation round trip p95 {rt_p95:.2e} of scene scale exceeds "
+                         f"tolerance {inverse.tolerance:.1e} (raise --inverse.resolution)")
+
+        t = time.perf_counter()
+        xyz, rgb, nrm, w = res.model.arrays()
+        write_ply(out / "canonical.ply", {
+            "x": xyz[:, 0].astype(np.float32), "y": xyz[:, 1].astype(np.float32), "z": xyz[:, 2].astype(np.float32),
+            "nx": nrm[:, 0].astype(np.float32), "ny": nrm[:, 1].astype(np.float32), "nz": nrm[:, 2].astype(np.float32),
+            "red": np.clip(rgb[:, 0] * 255 + 0.5, 0, 255).astype(np.uint8),
+            "green": np.clip(rgb[:, 1] * 255 + 0.5, 0, 255).astype(np.uint8),
+            "blue": np.clip(rgb[:, 2] * 255 + 0.5, 0, 255).astype(np.uint8),
+            "conf": w.astype(np.float32), "frame": res.model.first_frame.astype(np.int32),
+        })
+        save_deformations(out / DEFORMATIONS_FILE, frames, res.states, inverses, scale)
+        if deform.kind == "hashgrid":
+            _save_hash_fields(out / "hash_fields.pt", frames, res.states)
+        times["write"] = time.perf_counter() - t
+        times["total"] = time.perf_counter() - t_all
+
+        per = [r for r in res.per_frame if "p2plane_after" in r]
+        metrics = {
+            "frames": [int(i) for i in idx],
+            "scene_scale": scale,
+            "points": int(len(xyz)),
+            "p2plane_median_before": _nanmed([r["p2plane_before"] for r in per]),
+            "p2plane_median_after": _nanmed([r["p2plane_after"] for r in per]),
+            "global_opt": glob,
+            "inverse_round_trip": {"p95_max": rt_p95, "median": _nanmed([r["median"] for r in rt]),
+                                   "tolerance": inverse.tolerance, "units": "fraction of scene_scale"},
+            "per_frame": per,
+            "seconds": times,
+        }
+        cfg = {"preprocess": preprocess, "icp": icp, "deform": deform, "global_opt": global_opt,
+               "inverse": inverse, "config_hash": chash}
+        atomic_write_text(out / "config.json", json.dumps(_jsonable(cfg), indent=1))
+        atomic_write_text(out / "convention.json", json.dumps(CONVENTION, indent=1))
+        atomic_write_text(out / "metrics.json", json.dumps(_jsonable(metrics), indent=1))
+        if writer is not None:
+            writer.add_scalar("summary/p2plane_after", metrics["p2plane_median_after"] or 0.0, 0)
+            writer.close()
+    if not scene.exists():
+        scene.update(input_kind="external", depth_source=str(npz.relative_to(scene.root)))
+    scene.record_stage(STAGE, chash, [scene.align_dir / o for o in OUTPUTS], times["total"])
+    return ReconstructOutputs(scene.align_dir, metrics)
+
+
+def _nanmed(v: list) -> float | None:
+    a = np.array([x for x in v if x is not None], dtype=float)
+    return float(np.nanmedian(a)) if a.size and np.isfinite(a).any() else None
+
+
+def _jsonable(x):
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(x).items()}
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if not np.isfinite(x) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _tb_writer(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pragma: no cover
+        console.warn("tensorboard is not installed: no TensorBoard log")
+        return None
+    return SummaryWriter(str(path))
+
+
+def _save_hash_fields(path: Path, frames, states) -> None:
+    import torch
+
+    from worldstereo.io.atomic import atomic_path
+
+    blob = {f.index: s.hash_field.state_dict() for f, s in zip(frames, states) if s.hash_field is not None}
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from configs.pipeline import GenerationConfig
 from worldstereo.errors import cli_entry
-from worldstereo.pipeline.cli import parse_stage_cli
+from worldstereo.pipeline.cli import TrajectoryStageArgs, parse_stage_cli
 from worldstereo.pipeline.stages import stage_update_cache
 
 
 @dataclass
-class UpdateCache:
+class UpdateCache(TrajectoryStageArgs):
     """Update cache.ply and the memory bank with one generated trajectory."""
-
-    scene: Path = Path("")
-    """Scene folder written by run_pipeline.py."""
-    trajectory: str = "orbit"
-    """Name of a generated trajectory."""
-    force: bool = False
-    """Redo the update even when it is up to date."""
-    gen: GenerationConfig = field(default_factory=GenerationConfig)
 
 
 @cli_entry

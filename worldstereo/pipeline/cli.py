@@ -33,3 +33,16 @@ def parse_stage_cli(cls: type[T], argv: list[str] | None = None) -> tuple[T, Sce
                      if f.default is not dataclasses.MISSING or f.name == "gen"})  # type: ignore[call-arg]
     args = tyro.cli(cls, args=argv, default=default, config=(tyro.conf.OmitArgPrefixes,))
     return args, scene or open_scene(args.scene, create=False)  # type: ignore[attr-defined]
+
+
+@dataclasses.dataclass
+class TrajectoryStageArgs:
+    """Arguments shared by the single-trajectory stage scripts."""
+
+    scene: Path = Path("")
+    """Scene folder written by run_pipeline.py."""
+    trajectory: str = "orbit"
+    """Name of a planned trajectory (trajectories/<name>.json)."""
+    force: bool = False
+    """Redo the stage even when its outputs are up to date."""
+    gen: GenerationConfig = dataclasses.field(default_factory=GenerationConfig)

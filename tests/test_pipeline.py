@@ -194,3 +194,19 @@ def test_ctrl_c_message_and_resume(tiny_inputs, tmp_path):
     p = _cli(args + ["--scene", str(scene)])
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0 and "[prepare] up to date" in out and (scene / "exports" / "npz" / "results.npz").exists()
+
+
+def test_export_transforms_matches_results(finished, tmp_path):
+    from utils.export import CameraJson, Transforms
+    from worldstereo.cameras import trajectory_from_nerf
+
+    scene, _, _ = finished
+    out = Transforms(scene.root, tmp_path / "transforms.json").main()
+    traj = trajectory_from_nerf(json.loads(out.read_text()))
+    res = load_results(scene.results_npz)
+    assert len(traj) == len(res)
+    for cam, w2c, K in zip(traj.cameras, res.extrinsics_w2c, res.K):
+        assert np.allclose(cam.w2c[:3], w2c, atol=1e-5) and np.allclose(cam.K, K, atol=1e-4)
+    ws = CameraJson(scene.root, "up", tmp_path / "up.json").main()
+    back = load_trajectory(ws)
+    assert np.allclose(back.c2w(), load_trajectory(scene.trajectory("up")).c2w())

@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,6 +45,7 @@ ALPHA_MAX = 0.999
 T_MIN = 1e-4
 EPS2D = 0.3  # 3DGS screen-space low-pass variance (px²)
 FILTER_2DGS = 2.0  # 2DGS screen-space filter: σ₂ = FILTER_2DGS · |p − μ₂|²
+K_BLOCK = 32  # first block of Gaussians per tile composited at once in the forward; blocks then double
 
 
 @dataclass
@@ -204,21 +204,25 @@ def project_2dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor
 
 @dataclass
 class TileBins:
-    """Gaussian–tile pairs grouped into padded chunks of tiles, each sorted front to back."""
+    """Gaussian–tile pairs sorted by (tile, depth): tile t holds gid[start[t] : start[t] + count[t]]."""
 
     tile: int  # tile side in px
     tiles_x: int
     tiles_y: int
-    chunks: list[tuple[Tensor, Tensor]]  # (tile ids [B], gaussian ids [B, K] padded with N)
-    n_pairs: int
+    gid: Tensor  # [pairs] Gaussian ids
+    start: Tensor  # [tiles]
+    count: Tensor  # [tiles]
+    n_gaussians: int
+    budget: int  # max elements of one [B, K, tile²] work tensor
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.gid.shape[0])
 
 
 def bin_gaussians(proj: Projected, width: int, height: int, tile: int = 8,
-                  budget: int = 1 << 22) -> TileBins:
-    """Assign each visible Gaussian to the tiles its footprint touches; sort per tile by depth.
-
-    `budget` bounds B·K·tile² (elements of one [B, K, P] work tensor) per chunk.
-    """
+                  budget: int = 1 << 21) -> TileBins:
+    """Assign each visible Gaussian to the tiles its footprint touches; sort per tile by depth."""
     N = proj.means2d.shape[0]
     tx_n, ty_n = (width + tile - 1) // tile, (height + tile - 1) // tile
     device = proj.means2d.device
@@ -238,30 +242,33 @@ def bin_gaussians(proj: Projected, width: int, height: int, tile: int = 8,
         local = torch.arange(P, device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
         w_g = bw[gid]
         tid = (y0[gid] + local // w_g) * tx_n + x0[gid] + local % w_g
-        key = tid * N + rank[gid]
-        key, perm = torch.sort(key)
+        key, perm = torch.sort(tid * N + rank[gid])
         gid = gid[perm]
-        tid = key // N
-        n_tiles = tx_n * ty_n
-        tcount = torch.bincount(tid, minlength=n_tiles)
+        tcount = torch.bincount(key // N, minlength=tx_n * ty_n)
         tstart = torch.cumsum(tcount, 0) - tcount
-        torder = torch.argsort(tcount, descending=True)
-        tcount_sorted = tcount[torder].tolist()
-        chunks = []
-        s, px = 0, tile * tile
-        while s < n_tiles and tcount_sorted[s] > 0:
-            k = tcount_sorted[s]
-            b = max(1, budget // (k * px))
-            tiles_c = torder[s:s + b]
-            cnt = tcount[tiles_c]
-            tiles_c = tiles_c[cnt > 0]
-            cnt = cnt[cnt > 0]
-            ar = torch.arange(k, device=device)
-            pos = (tstart[tiles_c][:, None] + ar).clamp_max(max(P - 1, 0))
-            ids = torch.where(ar < cnt[:, None], gid[pos], torch.full_like(pos, N))
-            chunks.append((tiles_c, ids))
-            s += b
-    return TileBins(tile, tx_n, ty_n, chunks, P)
+    return TileBins(tile, tx_n, ty_n, gid, tstart, tcount, N, budget)
+
+
+def _chunks(bins: TileBins, counts: Tensor, k_cap: int | None = None) -> list[tuple[Tensor, Tensor]]:
+    """Group tiles with `counts[t]` > 0 Gaussians (front-most first) into padded chunks
+    (tile ids [B], Gaussian ids [B, K] padded with N), B·min(K, k_cap)·tile² ≤ budget."""
+    order = torch.argsort(counts, descending=True)
+    sorted_counts = counts[order].tolist()
+    px, N, n_pairs = bins.tile ** 2, bins.n_gaussians, bins.n_pairs
+    chunks, s = [], 0
+    while s < len(sorted_counts) and sorted_counts[s] > 0:
+        k = sorted_counts[s]
+        b = max(1, bins.budget // (min(k, k_cap or k) * px))
+        small = bins.budget // (4 * k * px)  # small chunks: padding is cheaper than more chunks
+        b = max(1, small, sum(1 for c in sorted_counts[s:s + b] if c >= 0.75 * k))  # bound the waste
+        tiles = order[s:s + b]
+        cnt = counts[tiles]
+        tiles, cnt = tiles[cnt > 0], cnt[cnt > 0]
+        ar = torch.arange(k, device=counts.device)
+        pos = (bins.start[tiles][:, None] + ar).clamp_max(n_pairs - 1)
+        chunks.append((tiles, torch.where(ar < cnt[:, None], bins.gid[pos], torch.full_like(pos, N))))
+        s += b
+    return chunks
 
 
 def _tile_basis(tile: int, dtype, device) -> tuple[Tensor, Tensor]:
@@ -305,12 +312,15 @@ def _sigma(mode: str, m: Tensor, shape: Tensor, origin: Tensor, q6: Tensor, q3: 
     return 0.5 * torch.minimum(s3, s2), (cvec, c2s, s3, s2)
 
 
-def _composite(sigma: Tensor, opac: Tensor):
-    """Front-to-back weights. sigma [B, K, P], opac [B, K] → (w, α, α_raw, T_excl, include)."""
+def _composite(sigma: Tensor, opac: Tensor, t0: Tensor | None = None):
+    """Front-to-back weights. sigma [B, K, P], opac [B, K], transmittance in front t0 [B, P]
+    → (w, α, α_raw, T_excl, include)."""
     a_raw = opac[..., None] * torch.exp(-sigma)
     alpha = torch.where(a_raw < ALPHA_MIN, torch.zeros_like(a_raw), a_raw.clamp_max(ALPHA_MAX))
     one_m = 1.0 - alpha
     t_incl = torch.cumprod(one_m, dim=1)
+    if t0 is not None:
+        t_incl = t_incl * t0[:, None]
     t_excl = t_incl / one_m
     include = t_incl > T_MIN
     w = torch.where(include, alpha * t_excl, torch.zeros_like(alpha))
@@ -333,15 +343,30 @@ class _RasterizeTiles(torch.autograd.Function):
         out = torch.zeros(n_tiles, P, F, dtype=dtype, device=dev)
         acc = torch.zeros(n_tiles, P, dtype=dtype, device=dev)
         m_ext, s_ext, o_ext, f_ext = _padded(means2d, shape, opacities, features)
-        for tiles, ids in bins.chunks:
+        used = torch.zeros_like(bins.count)  # per tile: Gaussians up to the last one with any weight
+        for tiles, ids in _chunks(bins, bins.count):
             origin = _tile_origins(tiles, bins, dtype)
-            sigma, _ = _sigma(mode, m_ext[ids] - origin[:, None], s_ext[ids], origin, q6, q3)
-            w, *_ = _composite(sigma, o_ext[ids])
-            out[tiles] = w.transpose(1, 2) @ f_ext[ids]
-            acc[tiles] = w.sum(1)
+            t_run = torch.ones(len(tiles), P, dtype=dtype, device=dev)
+            act = torch.arange(len(tiles), device=dev)
+            k0, kb = 0, K_BLOCK
+            while k0 < ids.shape[1]:  # front to back in growing blocks; drop finished tiles
+                sub = ids[act, k0:k0 + kb]
+                sigma, _ = _sigma(mode, m_ext[sub] - origin[act, None], s_ext[sub], origin[act], q6, q3)
+                w, alpha, _, _, include = _composite(sigma, o_ext[sub], t_run[act])
+                tl = tiles[act]
+                out[tl] += w.transpose(1, 2) @ f_ext[sub]
+                acc[tl] += w.sum(1)
+                hit = (include & (alpha > 0)).any(-1)  # [B, kb]
+                last = torch.where(hit, torch.arange(1, sub.shape[1] + 1, device=dev), 0).amax(-1)  # [B]
+                used[tl] = torch.where(last > 0, k0 + last, used[tl])
+                t_run[act] = t_run[act] * torch.cumprod(1.0 - alpha, 1)[:, -1]
+                act = act[(t_run[act] > T_MIN).any(-1)]
+                k0, kb = k0 + kb, 2 * kb
+                if len(act) == 0:
+                    break
         out = out + (1.0 - acc)[..., None] * background
         ctx.save_for_backward(means2d, shape, opacities, features, background)
-        ctx.bins, ctx.mode, ctx.size = bins, mode, (width, height)
+        ctx.bins, ctx.mode, ctx.size, ctx.used = bins, mode, (width, height), used
         return _untile(out, bins, width, height), _untile(acc[..., None], bins, width, height)
 
     @staticmethod
@@ -360,7 +385,7 @@ class _RasterizeTiles(torch.autograd.Function):
         d_o = torch.zeros(N + 1, dtype=dtype, device=dev)
         d_f = torch.zeros(N + 1, F, dtype=dtype, device=dev)
         d_bg = torch.zeros(F, dtype=dtype, device=dev)
-        for tiles, ids in bins.chunks:
+        for tiles, ids in _chunks(bins, ctx.used):
             origin = _tile_origins(tiles, bins, dtype)
             m, s, o, f = m_ext[ids] - origin[:, None], s_ext[ids], o_ext[ids], f_ext[ids]
             sigma, cache = _sigma(mode, m, s, origin, q6, q3)
@@ -528,7 +553,7 @@ def _rasterize_gsplat(means, quats, scales, opacities, colours, w2c, K, width, h
         normals = None
     else:
         img, alpha, normals, _surf, _dist, _median, info = gsplat.rasterization_2dgs(**kw)
-        normals = normals[0]
+        normals = normals[0] @ view[:3, :3].T  # gsplat returns world-frame normals; ours are camera-frame
     means2d = info["means2d"]
     means2d = means2d[0] if means2d.dim() == 3 else means2d
     radii = info["radii"][0]

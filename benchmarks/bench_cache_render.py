@@ -36,19 +36,22 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=384)
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--splat-scale", type=float, default=1.5, help="splat half-width / projected footprint")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cache, K = synthetic_cloud(args.points, args.width, args.height)
     cams = [Camera(K, look_at(np.array([0.3 * np.cos(a), 0.3 * np.sin(a), 0.0]), np.array([0, 0, 3.5])),
                    args.width, args.height) for a in np.linspace(0, 2 * np.pi, args.frames)]
-    for name, fn in (("render_points", lambda c: render_points(cache.xyz, cache.rgb, cache.size, c.K, c.w2c, c.width, c.height)),
-                     ("render + crack closing", lambda c: cache.render(c))):
+    ss = args.splat_scale
+    for name, fn in (("render_points", lambda c: render_points(cache.xyz, cache.rgb, cache.size, c.K, c.w2c, c.width,
+                                                               c.height, splat_scale=ss)),
+                     ("render + crack closing", lambda c: cache.render(c, splat_scale=ss))):
         fn(cams[0])  # warm-up
         t0 = time.perf_counter()
         for c in cams:
             fn(c)
         dt = (time.perf_counter() - t0) / len(cams)
-        print(f"{name:<24} {args.points:,} points {args.width}×{args.height}: {1000 * dt:6.1f} ms/frame = {1 / dt:5.1f} fps")
+        print(f"{name:<24} splat_scale {ss}: {args.points:,} points {args.width}×{args.height}: {1000 * dt:6.1f} ms/frame = {1 / dt:5.1f} fps")
 
 
 if __name__ == "__main__":

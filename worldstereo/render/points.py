@@ -75,7 +75,7 @@ def render_points(
     # first covered pixel of every point: elementwise over all points, no gathers
     du0, dv0 = x_lo - u, y_lo - v
     key0 = torch.where(count > 0, z * (1.0 + tp * torch.sqrt(du0 * du0 + dv0 * dv0)), float("inf"))
-    lin0 = torch.where(count > 0, y_lo * W + x_lo, 0).long()
+    lin0 = torch.where(count > 0, y_lo * W + x_lo, H * W).long()  # off-screen points → a spare slot
     # the other pixels of splats wider than one pixel: one gather of the packed per-point values
     many = torch.nonzero(count > 1).squeeze(1)
     extra = count[many] - 1
@@ -90,17 +90,18 @@ def render_points(
     lin = torch.cat([lin0, (py * W + px).long()])
     owner = torch.cat([torch.arange(len(z)), owner_e])
     zcat = torch.cat([z, g[:, 2]])
-    index = np.full(H * W, -1, np.int64)
-    depth = np.zeros(H * W, np.float32)
+    index = np.full(H * W + 1, -1, np.int64)
+    depth = np.zeros(H * W + 1, np.float32)
     if len(key):
-        zbuf = torch.full((H * W,), float("inf")).scatter_reduce_(0, lin, key, reduce="amin")
-        win = (key == zbuf[lin]) & torch.isfinite(key)
+        zbuf = torch.full((H * W + 1,), float("inf")).scatter_reduce_(0, lin, key, reduce="amin")
+        win = key == zbuf[lin]
         lin_w = lin[win].numpy()
         index[lin_w] = owner[win].numpy()
         depth[lin_w] = zcat[win].numpy()
+    index, depth = index[:-1], depth[:-1]
     hole = index < 0
-    out_rgb = np.zeros((H * W, 3), np.uint8)
-    out_rgb[~hole] = rgb_np[index[~hole]]
+    out_rgb = np.take(rgb_np, np.maximum(index, 0), axis=0)
+    out_rgb[hole] = 0
     return PointRender(out_rgb.reshape(H, W, 3), depth.reshape(H, W), hole.reshape(H, W), index.reshape(H, W))
 
 
@@ -139,26 +140,29 @@ def fill_cracks(out: PointRender, min_neighbours: int = 5, iters: int = 2) -> Po
     """Close pinholes and one-pixel cracks between splats (a surface seen obliquely), which are not
     disocclusions: a hole pixel with ≥ `min_neighbours` of its 8 neighbours covered takes the
     nearest of them (point index, colour, depth). Real holes are wider and stay holes."""
-    index, depth, rgb = out.index.copy(), out.depth.copy(), out.rgb.copy()
-    H, W = index.shape
-    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    H, W = out.index.shape
+    index = np.pad(out.index, 1, constant_values=-1).ravel()  # padded, flat: neighbours by offset
+    depth = np.pad(out.depth, 1).ravel()
+    rgb = np.pad(out.rgb, ((1, 1), (1, 1), (0, 0))).reshape(-1, 3)
+    Wp = W + 2
+    offsets = np.array([dy * Wp + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)])
+    inner = np.zeros((H + 2, Wp), bool)
+    inner[1:-1, 1:-1] = True
+    inner = inner.ravel()
     for _ in range(iters):
-        hole = index < 0
-        if not hole.any():
+        holes = np.flatnonzero((index < 0) & inner)  # only hole pixels are looked at
+        if len(holes) == 0:
             break
-        pad_i = np.pad(index, 1, constant_values=-1)
-        pad_d = np.pad(np.where(hole, np.inf, depth), 1, constant_values=np.inf)
-        nb_i = np.stack([pad_i[1 + dy:1 + dy + H, 1 + dx:1 + dx + W] for dy, dx in shifts])  # [8, H, W]
-        nb_d = np.stack([pad_d[1 + dy:1 + dy + H, 1 + dx:1 + dx + W] for dy, dx in shifts])
-        count = (nb_i >= 0).sum(0)
-        crack = hole & (count >= min_neighbours)
+        nb = holes[:, None] + offsets  # [M, 8]
+        nb_idx = index[nb]
+        covered = nb_idx >= 0
+        crack = covered.sum(1) >= min_neighbours
         if not crack.any():
             break
-        pick = np.argmin(nb_d, axis=0)
-        yy, xx = np.nonzero(crack)
-        src_dy = np.array([s[0] for s in shifts])[pick[yy, xx]]
-        src_dx = np.array([s[1] for s in shifts])[pick[yy, xx]]
-        index[yy, xx] = index[yy + src_dy, xx + src_dx]
-        depth[yy, xx] = depth[yy + src_dy, xx + src_dx]
-        rgb[yy, xx] = rgb[yy + src_dy, xx + src_dx]
-    return PointRender(rgb, depth, index < 0, index)
+        nb_d = np.where(covered, depth[nb], np.inf)[crack]
+        src = nb[crack][np.arange(int(crack.sum())), np.argmin(nb_d, axis=1)]
+        dst = holes[crack]
+        index[dst], depth[dst], rgb[dst] = index[src], depth[src], rgb[src]
+    index = index.reshape(H + 2, Wp)[1:-1, 1:-1]
+    return PointRender(rgb.reshape(H + 2, Wp, 3)[1:-1, 1:-1].copy(), depth.reshape(H + 2, Wp)[1:-1, 1:-1].copy(),
+                       index < 0, index.copy())

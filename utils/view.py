@@ -1,0 +1,72 @@
+"""Browser viewer for a scene's trained splats (viser, optional extra `worldstereo[viewer]`).
+
+    python -m utils.view --scene scenes/my                  # gs_3dgs if trained, else gs_2dgs
+    python -m utils.view --scene scenes/my --renderer 2dgs --port 8080
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import tyro
+
+from worldstereo.errors import InputError, cli_entry
+from worldstereo.render.gaussians import SH_C0, quat_to_rotmat
+from worldstereo.scene import SceneDir
+from worldstereo.splat.ply import read_splats_ply
+
+INSTALL_HINT = "the viewer needs viser: pip install 'worldstereo[viewer]'  (or: pip install viser)"
+
+
+@dataclass
+class ViewConfig:
+    """Serve gs_<renderer>/splats.ply in the browser."""
+
+    scene: Path
+    """Scene folder with gs_3dgs/ or gs_2dgs/."""
+    renderer: Literal["auto", "3dgs", "2dgs"] = "auto"
+    """Which splats to show; auto: 3dgs when trained, else 2dgs."""
+    port: int = 8080
+    """HTTP port of the viewer."""
+
+
+def find_splats(scene: SceneDir, renderer: str) -> Path:
+    order = ["3dgs", "2dgs"] if renderer == "auto" else [renderer]
+    for r in order:
+        p = scene.gs_dir(r) / "splats.ply"
+        if p.exists():
+            return p
+    raise InputError(scene.gs_dir(order[0]) / "splats.ply", "no trained splats: run train_gs.py on this scene first")
+
+
+def splats_for_viewer(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """centers [N,3], covariances [N,3,3] = R S² Rᵀ, rgbs [N,3] (DC colour), opacities [N,1]."""
+    R = quat_to_rotmat(params["quats"])
+    S = torch.exp(params["log_scales"])
+    cov = (R * S[:, None, :] ** 2) @ R.transpose(1, 2)
+    rgb = (SH_C0 * params["sh0"][:, 0] + 0.5).clamp(0, 1)
+    return {"centers": params["means"], "covariances": cov, "rgbs": rgb,
+            "opacities": torch.sigmoid(params["opacity_logits"])[:, None]}
+
+
+def main(cfg: ViewConfig) -> None:
+    try:
+        import viser
+    except ImportError:
+        raise InputError(None, INSTALL_HINT)
+    path = find_splats(SceneDir(cfg.scene), cfg.renderer)
+    s = {k: v.numpy() for k, v in splats_for_viewer(read_splats_ply(path)).items()}
+    server = viser.ViserServer(port=cfg.port)
+    server.scene.add_gaussian_splats("/splats", centers=s["centers"], covariances=s["covariances"],
+                                     rgbs=s["rgbs"], opacities=s["opacities"])
+    print(f"serving {path} ({len(s['centers'])} Gaussians) at http://localhost:{cfg.port} — Ctrl-C to stop")
+    while True:
+        time.sleep(1.0)
+
+
+if __name__ == "__main__":
+    cli_entry(main)(tyro.cli(ViewConfig))

@@ -1,0 +1,483 @@
+"""Fit 3DGS / 2DGS to a scene's frames (exports/npz/results.npz), initialised from the canonical or
+cache point cloud; write gs_<renderer>/ (checkpoints, renders, metrics.json, splats.ply, tb/).
+
+    cfg = TrainerConfig(iterations=3000)
+    result = train_gaussians(SceneDir("scenes/my"), "3dgs", cfg)
+
+Deformation-aware training: when `warp(frame_idx, means [N,3]) -> means [N,3]` is given (loaded by
+`load_warp` from worldstereo.align.inverse when that module exists), the canonical Gaussians are
+moved into each frame before rendering it; novel views (trajectories, fly-through) render canonical.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from worldstereo.cameras import load_trajectory, scale_intrinsics
+from worldstereo.console import info, progress, warn
+from worldstereo.errors import InputError
+from worldstereo.io.atomic import atomic_dir, atomic_save, atomic_write_text
+from worldstereo.io.ply import read_ply
+from worldstereo.io.results import load_results
+from worldstereo.render.gaussians import Backend, RenderOutput, rasterize
+from worldstereo.scene import SceneDir, config_hash
+from worldstereo.splat.losses import distortion, lpips_if_available, normal_consistency, psnr, ssim
+from worldstereo.splat.model import GaussianModel
+from worldstereo.splat.ply import write_splats_ply
+from worldstereo.splat.strategy import DensifyConfig, DensifyState, refine
+
+Mode = Literal["3dgs", "2dgs"]
+Warp = Callable[[int, Tensor], Tensor]
+
+
+@dataclass
+class OptimConfig:
+    """Adam learning rates per parameter group."""
+
+    means_lr: float = 1.6e-4
+    """Initial learning rate of the positions, times the scene scale."""
+    means_lr_final: float = 1.6e-6
+    """Final position learning rate (exponential decay over the run), times the scene scale."""
+    scales_lr: float = 5e-3
+    """Learning rate of the log-scales."""
+    quats_lr: float = 1e-3
+    """Learning rate of the rotations."""
+    opacity_lr: float = 5e-2
+    """Learning rate of the opacity logits."""
+    sh0_lr: float = 2.5e-3
+    """Learning rate of the DC colour."""
+    shN_lr: float = 2.5e-3 / 20
+    """Learning rate of the higher-order SH coefficients."""
+
+
+@dataclass
+class LossConfig:
+    """Weights of the loss terms."""
+
+    ssim_weight: float = 0.2
+    """L = (1 − w)·L1 + w·(1 − SSIM)."""
+    normal_weight: float = 0.05
+    """2DGS: weight of the normal-consistency term (rendered normals vs depth normals)."""
+    normal_start: int = 1000
+    """2DGS: step from which the normal term is on."""
+    distortion_weight: float = 100.0
+    """2DGS: weight of the depth-distortion term (depths in units of the scene scale)."""
+    distortion_start: int = 500
+    """2DGS: step from which the distortion term is on."""
+    lpips_weight: float = 0.0
+    """Weight of LPIPS; used only when its backbone weights are cached locally (never downloaded)."""
+
+
+@dataclass
+class DataConfig:
+    """Which frames and points to train on."""
+
+    long_side: int = 512
+    """Downscale training images so their long side is at most this (never upscaled)."""
+    holdout_every: int = 8
+    """Hold out every k-th frame for evaluation (0: train on all)."""
+    max_init_points: int = 100_000
+    """Randomly subsample the initial point cloud to at most this many points."""
+    init_opacity: float = 0.1
+    """Opacity of the initial Gaussians."""
+    use_canonical: bool = True
+    """Initialise from align/canonical.ply when it exists (else cache.ply)."""
+    use_deformation: bool = True
+    """Warp Gaussians into each frame when align/ has inverse deformations."""
+
+
+@dataclass
+class OutputConfig:
+    """What is written under gs_<renderer>/."""
+
+    checkpoint_every: int = 1000
+    """Save a resumable checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """Keep only the newest this many checkpoints."""
+    log_every: int = 50
+    """TensorBoard scalars every this many steps."""
+    render_trajectories: bool = True
+    """Render every trajectories/*.json and the fly-through video."""
+    video_fps: int = 24
+    """Frame rate of the fly-through video."""
+
+
+@dataclass
+class TrainerConfig:
+    """Gaussian-splat training of one renderer."""
+
+    iterations: int = 10_000
+    """Optimisation steps (one training view each)."""
+    sh_degree: int = 3
+    """Maximum SH degree (0–3)."""
+    sh_every: int = 1000
+    """Raise the active SH degree by one every this many steps."""
+    backend: Backend = "auto"
+    """Rasterizer: torch (our CPU implementation), gsplat (CUDA), auto (gsplat when on CUDA)."""
+    tile: int = 8
+    """Tile side of the CPU rasterizer in pixels."""
+    device: str = "auto"
+    """cpu, cuda or auto."""
+    seed: int = 0
+    """Random seed."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Views:
+    """Training frames at training resolution."""
+
+    images: Tensor  # [N, H, W, 3] float in [0, 1]
+    w2c: Tensor  # [N, 4, 4]
+    K: Tensor  # [N, 3, 3]
+    width: int
+    height: int
+    scale: float  # training size / results.npz size
+
+
+def load_views(scene: SceneDir, long_side: int) -> Views:
+    r = load_results(scene.results_npz)
+    N, H, W = r.depth.shape
+    s = min(1.0, long_side / max(H, W))
+    w, h = max(1, round(W * s)), max(1, round(H * s))
+    img = torch.from_numpy(r.image).float().div(255)
+    if (w, h) != (W, H):
+        img = F.interpolate(img.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", antialias=True,
+                            align_corners=False).permute(0, 2, 3, 1).clamp(0, 1)
+    K = np.stack([scale_intrinsics(k, w / W, h / H) for k in r.K])
+    w2c = np.tile(np.eye(4), (N, 1, 1))
+    w2c[:, :3] = r.extrinsics_w2c
+    return Views(img.contiguous(), torch.from_numpy(w2c).float(), torch.from_numpy(K).float(), w, h, w / W)
+
+
+def split_frames(n: int, holdout_every: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) frame indices: every k-th frame (from k//2) is held out."""
+    if holdout_every <= 1 or n < 3:
+        return list(range(n)), []
+    test = list(range(holdout_every // 2, n, holdout_every))
+    return [i for i in range(n) if i not in test], test
+
+
+def init_points(scene: SceneDir, cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, Path]:
+    """xyz [N, 3], rgb [N, 3] in [0, 1] from align/canonical.ply if present, else cache.ply."""
+    canon = scene.align_dir / "canonical.ply"
+    path = canon if cfg.use_canonical and canon.exists() else scene.cache_ply
+    if not path.exists():
+        raise InputError(path, "no point cloud to start from: run update_cache.py (or run_pipeline.py) first")
+    v = read_ply(path)
+    names = v.dtype.names or ()
+    if not all(k in names for k in ("x", "y", "z")):
+        raise InputError(path, "PLY has no x, y, z fields")
+    xyz = np.stack([v["x"], v["y"], v["z"]], -1).astype(np.float32)
+    if all(k in names for k in ("red", "green", "blue")):
+        rgb = np.stack([v["red"], v["green"], v["blue"]], -1).astype(np.float32)
+        rgb = rgb / 255.0 if v["red"].dtype == np.uint8 or rgb.max() > 1 else rgb
+    else:
+        rgb = np.full_like(xyz, 0.5)
+    ok = np.isfinite(xyz).all(1)
+    xyz, rgb = xyz[ok], rgb[ok]
+    if len(xyz) == 0:
+        raise InputError(path, "point cloud is empty")
+    if len(xyz) > cfg.max_init_points:
+        idx = np.random.default_rng(seed).choice(len(xyz), cfg.max_init_points, replace=False)
+        xyz, rgb = xyz[idx], rgb[idx]
+    return xyz, rgb, path
+
+
+def scene_scale(views: Views, xyz: np.ndarray) -> float:
+    """1.1 × the radius of the camera centres (3DGS), or the median point distance when the cameras
+    barely move (a single photo's orbit)."""
+    c2w = torch.linalg.inv(views.w2c.double())
+    centres = c2w[:, :3, 3].numpy()
+    radius = 1.1 * float(np.linalg.norm(centres - centres.mean(0), axis=1).max())
+    median = float(np.median(np.linalg.norm(xyz - centres.mean(0), axis=1)))
+    return max(radius, 0.5 * median, 1e-6)
+
+
+def load_warp(scene_root: Path) -> Warp | None:
+    """`worldstereo.align.inverse.load_inverse_deformations(scene_root)` when that module exists and
+    returns a warp; None otherwise (the reconstruct stage is optional)."""
+    try:
+        mod = importlib.import_module("worldstereo.align.inverse")
+    except ModuleNotFoundError:
+        return None
+    fn = getattr(mod, "load_inverse_deformations", None)
+    marker = Path(scene_root) / "align" / getattr(mod, "DEFORMATIONS_FILE", "deformations.npz")
+    if fn is None or not marker.exists():
+        return None
+    return fn(scene_root)
+
+
+def _covered(warp: Warp | None, ids: list[int]) -> list[int]:
+    """Frames the warp knows (all of `ids` without a warp or when it does not say)."""
+    known = getattr(warp, "frame_indices", None)
+    return ids if warp is None or known is None else [i for i in ids if i in set(known)]
+
+
+# --------------------------------------------------------------------------- training
+
+
+def render(model: GaussianModel, w2c: Tensor, K: Tensor, width: int, height: int, mode: Mode,
+           cfg: TrainerConfig, sh_degree: int, means: Tensor | None = None, with_distortion: bool = False,
+           background: Tensor | None = None) -> RenderOutput:
+    """Render the model (optionally with warped `means`) from one camera."""
+    means = model.means if means is None else means
+    extra = None
+    if with_distortion:
+        R, t = w2c[:3, :3], w2c[:3, 3]
+        z = means @ R[2] + t[2]
+        extra = (z * z)[:, None]
+    return rasterize(means, model.quats, model.scales, model.opacities, model.sh, w2c, K, width, height,
+                     mode=mode, sh_degree=sh_degree, background=background, extra=extra,
+                     backend=cfg.backend, tile=cfg.tile)
+
+
+def _optimizers(model: GaussianModel, cfg: OptimConfig, scale: float) -> dict[str, torch.optim.Optimizer]:
+    lrs = {"means": cfg.means_lr * scale, "log_scales": cfg.scales_lr, "quats": cfg.quats_lr,
+           "opacity_logits": cfg.opacity_lr, "sh0": cfg.sh0_lr, "shN": cfg.shN_lr}
+    return {k: torch.optim.Adam([model.params[k]], lr=lr, eps=1e-15) for k, lr in lrs.items()}
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    out_dir: Path
+    steps: int
+    n_gaussians: int
+    metrics: dict
+    seconds: float
+    outputs: list[Path]
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((out / "checkpoints").glob("step_*.pt"))
+
+
+def save_checkpoint(out: Path, step: int, model: GaussianModel, optimizers, meta: dict, keep: int) -> Path:
+    path = out / "checkpoints" / f"step_{step:07d}.pt"
+    blob = {"step": step, "params": model.raw(), "sh_degree": model.sh_degree,
+            "optim": {k: o.state_dict() for k, o in optimizers.items()}, **meta}
+    atomic_save(path, lambda p: torch.save(blob, p))
+    for old in _checkpoints(out)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def evaluate(model: GaussianModel, views: Views, frames: list[int], mode: Mode, cfg: TrainerConfig,
+             warp: Warp | None, device, lpips_fn=None) -> dict:
+    """Mean PSNR / SSIM (and LPIPS when available) over `frames`."""
+    if not frames:
+        return {}
+    ps, ss, lp = [], [], []
+    with torch.no_grad():
+        for i in frames:
+            means = warp(i, model.means) if warp is not None else None
+            out = render(model, views.w2c[i].to(device), views.K[i].to(device), views.width, views.height, mode,
+                         cfg, model.sh_degree, means)
+            gt = views.images[i].to(device)
+            img = out.colour.clamp(0, 1)
+            ps.append(psnr(img, gt))
+            ss.append(float(ssim(img, gt)))
+            if lpips_fn is not None:
+                lp.append(float(lpips_fn(img.permute(2, 0, 1)[None] * 2 - 1, gt.permute(2, 0, 1)[None] * 2 - 1)))
+    res = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "frames": len(frames)}
+    if lp:
+        res["lpips"] = float(np.mean(lp))
+    return res
+
+
+def train_gaussians(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: bool = False,
+                    warp: Warp | None = None) -> TrainResult:
+    """Train one renderer and write all its outputs under scene.gs_dir(mode)."""
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    out = scene.gs_dir(mode)
+    views = load_views(scene, cfg.data.long_side)
+    train_ids, test_ids = split_frames(len(views.images), cfg.data.holdout_every)
+    xyz, rgb, init_path = init_points(scene, cfg.data, cfg.seed)
+    scale = scene_scale(views, xyz)
+    if warp is None and cfg.data.use_deformation:
+        warp = load_warp(scene.root)
+    if warp is not None:
+        train_ids, test_ids = _covered(warp, train_ids), _covered(warp, test_ids)
+        if not train_ids:
+            raise InputError(scene.align_dir, "the inverse deformations cover none of the training frames: rerun reconstruct.py")
+    model = GaussianModel.from_points(xyz, rgb, cfg.sh_degree, mode, cfg.data.init_opacity).to(device)
+    optimizers = _optimizers(model, cfg.optim, scale)
+    start = 0
+    ckpts = _checkpoints(out)
+    if resume and ckpts:
+        blob = torch.load(ckpts[-1], map_location=device, weights_only=False)
+        model.replace({k: v.to(device) for k, v in blob["params"].items()})
+        optimizers = _optimizers(model, cfg.optim, scale)
+        for k, o in optimizers.items():
+            o.load_state_dict(blob["optim"][k])
+        start = int(blob["step"])
+        info(f"[train_gs {mode}] resuming from {ckpts[-1].name} ({len(model)} Gaussians)")
+    elif resume:
+        warn(f"--resume: no checkpoint under {out / 'checkpoints'}; starting from scratch")
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"), purge_step=start if start else None)
+    state = DensifyState.empty(len(model))
+    lpips_fn = lpips_if_available()  # metric when its weights are cached; loss only with lpips_weight > 0
+    order: list[int] = []
+    meta = {"mode": mode, "scene_scale": scale, "init": str(init_path)}
+    step = start
+    for step in progress(range(start + 1, cfg.iterations + 1), desc=f"train_gs {mode}", total=cfg.iterations - start):
+        if not order:
+            order = random.sample(train_ids, len(train_ids))
+        i = order.pop()
+        t = (step - 1) / max(cfg.iterations - 1, 1)
+        lr = math.exp((1 - t) * math.log(cfg.optim.means_lr * scale) + t * math.log(cfg.optim.means_lr_final * scale))
+        optimizers["means"].param_groups[0]["lr"] = lr
+        sh_degree = min(cfg.sh_degree, (step - 1) // max(cfg.sh_every, 1))
+        w2c, K, gt = views.w2c[i].to(device), views.K[i].to(device), views.images[i].to(device)
+        use_dist = mode == "2dgs" and cfg.loss.distortion_weight > 0 and step >= cfg.loss.distortion_start
+        means = warp(i, model.means) if warp is not None else None
+        o = render(model, w2c, K, views.width, views.height, mode, cfg, sh_degree, means, use_dist)
+        o.means2d.retain_grad()
+        l1 = (o.colour - gt).abs().mean()
+        loss = (1 - cfg.loss.ssim_weight) * l1 + cfg.loss.ssim_weight * (1 - ssim(o.colour, gt))
+        if mode == "2dgs" and cfg.loss.normal_weight > 0 and step >= cfg.loss.normal_start:
+            loss = loss + cfg.loss.normal_weight * normal_consistency(o.normals, o.depth, o.alpha, K)
+        if use_dist:
+            loss = loss + cfg.loss.distortion_weight * distortion(o.alpha, o.depth, o.extra) / scale ** 2
+        if lpips_fn is not None and cfg.loss.lpips_weight > 0:
+            loss = loss + cfg.loss.lpips_weight * lpips_fn(o.colour.permute(2, 0, 1)[None] * 2 - 1,
+                                                           gt.permute(2, 0, 1)[None] * 2 - 1).mean()
+        loss.backward()
+        state.accumulate(o.means2d.grad, o.radii, views.width, views.height)
+        for opt in optimizers.values():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        state, stats = refine(cfg.densify, model, optimizers, state, step, scale, mode)
+        if step % cfg.output.log_every == 0 or step == cfg.iterations:
+            writer.add_scalar("train/loss", loss.item(), step)
+            writer.add_scalar("train/l1", l1.item(), step)
+            writer.add_scalar("train/gaussians", len(model), step)
+            for k, v in stats.items():
+                writer.add_scalar(f"densify/{k}", v, step)
+        if step % cfg.output.checkpoint_every == 0 and step < cfg.iterations:
+            save_checkpoint(out, step, model, optimizers, meta, cfg.output.keep_checkpoints)
+    outputs = [save_checkpoint(out, step, model, optimizers, meta, cfg.output.keep_checkpoints)]
+    model.sh_degree = cfg.sh_degree
+    metrics = {
+        "renderer": mode, "steps": step, "gaussians": len(model), "train": evaluate(model, views, train_ids, mode, cfg, warp, device),
+        "heldout": evaluate(model, views, test_ids, mode, cfg, warp, device), "image_size": [views.width, views.height],
+        "init": str(init_path.relative_to(scene.root)), "deformation": warp is not None, "backend": cfg.backend,
+        "lpips": "on" if lpips_fn is not None else "off (backbone weights not cached locally)",
+    }
+    for split, m in (("train", metrics["train"]), ("heldout", metrics["heldout"])):
+        for k in ("psnr", "ssim"):
+            if k in m:
+                writer.add_scalar(f"eval/{split}_{k}", m[k], step)
+    writer.close()
+    ply = out / "splats.ply"
+    write_splats_ply(ply, {k: v.cpu() for k, v in model.raw().items()})
+    outputs.append(ply)
+    if cfg.output.render_trajectories:
+        outputs.append(render_outputs(scene, model, views, mode, cfg, device))
+    metrics["seconds"] = round(time.perf_counter() - t0, 2)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    outputs.append(out / "metrics.json")
+    return TrainResult(out, step, len(model), metrics, time.perf_counter() - t0, outputs)
+
+
+# --------------------------------------------------------------------------- renders
+
+
+def _render_cameras(model, cams: list[tuple[Tensor, Tensor]], w: int, h: int, mode, cfg, device) -> list[np.ndarray]:
+    frames = []
+    with torch.no_grad():
+        for w2c, K in cams:
+            o = render(model, w2c.to(device), K.to(device), w, h, mode, cfg, model.sh_degree)
+            frames.append((o.colour.clamp(0, 1) * 255).round().byte().cpu().numpy())
+    return frames
+
+
+def render_outputs(scene: SceneDir, model: GaussianModel, views: Views, mode: Mode, cfg: TrainerConfig,
+                   device) -> Path:
+    """renders/<trajectory>/NNNNNN.png for each trajectories/*.json (canonical, no warp) and
+    renders/flythrough.mp4 through all of them (or through the training cameras when there are none)."""
+    import imageio.v2 as imageio
+
+    out = scene.gs_dir(mode) / "renders"
+    all_frames: list[np.ndarray] = []
+    with atomic_dir(out) as tmp:
+        for tj in sorted((scene.root / "trajectories").glob("*.json")):
+            traj = load_trajectory(tj)
+            s = min(1.0, cfg.data.long_side / max(traj.width, traj.height))
+            w, h = max(1, round(traj.width * s)), max(1, round(traj.height * s))
+            cams = [(torch.from_numpy(np.linalg.inv(c.c2w)).float(),
+                     torch.from_numpy(scale_intrinsics(c.K, w / traj.width, h / traj.height)).float())
+                    for c in traj.cameras]
+            frames = _render_cameras(model, cams, w, h, mode, cfg, device)
+            (tmp / tj.stem).mkdir()
+            for k, f in enumerate(frames):
+                imageio.imwrite(tmp / tj.stem / f"{k:06d}.png", f)
+            if (w, h) == (views.width, views.height) or not all_frames:
+                all_frames += frames
+        if not all_frames:
+            cams = [(views.w2c[i], views.K[i]) for i in range(len(views.images))]
+            all_frames = _render_cameras(model, cams, views.width, views.height, mode, cfg, device)
+        shape = all_frames[0].shape
+        all_frames = [f for f in all_frames if f.shape == shape]
+        try:
+            imageio.mimwrite(tmp / "flythrough.mp4", all_frames, fps=cfg.output.video_fps, macro_block_size=1)
+        except Exception as e:  # no ffmpeg: keep the PNGs
+            warn(f"fly-through video not written ({e.__class__.__name__}: {e})")
+    return out
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def stage_name(mode: Mode) -> str:
+    return f"train_gs_{mode}"
+
+
+def stage_hash(scene: SceneDir, mode: Mode, cfg: TrainerConfig) -> str:
+    """Config (minus output-only fields) + the identity of the input files."""
+    inputs = []
+    for p in (scene.results_npz, scene.cache_ply, scene.align_dir / "canonical.ply"):
+        if p.exists():
+            st = p.stat()
+            inputs.append([p.name, st.st_size, int(st.st_mtime)])
+    d = asdict(cfg)
+    d.pop("output")
+    return config_hash(d, mode, inputs)
+
+
+def run_stage(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: bool = False, force: bool = False) -> TrainResult | None:
+    """Train `mode` unless scene.json says it is done with this config; record the stage. None when skipped."""
+    chash = stage_hash(scene, mode, cfg)
+    if not force and not resume and scene.stage_done(stage_name(mode), chash):
+        return None
+    res = train_gaussians(scene, mode, cfg, resume=resume)
+    scene.record_stage(stage_name(mode), chash, res.outputs, res.seconds, gaussians=res.n_gaussians,
+                       psnr_train=res.metrics["train"].get("psnr"), psnr_heldout=res.metrics["heldout"].get("psnr"))
+    return res

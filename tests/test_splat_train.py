@@ -70,6 +70,18 @@ def test_stage_record_skip_and_resume(tmp_path):
     assert json.loads((scene.gs_dir("3dgs") / "metrics.json").read_text())["steps"] == 60
 
 
+def test_fresh_run_replaces_old_checkpoints(tmp_path):
+    scene = make_synthetic_scene(tmp_path / "s", width=32, height=24, n_views=5, spacing=0.12)
+    cfg = reduced_config(60)
+    cfg.output.render_trajectories = False
+    cfg.output.checkpoint_every = 20
+    train_gaussians(scene, "3dgs", cfg)
+    cfg.iterations = 30  # a shorter fresh run: the old step_60 checkpoint must not survive it
+    train_gaussians(scene, "3dgs", cfg)
+    names = sorted(p.name for p in (scene.gs_dir("3dgs") / "checkpoints").glob("step_*.pt"))
+    assert names == ["step_0000020.pt", "step_0000030.pt"]
+
+
 def test_missing_inputs_are_one_line_errors(tmp_path):
     scene = SceneDir(tmp_path / "empty")
     with pytest.raises(InputError, match="results.npz"):

@@ -339,6 +339,9 @@ def train_gaussians(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: boo
         info(f"[train_gs {mode}] resuming from {ckpts[-1].name} ({len(model)} Gaussians)")
     elif resume:
         warn(f"--resume: no checkpoint under {out / 'checkpoints'}; starting from scratch")
+    if start == 0:  # a fresh run replaces the previous one: its checkpoints must not outrank ours
+        for old in ckpts:
+            old.unlink()
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out / "tb"), purge_step=start if start else None)

@@ -30,7 +30,7 @@ class ReconstructConfig:
     depth_npz: Path | None = None
     """results.npz with depth and poses for --input-video."""
     cameras: Path | None = None
-    """Trajectory JSON with the video's cameras (needed with --preprocess.depth-source model)."""
+    """Trajectory JSON with the video's cameras (needed with --preprocess.depth-source model or mvs)."""
     preset: Literal["fast", "extensive"] = "fast"
     """Named defaults; flags given after it override its fields."""
     force: bool = False

@@ -8,12 +8,13 @@ later step keeps the original results.npz index of each frame (`FramePoints.inde
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from worldstereo.depth.mvs import MVSConfig
 from worldstereo.errors import InputError
 from worldstereo.geometry import unproject_depth
 from worldstereo.io.results import FrameResults, load_results, save_results
@@ -40,13 +41,16 @@ class PreprocessConfig:
     video_max_stride: int = 8
     """Outside videos: subsample by at most this stride (video_to_world: 8)."""
     depth_source: Literal["npz", "model", "mvs"] = "npz"
-    """Outside videos: depth from --depth-npz, a local transformers depth model, or MVS."""
+    """Outside videos: depth from --depth-npz, a local transformers depth model, or plane-sweep MVS
+    (model and mvs take the poses from --cameras)."""
     depth_model_dir: Path | None = None
     """Local folder of a transformers depth model (AutoModelForDepthEstimation; never downloaded)."""
     depth_model_output: Literal["depth", "disparity"] = "depth"
     """What the depth model predicts; disparity is inverted (1/x) and scaled to median depth 1."""
     seed: int = 0
     """Seed of the point sampling."""
+    mvs: MVSConfig = field(default_factory=MVSConfig)
+    """Plane-sweep MVS for --preprocess.depth-source mvs (worldstereo/depth/mvs.py)."""
 
 
 def select_frames(n_total: int, frames: int, stride: int, offset: int) -> np.ndarray:
@@ -157,10 +161,13 @@ def import_video(video: Path, out_npz: Path, cfg: PreprocessConfig, depth_npz: P
         images = _resize_frames([frames[k] for k in keep], r.depth.shape[2], r.depth.shape[1])
         r = FrameResults(r.depth, r.conf, r.extrinsics_w2c, r.K, images)
     elif cfg.depth_source == "model":
-        r = _depth_from_model([frames[k] for k in keep], cfg, cameras, video)
+        if cfg.depth_model_dir is None or not Path(cfg.depth_model_dir).is_dir():
+            raise InputError(cfg.depth_model_dir, "--preprocess.depth-model-dir must be a local model folder")
+        traj = _video_cameras(cameras, video, len(frames), keep, "a depth model gives no poses")
+        r = _depth_from_model([frames[k] for k in keep], cfg, traj)
     else:
-        raise InputError(video, "--preprocess.depth-source mvs is not available in this build; "
-                                "use npz (depth + poses) or model with --cameras")
+        traj = _video_cameras(cameras, video, len(frames), keep, "MVS needs known cameras")
+        r = _depth_from_mvs([frames[k] for k in keep], cfg, traj, cameras)
     save_results(out_npz, r)
     return r
 
@@ -173,28 +180,56 @@ def _resize_frames(frames: list[np.ndarray], width: int, height: int) -> np.ndar
     return np.stack([o[..., :3] for o in out]).astype(np.uint8)
 
 
-def _depth_from_model(frames: list[np.ndarray], cfg: PreprocessConfig, cameras: Path | None,
-                      video: Path) -> FrameResults:
-    """Per-frame depth from a local transformers depth model; poses from a trajectory JSON."""
-    if cfg.depth_model_dir is None or not Path(cfg.depth_model_dir).is_dir():
-        raise InputError(cfg.depth_model_dir, "--preprocess.depth-model-dir must be a local model folder")
+def _video_cameras(cameras: Path | None, video: Path, n_video: int, keep: np.ndarray, why: str):
+    """The trajectory of the kept frames: --cameras holds one camera per video frame or per kept frame."""
     if cameras is None:
-        raise InputError(video, "a depth model gives no poses: pass --cameras trajectory.json")
-    from worldstereo.cameras import load_trajectory
+        raise InputError(video, f"{why}: pass --cameras trajectory.json")
+    from worldstereo.cameras import Trajectory, load_trajectory
 
     traj = load_trajectory(cameras)
-    if len(traj) != len(frames):
-        raise InputError(cameras, f"has {len(traj)} cameras for {len(frames)} subsampled frames")
+    if len(traj) == n_video and n_video != len(keep):
+        return Trajectory([traj.cameras[k] for k in keep], traj.name)
+    if len(traj) != len(keep):
+        raise InputError(cameras, f"has {len(traj)} cameras; the video has {n_video} frames "
+                                  f"({len(keep)} after subsampling)")
+    return traj
+
+
+def _scaled_cameras(traj, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """K [N, 3, 3] for frames resized to width × height, and c2w [N, 4, 4], of a trajectory."""
+    from worldstereo.cameras import scale_intrinsics
+
+    sx, sy = width / traj.width, height / traj.height
+    return np.stack([scale_intrinsics(c.K, sx, sy) for c in traj.cameras]), traj.c2w()
+
+
+def _depth_from_model(frames: list[np.ndarray], cfg: PreprocessConfig, traj) -> FrameResults:
+    """Per-frame depth from a local transformers depth model; poses from a trajectory JSON."""
     depth = estimate_depth_local(np.stack(frames), Path(cfg.depth_model_dir), cfg.depth_model_output)
     n, h, w = depth.shape
     images = _resize_frames(frames, w, h)
-    sx, sy = w / traj.width, h / traj.height
-    from worldstereo.cameras import scale_intrinsics
-
-    K = np.stack([scale_intrinsics(c.K, sx, sy) for c in traj.cameras])
-    w2c = np.stack([np.linalg.inv(c.c2w)[:3] for c in traj.cameras])
+    K, c2w = _scaled_cameras(traj, w, h)
+    w2c = np.linalg.inv(c2w)[:, :3]
     return FrameResults(depth.astype(np.float32), np.ones_like(depth, dtype=np.float32),
                         w2c.astype(np.float32), K.astype(np.float32), images)
+
+
+def _depth_from_mvs(frames: list[np.ndarray], cfg: PreprocessConfig, traj, cameras: Path) -> FrameResults:
+    """Per-frame depth and confidence by plane-sweep MVS with the trajectory's cameras; frames with a
+    side above cfg.mvs.max_side are downscaled first."""
+    from worldstereo.depth.mvs import mvs_sequence
+
+    h0, w0 = frames[0].shape[:2]
+    s = min(1.0, cfg.mvs.max_side / max(h0, w0))
+    w, h = int(round(w0 * s)), int(round(h0 * s))
+    images = _resize_frames(frames, w, h)
+    K, c2w = _scaled_cameras(traj, w, h)
+    depth, conf = mvs_sequence(images, K, c2w, cfg.mvs)
+    if not (depth > 0).any():
+        raise InputError(cameras, "MVS found no reliable depth in any frame "
+                                  "(do the cameras move, and do they belong to this video?)")
+    w2c = np.linalg.inv(c2w)[:, :3]
+    return FrameResults(depth, conf, w2c.astype(np.float32), K.astype(np.float32), images)
 
 
 def estimate_depth_local(images: np.ndarray, model_dir: Path, output: str = "depth") -> np.ndarray:

@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=384)
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--splat-scale", type=float, default=1.5, help="splat half-width / projected footprint")
+    ap.add_argument("--splat-scale", type=float, default=1.0, help="splat half-width / projected footprint")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cache, K = synthetic_cloud(args.points, args.width, args.height)

@@ -33,7 +33,7 @@ class GeometricConfig:
     """Confidence of synthesised (hole-filled) pixels; observed pixels get the cache's."""
     inpaint_radius: int = 3
     """Telea inpainting radius in pixels."""
-    splat_scale: float = 1.5
+    splat_scale: float = 1.0
     """Splat half-width relative to a point's projected footprint."""
 
 

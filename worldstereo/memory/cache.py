@@ -53,7 +53,7 @@ class PointCache:
         """The cache as it stood before trajectory `step` was merged."""
         return self.select(self.step < step)
 
-    def render(self, cam: Camera, splat_scale: float = 1.5, max_radius_px: float = 4.0,
+    def render(self, cam: Camera, splat_scale: float = 1.0, max_radius_px: float = 4.0,
                close_cracks: bool = True) -> PointRender:
         """Splat the cache into `cam`; by default one-pixel cracks are closed (see fill_cracks)."""
         out = render_points(self.xyz, self.rgb, self.size, cam.K, cam.w2c, cam.width, cam.height,

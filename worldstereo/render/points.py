@@ -45,7 +45,7 @@ def render_points(
     w2c: np.ndarray,
     width: int,
     height: int,
-    splat_scale: float = 1.5,
+    splat_scale: float = 1.0,
     max_radius_px: float = 4.0,
     tie_penalty: float = 0.01,
     near: float = 1e-3,
@@ -105,7 +105,7 @@ def render_points(
     return PointRender(out_rgb.reshape(H, W, 3), depth.reshape(H, W), hole.reshape(H, W), index.reshape(H, W))
 
 
-def render_points_reference(xyz, rgb, size, K, w2c, width, height, splat_scale=1.5, max_radius_px=4.0,
+def render_points_reference(xyz, rgb, size, K, w2c, width, height, splat_scale=1.0, max_radius_px=4.0,
                             tie_penalty=0.01, near=1e-3) -> PointRender:
     """Slow per-pixel z-buffer with the same splat rule; the test oracle for `render_points`."""
     xyz = np.asarray(xyz, np.float64)

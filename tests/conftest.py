@@ -30,6 +30,18 @@ def textured_box_scene(width: int = 96, height: int = 72, seed: int = 0) -> tupl
     return rgb, depth, K
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One intra-op thread: on a shared 2-core machine, OpenMP barriers of 2 threads stall for
+    milliseconds per op when another process holds a core (10× slower on small tensors)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def box_scene():
     return textured_box_scene()

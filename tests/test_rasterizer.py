@@ -9,13 +9,8 @@ from worldstereo.render.gaussians import rasterize
 from worldstereo.render.gaussians_ref import rasterize_ref
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP barriers of 2 threads stall for
-    milliseconds per op when another process holds a core (10× slower on these small tensors)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(torch_one_thread):
     yield
-    torch.set_num_threads(n)
 
 
 W, H = 37, 29  # not a multiple of the tile: border tiles are exercised

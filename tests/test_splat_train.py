@@ -14,13 +14,8 @@ from worldstereo.splat.trainer import (DataConfig, LossConfig, OutputConfig, Tra
                                        train_gaussians)
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP barriers of 2 threads stall for
-    milliseconds per op when another process holds a core (10× slower on these small tensors)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(torch_one_thread):
     yield
-    torch.set_num_threads(n)
 
 
 HELDOUT_PSNR_3DGS = 28.0  # dB after 150 steps (measured ≈ 35; the untrained init gives ≈ 21)

@@ -189,7 +189,7 @@ def merge_voxel(cache: PointCache, new: PointCache, voxel: float, max_conf: floa
     sorted_c = keys_c[order]
     pos = np.searchsorted(sorted_c, keys_n)
     pos_c = np.minimum(pos, max(len(sorted_c) - 1, 0))
-    hit = (len(sorted_c) > 0) & (sorted_c[pos_c] == keys_n) if len(sorted_c) else np.zeros(len(new), bool)
+    hit = (sorted_c[pos_c] == keys_n) if len(sorted_c) else np.zeros(len(new), bool)
     out = cache.copy()
     if hit.any():
         fuse_into(out, order[pos_c[hit]], new.select(hit), max_conf)  # into the voxel's oldest point

@@ -32,13 +32,15 @@ def parse_image_list(path: Path, base: GenerationConfig) -> list[GenerationConfi
                 if key == "depth":
                     inp = dataclasses.replace(inp, depth=resolve(value))
                 elif key == "intrinsics":
-                    inp = dataclasses.replace(inp, intrinsics=tuple(float(v) for v in value.split(",")))
-                    assert len(inp.intrinsics) == 4
+                    intr = tuple(float(v) for v in value.split(","))
+                    if len(intr) != 4:
+                        raise ValueError
+                    inp = dataclasses.replace(inp, intrinsics=intr)
                 elif key == "fov":
                     inp = dataclasses.replace(inp, fov_deg=float(value))
                 else:
                     raise ValueError
-            except (ValueError, AssertionError):
+            except ValueError:
                 raise InputError(path, f"line {no}: bad option {opt!r} (depth=…, intrinsics=fx,fy,cx,cy, fov=…)")
         out.append(dataclasses.replace(base, input=inp))
     if not out:

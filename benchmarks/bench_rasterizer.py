@@ -53,7 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--tile", type=int, default=8)
+    ap.add_argument("--tile", type=int, default=4)
     ap.add_argument("--large", action="store_true", help="also 100k Gaussians at 512×512")
     ap.add_argument("--modes", default="3dgs,2dgs")
     a = ap.parse_args()

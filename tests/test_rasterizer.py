@@ -5,8 +5,9 @@ CPU vs gsplat on CUDA when a GPU is there."""
 import pytest
 import torch
 
-from worldstereo.render.gaussians import rasterize
+from worldstereo.render.gaussians import bin_gaussians, project_3dgs, rasterize
 from worldstereo.render.gaussians_ref import rasterize_ref
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(torch_one_thread):
@@ -36,13 +37,14 @@ def _loss(out: dict, weights: dict):
     return sum((out[k] * w).sum() for k, w in weights.items())
 
 
+@pytest.mark.parametrize("tile", [4, 8])
 @pytest.mark.parametrize("mode", ["3dgs", "2dgs"])
 @pytest.mark.parametrize("opacity", [(0.15, 0.95), (0.99, 1.0)])  # (0.99, 1): early termination at T < 1e-4
-def test_matches_bruteforce_outputs_and_gradients(mode, opacity):
+def test_matches_bruteforce_outputs_and_gradients(mode, opacity, tile):
     params = [p.requires_grad_() for p in _scene(24 if opacity[0] > 0.9 else 12, opacity=opacity)]
     w2c, K = _camera()
     bg = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
-    fast = rasterize(*params, w2c, K, W, H, mode=mode, background=bg, backend="torch", tile=8)
+    fast = rasterize(*params, w2c, K, W, H, mode=mode, background=bg, backend="torch", tile=tile)
     ref = rasterize_ref(*params, w2c, K, W, H, mode=mode, background=bg)
     fast_d = {"colour": fast.colour, "depth": fast.depth, "alpha": fast.alpha}
     if mode == "2dgs":
@@ -70,6 +72,51 @@ def test_gradients_match_finite_differences(mode):
         return (o.colour * wc).sum() + (o.depth * wd).sum() + (o.alpha * wa).sum()
 
     assert torch.autograd.gradcheck(f, params, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("tile", [4, 8])
+def test_binning_keeps_exactly_the_tiles_an_ellipse_reaches(tile):
+    """3DGS pairs come from each ellipse's row intervals, not its bounding box: every (Gaussian,
+    tile) with a pixel centre at α ≥ 1/255 is kept, none without one, each tile's list front to back."""
+    g = torch.Generator().manual_seed(5)
+    n = 60
+    means = torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.5 + torch.tensor([0.0, 0.0, 3.0], dtype=torch.float64)
+    scales = torch.rand(n, 3, generator=g, dtype=torch.float64) * torch.tensor([0.4, 0.02, 0.02], dtype=torch.float64) + 0.01
+    quats = torch.randn(n, 4, generator=g, dtype=torch.float64)  # long thin rotated needles: boxes ≫ ellipses
+    opac = torch.rand(n, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    w2c, K = _camera()
+    proj = project_3dgs(means, quats, scales, opac, w2c, K, W, H)
+    bins = bin_gaussians(proj, W, H, tile)
+    tiles = torch.repeat_interleave(torch.arange(bins.tiles_x * bins.tiles_y), bins.count)
+    got = {(int(i), int(t)) for i, t in zip(bins.gid, tiles)}
+    assert len(got) == bins.n_pairs  # no duplicates
+    # brute force: min σ over each tile's pixel centres (including the padding past the image border),
+    # and over the continuous rectangle they span (binning is exact for the latter, so may keep a
+    # pair that only reaches α ≥ 1/255 between pixel centres)
+    a, b, c = proj.shape.detach().unbind(-1)
+
+    def min_sigma(step):
+        r = torch.arange(0, tile - 1 + 1e-9, step, dtype=torch.float64)
+        ys = (torch.arange(bins.tiles_y, dtype=torch.float64)[:, None] * tile + r).reshape(-1)
+        xs = (torch.arange(bins.tiles_x, dtype=torch.float64)[:, None] * tile + r).reshape(-1)
+        dx = xs[None, None, :] - proj.means2d[:, 0, None, None].detach()
+        dy = ys[None, :, None] - proj.means2d[:, 1, None, None].detach()
+        sig = 0.5 * (a[:, None, None] * dx * dx + 2 * b[:, None, None] * dx * dy + c[:, None, None] * dy * dy)
+        return sig.reshape(n, bins.tiles_y, len(r), bins.tiles_x, len(r)).amin((2, 4)).reshape(n, -1)
+
+    smax = proj.sigma_max[:, None]
+    want = {(int(i), int(t)) for i, t in torch.nonzero((min_sigma(1.0) <= smax) & proj.valid[:, None])}
+    allowed = {(int(i), int(t)) for i, t in torch.nonzero((min_sigma(1 / 16) <= smax + 0.01) & proj.valid[:, None])}
+    assert want - got == set()
+    assert got <= allowed
+    bb = proj.bbox
+    bw = (torch.floor(bb[:, 1] / tile) + 1).clamp(0, bins.tiles_x) - torch.floor(bb[:, 0] / tile).clamp(0, bins.tiles_x)
+    bh = (torch.floor(bb[:, 3] / tile) + 1).clamp(0, bins.tiles_y) - torch.floor(bb[:, 2] / tile).clamp(0, bins.tiles_y)
+    box_pairs = int((bw.clamp_min(0) * bh.clamp_min(0))[proj.valid].sum())
+    assert bins.n_pairs < 0.8 * box_pairs  # the needles' boxes are mostly empty
+    for t in range(bins.tiles_x * bins.tiles_y):  # front to back within each tile
+        ids = bins.gid[bins.start[t]:bins.start[t] + bins.count[t]]
+        assert bool((proj.depths[ids].diff() >= 0).all())
 
 
 def test_sh_colours_and_float32():

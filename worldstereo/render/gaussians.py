@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -114,6 +115,7 @@ class Projected:
     normals: Tensor | None  # [N, 3] camera-frame, facing the camera (2DGS)
     bbox: Tensor  # [N, 4] float x0, x1, y0, y1 of the footprint where α ≥ 1/255
     valid: Tensor  # [N] bool
+    sigma_max: Tensor  # [N] σ up to which α = o·exp(−σ) ≥ 1/255, i.e. ln(255 o) (no grad)
 
 
 def _alpha_extent_sq(opacities: Tensor) -> Tensor:
@@ -154,7 +156,7 @@ def project_3dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor
         hx, hy = (e2 * a).clamp_min(0).sqrt(), (e2 * c).clamp_min(0).sqrt()
         bbox = torch.stack([means2d[:, 0] - hx, means2d[:, 0] + hx, means2d[:, 1] - hy, means2d[:, 1] + hy], -1)
         valid = valid & (e2 > 0)
-    return Projected(means2d, conic, z, None, bbox, valid)
+    return Projected(means2d, conic, z, None, bbox, valid, 0.5 * e2)
 
 
 def project_2dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, w2c: Tensor, K: Tensor,
@@ -196,7 +198,7 @@ def project_2dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor
         bbox = torch.stack([torch.minimum(cxp - hx, mx - rf), torch.maximum(cxp + hx, mx + rf),
                             torch.minimum(cyp - hy, my - rf), torch.maximum(cyp + hy, my + rf)], -1)
         valid = valid & bounded & (r2 > 0)
-    return Projected(means2d, shape, z, n, bbox, valid)
+    return Projected(means2d, shape, z, n, bbox, valid, 0.5 * r2)
 
 
 # --------------------------------------------------------------------------- tiles
@@ -220,38 +222,74 @@ class TileBins:
         return int(self.gid.shape[0])
 
 
-def bin_gaussians(proj: Projected, width: int, height: int, tile: int = 8,
-                  budget: int = 1 << 21) -> TileBins:
-    """Assign each visible Gaussian to the tiles its footprint touches; sort per tile by depth."""
+def bin_gaussians(proj: Projected, width: int, height: int, tile: int = 4,
+                  budget: int = 1 << 20) -> TileBins:
+    """Assign each visible Gaussian to the tiles its footprint touches; sort per tile by depth.
+
+    Pairs are made row of tiles by row of tiles: a 3DGS ellipse covers only an interval of each
+    row of its bounding box (`_ellipse_rows`), which drops about a fifth of the box's pairs; 2DGS
+    keeps the box. They are made in depth order, so one stable sort by tile id (int32) leaves each
+    tile's list front to back, about twice as fast as sorting (tile, depth) keys.
+    """
     N = proj.means2d.shape[0]
     tx_n, ty_n = (width + tile - 1) // tile, (height + tile - 1) // tile
     device = proj.means2d.device
     with torch.no_grad():
-        bb = proj.bbox
-        x0 = torch.floor(bb[:, 0] / tile).clamp(0, tx_n).long()
-        x1 = (torch.floor(bb[:, 1] / tile) + 1).clamp(0, tx_n).long()
-        y0 = torch.floor(bb[:, 2] / tile).clamp(0, ty_n).long()
-        y1 = (torch.floor(bb[:, 3] / tile) + 1).clamp(0, ty_n).long()
-        bw, bh = (x1 - x0).clamp_min(0), (y1 - y0).clamp_min(0)
-        counts = torch.where(proj.valid, bw * bh, torch.zeros_like(bw))
         order = torch.argsort(proj.depths.detach())
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(N, device=device)
-        P = int(counts.sum())
-        gid = torch.repeat_interleave(torch.arange(N, device=device), counts)
-        local = torch.arange(P, device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        w_g = bw[gid]
-        tid = (y0[gid] + local // w_g) * tx_n + x0[gid] + local % w_g
-        key, perm = torch.sort(tid * N + rank[gid])
-        gid = gid[perm]
-        tcount = torch.bincount(key // N, minlength=tx_n * ty_n)
+        bb = proj.bbox[order]
+        x0 = torch.floor(bb[:, 0] / tile).clamp(0, tx_n)
+        x1 = (torch.floor(bb[:, 1] / tile) + 1).clamp(0, tx_n)
+        y0 = torch.floor(bb[:, 2] / tile).clamp(0, ty_n)
+        y1 = (torch.floor(bb[:, 3] / tile) + 1).clamp(0, ty_n)
+        rows = torch.where(proj.valid[order] & (x1 > x0), (y1 - y0).clamp_min(0), torch.zeros_like(y0)).long()
+        slot = torch.repeat_interleave(torch.arange(N, device=device), rows)  # row → position in depth order
+        ty = (torch.arange(len(slot), device=device) - (torch.cumsum(rows, 0) - rows).index_select(0, slot)
+              ).to(y0.dtype) + y0.index_select(0, slot)
+        if proj.shape.shape[1] == 3:
+            g = torch.cat([proj.means2d.detach(), proj.shape.detach(), proj.sigma_max[:, None]], -1)
+            c0, c1 = _ellipse_rows(g[order].index_select(0, slot), ty, tile)
+            c0, c1 = torch.maximum(c0, x0.index_select(0, slot)), torch.minimum(c1, x1.index_select(0, slot))
+        else:
+            c0, c1 = x0.index_select(0, slot), x1.index_select(0, slot)
+        cols = (c1 - c0).clamp_min(0).long()
+        pair_row = torch.repeat_interleave(torch.arange(len(slot), device=device), cols)
+        tx = (torch.arange(len(pair_row), device=device) - (torch.cumsum(cols, 0) - cols).index_select(0, pair_row)
+              ).to(c0.dtype) + c0.index_select(0, pair_row)
+        tid, perm = torch.sort((ty.index_select(0, pair_row) * tx_n + tx).int(), stable=True)
+        gid = order.index_select(0, slot.index_select(0, pair_row.index_select(0, perm)))
+        tcount = torch.bincount(tid, minlength=tx_n * ty_n)
         tstart = torch.cumsum(tcount, 0) - tcount
     return TileBins(tile, tx_n, ty_n, gid, tstart, tcount, N, budget)
 
 
-def _chunks(bins: TileBins, counts: Tensor, k_cap: int | None = None) -> list[tuple[Tensor, Tensor]]:
+def _ellipse_rows(g: Tensor, ty: Tensor, tile: int) -> tuple[Tensor, Tensor]:
+    """Tile columns [c0, c1) where the ellipse σ ≤ σ_max of g = (μx, μy, a, b, c, σ_max) [R, 6] meets
+    the pixel centres of tile row `ty` [R] (float; empty when c1 ≤ c0).
+
+    With D(dy) = 2aσ_max − det·dy², the ellipse's x at height dy spans (−b dy ± √D) / a; the right
+    end is concave in dy, so its maximum over the row's band is at the ellipse's rightmost point
+    clamped into the band (the left end likewise, mirrored).
+    """
+    mx, my, a, b, c, s = g.unbind(-1)
+    s = s + 1e-4  # margin: never drop a pair the compositing would keep
+    det = a * c - b * b
+    hy = (2 * s * a / det).sqrt()  # ellipse half height
+    lo = torch.maximum(ty * tile - my, -hy)
+    hi = torch.minimum(ty * tile + (tile - 1) - my, hy)
+    dy_right = -b * (2 * s / (c * det)).sqrt()  # height of the rightmost point (Σ_xy √(2σ/Σ_xx))
+    dr = torch.minimum(torch.maximum(dy_right, lo), hi)
+    dl = torch.minimum(torch.maximum(-dy_right, lo), hi)
+    x_right = mx + (-b * dr + (2 * a * s - det * dr * dr).clamp_min(0).sqrt()) / a
+    x_left = mx + (-b * dl - (2 * a * s - det * dl * dl).clamp_min(0).sqrt()) / a
+    c0 = torch.ceil((x_left - (tile - 1)) / tile)
+    c1 = torch.floor(x_right / tile) + 1
+    return c0, torch.where(hi >= lo, c1, c0)
+
+
+def _chunks(bins: TileBins, counts: Tensor, k_cap: int | None = None, k_multiple: int = 1) -> list[tuple[Tensor, Tensor]]:
     """Group tiles with `counts[t]` > 0 Gaussians (front-most first) into padded chunks
-    (tile ids [B], Gaussian ids [B, K] padded with N), B·min(K, k_cap)·tile² ≤ budget."""
+    (tile ids [B], Gaussian ids [B, K] padded with N, K a multiple of `k_multiple`),
+    B·min(K, k_cap)·tile² ≤ budget."""
     order = torch.argsort(counts, descending=True)
     sorted_counts = counts[order].tolist()
     px, N, n_pairs = bins.tile ** 2, bins.n_gaussians, bins.n_pairs
@@ -264,7 +302,7 @@ def _chunks(bins: TileBins, counts: Tensor, k_cap: int | None = None) -> list[tu
         tiles = order[s:s + b]
         cnt = counts[tiles]
         tiles, cnt = tiles[cnt > 0], cnt[cnt > 0]
-        ar = torch.arange(k, device=counts.device)
+        ar = torch.arange(-(-k // k_multiple) * k_multiple, device=counts.device)
         pos = (bins.start[tiles][:, None] + ar).clamp_max(n_pairs - 1)
         chunks.append((tiles, torch.where(ar < cnt[:, None], bins.gid[pos], torch.full_like(pos, N))))
         s += b
@@ -287,18 +325,24 @@ def _tile_origins(tiles: Tensor, bins: TileBins, dtype) -> Tensor:
 
 
 # --------------------------------------------------------------------------- tile compositing
+#
+# Work tensors are [B tiles, K Gaussians, P pixels]. Every elementwise pass over them costs about the
+# same, so the code below is written to make few passes: the opacity is folded into the exponent
+# (α_raw = exp(log o − σ), one bmm for 3DGS), the threshold and clamp run in place, the exclusive
+# transmittance is a shifted copy of the inclusive one (no division), the per-pixel sums the backward
+# needs come from the forward's output, and the opacity gradient is one of the σ moments.
 
 
-def _sigma(mode: str, m: Tensor, shape: Tensor, origin: Tensor, q6: Tensor, q3: Tensor):
-    """σ [B, K, P] for a chunk; m [B, K, 2] local means, shape [B, K, S]; also returns the cache
-    the backward needs (2DGS: c [B, K, 3, P], σ₃, σ₂)."""
+def _log_alpha(mode: str, m: Tensor, shape: Tensor, log_o: Tensor, origin: Tensor, q6: Tensor, q3: Tensor):
+    """log α_raw = log o − σ [B, K, P] for a chunk; m [B, K, 2] local means, shape [B, K, S],
+    log_o [B, K]; also returns the cache the 2DGS backward needs (c [B, K, 3, P], c₂, σ₃, σ₂)."""
     mx, my = m[..., 0], m[..., 1]
     if mode == "3dgs":
         a, b, c = shape.unbind(-1)
-        Q = torch.stack([0.5 * a * mx * mx + b * mx * my + 0.5 * c * my * my, -a * mx - b * my,
-                         -b * mx - c * my, 0.5 * a, b, 0.5 * c], -1)  # [B, K, 6]
+        # σ(l) = ½ (l − m)ᵀ Σ₂⁻¹ (l − m) expanded in the basis (1, x, y, x², xy, y²) of local pixel l
+        Q = torch.stack([log_o - (0.5 * a * mx * mx + b * mx * my + 0.5 * c * my * my), a * mx + b * my,
+                         b * mx + c * my, -0.5 * a, -b, -0.5 * c], -1)  # [B, K, 6]
         return Q @ q6, None
-    B, K = m.shape[:2]
     A, Bc, Cc = shape[..., 0:3], shape[..., 3:6], shape[..., 6:9]
     A_loc = A + Bc * origin[:, None, 0:1] + Cc * origin[:, None, 1:2]
     coef = torch.stack([A_loc, Bc, Cc], -1)  # [B, K, 3(comp), 3(basis)]
@@ -309,22 +353,55 @@ def _sigma(mode: str, m: Tensor, shape: Tensor, origin: Tensor, q6: Tensor, q3: 
     Q2 = FILTER_2DGS * torch.stack([mx * mx + my * my, -2 * mx, -2 * my, torch.ones_like(mx),
                                     torch.zeros_like(mx), torch.ones_like(mx)], -1)
     s2 = Q2 @ q6
-    return 0.5 * torch.minimum(s3, s2), (cvec, c2s, s3, s2)
+    return log_o[..., None] - 0.5 * torch.minimum(s3, s2), (cvec, c2s, s3, s2)
 
 
-def _composite(sigma: Tensor, opac: Tensor, t0: Tensor | None = None):
-    """Front-to-back weights. sigma [B, K, P], opac [B, K], transmittance in front t0 [B, P]
-    → (w, α, α_raw, T_excl, include)."""
-    a_raw = opac[..., None] * torch.exp(-sigma)
-    alpha = torch.where(a_raw < ALPHA_MIN, torch.zeros_like(a_raw), a_raw.clamp_max(ALPHA_MAX))
-    one_m = 1.0 - alpha
+@dataclass
+class _Weights:
+    """Front-to-back compositing of one chunk; all [B, K, P]."""
+
+    a_raw: Tensor  # o·exp(−σ)
+    alpha: Tensor  # α_raw, 0 up to ALPHA_MIN, clamped to ALPHA_MAX
+    ratio: Tensor  # α / (1 − α)
+    t_live: Tensor  # transmittance behind each Gaussian, 0 from the one that takes it below T_MIN on
+    w: Tensor  # α·T_in_front for the Gaussians before that one, else 0
+
+
+def _composite(log_a: Tensor, t0: Tensor | None = None) -> _Weights:
+    """Weights from log α_raw [B, K, P] and the transmittance in front of the chunk t0 [B, P].
+
+    Comparisons and masked writes are slow on the CPU (bool tensors), so the cut-offs are
+    `threshold`s and the weights w = α T_in_front = (α / (1 − α)) T_behind.
+    """
+    a_raw = log_a.exp_()
+    alpha = torch.threshold(a_raw, ALPHA_MIN, 0.0).clamp_max_(ALPHA_MAX)
+    one_m = alpha.neg().add_(1.0)
     t_incl = torch.cumprod(one_m, dim=1)
     if t0 is not None:
-        t_incl = t_incl * t0[:, None]
-    t_excl = t_incl / one_m
-    include = t_incl > T_MIN
-    w = torch.where(include, alpha * t_excl, torch.zeros_like(alpha))
-    return w, alpha, a_raw, t_excl, include
+        t_incl.mul_(t0[:, None])
+    t_live = torch.threshold(t_incl, T_MIN, 0.0)
+    ratio = alpha.div(one_m)
+    return _Weights(a_raw, alpha, ratio, t_live, ratio * t_live)
+
+
+def _cumsum_k(x: Tensor, block: int = 16) -> Tensor:
+    """cumsum over dim 1 of [B, K, P] with K % block == 0, in two levels (torch's CPU cumsum
+    accumulates in double one element at a time, ~3× slower than this)."""
+    B, K, P = x.shape
+    inner = torch.cumsum(x.reshape(B, K // block, block, P), 2)
+    ends = inner[:, :, -1]
+    carry = torch.cumsum(ends, 1).sub_(ends)
+    return inner.add_(carry[:, :, None]).reshape(B, K, P)
+
+
+def _gaussian_table(means2d: Tensor, shape: Tensor, opacities: Tensor, features: Tensor) -> Tensor:
+    """Per-Gaussian rows [N + 1, 2 + S + 1 + F + 1]: mean, shape, log opacity, features, 1 (the
+    alpha channel); the last row is a transparent dummy that pads tiles."""
+    log_o = torch.log(opacities.clamp_min(1e-30))[:, None]
+    tab = torch.cat([means2d, shape, log_o, features, torch.ones_like(log_o)], -1)
+    pad = torch.zeros_like(tab[:1])
+    pad[0, 2 + shape.shape[1]] = math.log(1e-30)
+    return torch.cat([tab, pad], 0)
 
 
 class _RasterizeTiles(torch.autograd.Function):
@@ -335,14 +412,13 @@ class _RasterizeTiles(torch.autograd.Function):
     def forward(ctx, means2d, shape, opacities, features, background, bins: TileBins, mode: str, width: int,
                 height: int):
         N, F = features.shape
+        S = shape.shape[1]
         dtype, dev = features.dtype, features.device
-        T = bins.tile
-        P = T * T
-        q6, q3 = _tile_basis(T, dtype, dev)
+        P = bins.tile ** 2
+        q6, q3 = _tile_basis(bins.tile, dtype, dev)
         n_tiles = bins.tiles_x * bins.tiles_y
-        out = torch.zeros(n_tiles, P, F, dtype=dtype, device=dev)
-        acc = torch.zeros(n_tiles, P, dtype=dtype, device=dev)
-        m_ext, s_ext, o_ext, f_ext = _padded(means2d, shape, opacities, features)
+        out = torch.zeros(n_tiles, P, F + 1, dtype=dtype, device=dev)  # features and alpha
+        tab = _gaussian_table(means2d, shape, opacities, features)
         used = torch.zeros_like(bins.count)  # per tile: Gaussians up to the last one with any weight
         for tiles, ids in _chunks(bins, bins.count):
             origin = _tile_origins(tiles, bins, dtype)
@@ -351,74 +427,73 @@ class _RasterizeTiles(torch.autograd.Function):
             k0, kb = 0, K_BLOCK
             while k0 < ids.shape[1]:  # front to back in growing blocks; drop finished tiles
                 sub = ids[act, k0:k0 + kb]
-                sigma, _ = _sigma(mode, m_ext[sub] - origin[act, None], s_ext[sub], origin[act], q6, q3)
-                w, alpha, _, _, include = _composite(sigma, o_ext[sub], t_run[act])
+                g = tab.index_select(0, sub.reshape(-1)).reshape(*sub.shape, -1)  # [B, kb, C]
+                o_act = origin[act]
+                log_a, _ = _log_alpha(mode, g[..., :2] - o_act[:, None], g[..., 2:2 + S], g[..., 2 + S], o_act, q6, q3)
+                cw = _composite(log_a, t_run[act])
                 tl = tiles[act]
-                out[tl] += w.transpose(1, 2) @ f_ext[sub]
-                acc[tl] += w.sum(1)
-                hit = (include & (alpha > 0)).any(-1)  # [B, kb]
-                last = torch.where(hit, torch.arange(1, sub.shape[1] + 1, device=dev), 0).amax(-1)  # [B]
+                out[tl] += cw.w.transpose(1, 2) @ g[..., 3 + S:]
+                last = torch.where(cw.w.sum(-1) > 0, torch.arange(1, g.shape[1] + 1, device=dev), 0).amax(-1)
                 used[tl] = torch.where(last > 0, k0 + last, used[tl])
-                t_run[act] = t_run[act] * torch.cumprod(1.0 - alpha, 1)[:, -1]
+                t_run[act] = cw.t_live[:, -1]
                 act = act[(t_run[act] > T_MIN).any(-1)]
                 k0, kb = k0 + kb, 2 * kb
                 if len(act) == 0:
                     break
-        out = out + (1.0 - acc)[..., None] * background
-        ctx.save_for_backward(means2d, shape, opacities, features, background)
+        img, acc = out[..., :F], out[..., F]
+        ctx.save_for_backward(means2d, shape, opacities, features, background, img, acc)
         ctx.bins, ctx.mode, ctx.size, ctx.used = bins, mode, (width, height), used
-        return _untile(out, bins, width, height), _untile(acc[..., None], bins, width, height)
+        img = img + (1.0 - acc)[..., None] * background
+        return _untile(img, bins, width, height), _untile(acc[..., None], bins, width, height)
 
     @staticmethod
     def backward(ctx, g_img, g_alpha):
-        means2d, shape, opacities, features, background = ctx.saved_tensors
+        means2d, shape, opacities, features, background, img_fg, acc = ctx.saved_tensors
         bins, mode = ctx.bins, ctx.mode
-        width, height = ctx.size
         N, F = features.shape
+        S = shape.shape[1]
         dtype, dev = features.dtype, features.device
         q6, q3 = _tile_basis(bins.tile, dtype, dev)
         g_img = _tile(g_img, bins)  # [tiles, P, F]
         g_alpha = _tile(g_alpha, bins)[..., 0]  # [tiles, P]
-        m_ext, s_ext, o_ext, f_ext = _padded(means2d, shape, opacities, features)
-        d_m = torch.zeros(N + 1, 2, dtype=dtype, device=dev)
-        d_s = torch.zeros(N + 1, shape.shape[1], dtype=dtype, device=dev)
-        d_o = torch.zeros(N + 1, dtype=dtype, device=dev)
-        d_f = torch.zeros(N + 1, F, dtype=dtype, device=dev)
-        d_bg = torch.zeros(F, dtype=dtype, device=dev)
-        for tiles, ids in _chunks(bins, ctx.used):
+        # per pixel: Σ_i w_i f_i·g (all Gaussians) and the background's share T_final (bg·g − g_α)
+        t_final = 1.0 - acc
+        total = (img_fg * g_img).sum(-1) + t_final * ((g_img * background).sum(-1) - g_alpha)  # [tiles, P]
+        d_bg = (t_final[..., None] * g_img).sum((0, 1))
+        tab = _gaussian_table(means2d, shape, opacities, features)
+        d_tab = torch.zeros(N + 1, 2 + S + 1 + F, dtype=dtype, device=dev)  # d(mean, shape, log o, features)
+        for tiles, ids in _chunks(bins, ctx.used, k_multiple=16):
             origin = _tile_origins(tiles, bins, dtype)
-            m, s, o, f = m_ext[ids] - origin[:, None], s_ext[ids], o_ext[ids], f_ext[ids]
-            sigma, cache = _sigma(mode, m, s, origin, q6, q3)
-            w, alpha, a_raw, t_excl, include = _composite(sigma, o)
+            gt = tab.index_select(0, ids.reshape(-1)).reshape(*ids.shape, -1)
+            m, s, f = gt[..., :2] - origin[:, None], gt[..., 2:2 + S], gt[..., 3 + S:3 + S + F]
+            log_a, cache = _log_alpha(mode, m, s, gt[..., 2 + S], origin, q6, q3)
+            cw = _composite(log_a)
             g = g_img[tiles]  # [B, P, F]
-            ga = g_alpha[tiles]  # [B, P]
-            flat = ids.reshape(-1)
-            d_f.index_add_(0, flat, (w @ g).reshape(-1, F))
-            t_final = 1.0 - w.sum(1)  # [B, P]
-            d_bg += (t_final[..., None] * g).sum((0, 1))
-            gf = f @ g.transpose(1, 2)  # [B, K, P]
-            wgf = w * gf
-            suffix = wgf.sum(1, keepdim=True) - torch.cumsum(wgf, 1)
-            bg_term = (t_final * ((g * background).sum(-1) - ga))[:, None]
-            d_alpha = t_excl * gf - (suffix + bg_term) / (1.0 - alpha)
-            live = include & (a_raw >= ALPHA_MIN) & (a_raw <= ALPHA_MAX)
-            d_araw = torch.where(live, d_alpha, torch.zeros_like(d_alpha)) * a_raw
-            d_o.index_add_(0, flat, d_araw.sum(-1).reshape(-1))  # Σ dα·α_raw; divided by o below
-            d_sigma = -d_araw
+            d_f = cw.w @ g  # [B, K, F]
+            wgf = (f @ g.transpose(1, 2)).mul_(cw.w)  # [B, K, P] w_i f_i·g
+            # dL/dα_i = T_i f_i·g − (Σ_{j>i} w_j f_j·g + T_final (bg·g − g_α)) / (1 − α_i); times α_i
+            # it is dL/d log α_raw. Zero where the Gaussian is cut off (T_live = 0: sign 0), below
+            # ALPHA_MIN (α = 0: ratio 0 and w 0) and clamped at ALPHA_MAX.
+            rest = _cumsum_k(wgf).neg_().add_(total[tiles][:, None])
+            d_la = wgf.sub_(rest.mul_(cw.ratio).mul_(cw.t_live.sign_()))
+            if float(cw.a_raw.max()) > ALPHA_MAX:
+                d_la.mul_(torch.threshold(cw.a_raw.neg().add_(ALPHA_MAX), 0.0, 0.0).sign_())
             if mode == "3dgs":
-                dm, ds = _sigma_grad_3dgs(d_sigma, m, s, q6)
+                mom = d_la @ q6.T  # [B, K, 6]
+                dm, ds = _sigma_grad_3dgs(-mom, m, s)
+                d_lo = mom[..., :1]
             else:
-                dm, ds = _sigma_grad_2dgs(d_sigma, m, origin, cache, q6, q3)
-            d_m.index_add_(0, flat, dm.reshape(-1, 2))
-            d_s.index_add_(0, flat, ds.reshape(-1, ds.shape[-1]))
-        d_o = d_o[:N]
-        d_o = torch.where(opacities > 0, d_o / opacities.clamp_min(1e-30), torch.zeros_like(d_o))
-        return d_m[:N], d_s[:N], d_o, d_f[:N], d_bg, None, None, None, None
+                dm, ds = _sigma_grad_2dgs(-d_la, m, origin, cache, q6, q3)
+                d_lo = d_la.sum(-1, keepdim=True)
+            # one scatter per chunk: the padding id N collects the dummy's gradients
+            d_tab.index_add_(0, ids.reshape(-1), torch.cat([dm, ds, d_lo, d_f], -1).reshape(-1, d_tab.shape[1]))
+        d_m, d_s, d_lo, d_f = d_tab[:N].split([2, S, 1, F], -1)
+        d_o = torch.where(opacities > 1e-30, d_lo[:, 0] / opacities.clamp_min(1e-30), torch.zeros_like(opacities))
+        return d_m, d_s, d_o, d_f, d_bg, None, None, None, None
 
 
-def _sigma_grad_3dgs(d_sigma: Tensor, m: Tensor, conic: Tensor, q6: Tensor) -> tuple[Tensor, Tensor]:
-    """σ = Q·basis; moments S = Σ_p dσ·basis give d/d(mean, conic) in closed form."""
-    S = d_sigma @ q6.T  # [B, K, 6]
+def _sigma_grad_3dgs(S: Tensor, m: Tensor, conic: Tensor) -> tuple[Tensor, Tensor]:
+    """From the moments S = Σ_p dσ·basis [B, K, 6] to d/d(local mean, conic), in closed form."""
     S0, S1, S2, S3, S4, S5 = S.unbind(-1)
     mx, my = m[..., 0], m[..., 1]
     a, b, c = conic.unbind(-1)
@@ -448,12 +523,6 @@ def _sigma_grad_2dgs(d_sigma: Tensor, m: Tensor, origin: Tensor, cache, q6: Tens
     return dm, torch.cat([dA, dB, dC], -1)
 
 
-def _padded(means2d, shape, opacities, features):
-    """Append a dummy Gaussian (index N, opacity 0) used to pad tiles."""
-    z = lambda x: torch.cat([x, torch.zeros_like(x[:1])], 0)  # noqa: E731
-    return z(means2d), z(shape), z(opacities), z(features)
-
-
 def _untile(x: Tensor, bins: TileBins, width: int, height: int) -> Tensor:
     """[tiles, P, F] → [H, W, F]."""
     T, F = bins.tile, x.shape[-1]
@@ -476,7 +545,7 @@ def _tile(img: Tensor, bins: TileBins) -> Tensor:
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colours: Tensor,
               w2c: Tensor, K: Tensor, width: int, height: int, *, mode: Mode = "3dgs",
               sh_degree: int | None = None, background: Tensor | None = None, extra: Tensor | None = None,
-              near: float = 0.01, far: float = 1e10, backend: Backend = "auto", tile: int = 8) -> RenderOutput:
+              near: float = 0.01, far: float = 1e10, backend: Backend = "auto", tile: int = 4) -> RenderOutput:
     """Render N Gaussians from one camera.
 
     means [N, 3], quats [N, 4] (w, x, y, z; normalised here), scales [N, 3] (linear, > 0; 2DGS uses

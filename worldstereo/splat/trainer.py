@@ -126,8 +126,8 @@ class TrainerConfig:
     """Raise the active SH degree by one every this many steps."""
     backend: Backend = "auto"
     """Rasterizer: torch (our CPU implementation), gsplat (CUDA), auto (gsplat when on CUDA)."""
-    tile: int = 8
-    """Tile side of the CPU rasterizer in pixels."""
+    tile: int = 4
+    """Tile side of the CPU rasterizer in pixels (4 measured fastest at 256–512 px)."""
     device: str = "auto"
     """cpu, cuda or auto."""
     seed: int = 0

@@ -2,6 +2,7 @@
 
     python -m utils.view --scene scenes/my                  # gs_3dgs if trained, else gs_2dgs
     python -m utils.view --scene scenes/my --renderer 2dgs --port 8080
+    python -m utils.view --scene scenes/my --host 127.0.0.1     # this machine only (default: all interfaces)
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import tyro
@@ -18,6 +20,9 @@ from worldstereo.errors import InputError, cli_entry
 from worldstereo.render.gaussians import SH_C0, quat_to_rotmat
 from worldstereo.scene import SceneDir
 from worldstereo.splat.ply import read_splats_ply
+
+if TYPE_CHECKING:
+    import viser
 
 INSTALL_HINT = "the viewer needs viser: pip install 'worldstereo[viewer]'  (or: pip install viser)"
 
@@ -31,7 +36,9 @@ class ViewConfig:
     renderer: Literal["auto", "3dgs", "2dgs"] = "auto"
     """Which splats to show; auto: 3dgs when trained, else 2dgs."""
     port: int = 8080
-    """HTTP port of the viewer."""
+    """HTTP port of the viewer; the next free one when it is taken (0: any free port)."""
+    host: str = "0.0.0.0"
+    """Interface to listen on; 127.0.0.1 keeps the viewer to this machine."""
 
 
 def find_splats(scene: SceneDir, renderer: str) -> Path:
@@ -53,19 +60,38 @@ def splats_for_viewer(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             "opacities": torch.sigmoid(params["opacity_logits"])[:, None]}
 
 
-def main(cfg: ViewConfig) -> None:
+def import_viser() -> ModuleType:
+    """The viser module, or a one-line install hint (viser is the optional extra `viewer`)."""
     try:
         import viser
     except ImportError:
         raise InputError(None, INSTALL_HINT)
-    path = find_splats(SceneDir(cfg.scene), cfg.renderer)
+    return viser
+
+
+def start_viewer(path: Path, host: str = "0.0.0.0", port: int = 8080
+                 ) -> tuple[viser.ViserServer, viser.GaussianSplatHandle]:
+    """Load `path` and serve it in a background thread; the caller stops the returned server."""
+    viser = import_viser()
     s = {k: v.numpy() for k, v in splats_for_viewer(read_splats_ply(path)).items()}
-    server = viser.ViserServer(port=cfg.port)
-    server.scene.add_gaussian_splats("/splats", centers=s["centers"], covariances=s["covariances"],
-                                     rgbs=s["rgbs"], opacities=s["opacities"])
-    print(f"serving {path} ({len(s['centers'])} Gaussians) at http://localhost:{cfg.port} — Ctrl-C to stop")
-    while True:
-        time.sleep(1.0)
+    server = viser.ViserServer(host=host, port=port, verbose=False)  # verbose: one line per browser connection
+    splats = server.scene.add_gaussian_splats("/splats", centers=s["centers"], covariances=s["covariances"],
+                                              rgbs=s["rgbs"], opacities=s["opacities"])
+    return server, splats
+
+
+def main(cfg: ViewConfig) -> None:
+    import_viser()  # the install hint comes before any complaint about the scene
+    path = find_splats(SceneDir(cfg.scene), cfg.renderer)
+    server, splats = start_viewer(path, cfg.host, cfg.port)
+    url_host = "localhost" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    print(f"serving {path} ({len(splats.buffer)} Gaussians) at http://{url_host}:{server.get_port()}"
+          " — Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        server.stop()  # prints "(viser) Server stopped"; a viewer has no outputs to keep, so exit 0
 
 
 if __name__ == "__main__":

@@ -119,6 +119,29 @@ def test_binning_keeps_exactly_the_tiles_an_ellipse_reaches(tile):
         assert bool((proj.depths[ids].diff() >= 0).all())
 
 
+def test_densify_gradient_is_the_screen_gradient_of_the_centre():
+    """3DGS: ∂L/∂means2d. 2DGS: ∂L/∂(disc centre's projection) in pixels; with w2c = I a camera-x shift
+    Δ of the 3D centre moves it by fx·Δ/z px, so it must equal ∂L/∂means_x · z / fx (same for y)."""
+    w2c, K = _camera()
+    ramp = torch.linspace(-1, 1, W, dtype=torch.float64)[:, None]
+    for mode in ("3dgs", "2dgs"):
+        params = [p.requires_grad_() for p in _scene(12, seed=6)]
+        ref = rasterize(*params, w2c, K, W, H, mode=mode, backend="torch")
+        (g_means2d,) = torch.autograd.grad((ref.colour * ramp).sum() + ref.alpha.sum(), ref.means2d)
+        out = rasterize(*params, w2c, K, W, H, mode=mode, backend="torch")
+        out.retain_densify_grad()
+        ((out.colour * ramp).sum() + out.alpha.sum()).backward()
+        g = out.densify_grad()
+        assert g is not None and g.shape == (12, 2) and float(g.abs().max()) > 0
+        if mode == "3dgs":
+            torch.testing.assert_close(g, g_means2d)
+        else:
+            z = params[0][:, 2].detach()[:, None]
+            expect = params[0].grad[:, :2] * z / torch.stack([K[0, 0], K[1, 1]])
+            torch.testing.assert_close(g, expect, atol=1e-10, rtol=1e-7)
+            assert float((g - g_means2d).abs().max()) > 1e-6  # more than the screen filter's share
+
+
 def test_sh_colours_and_float32():
     params = _scene(16, dtype=torch.float32)
     g = torch.Generator().manual_seed(4)
@@ -145,14 +168,33 @@ def test_culls_behind_camera_and_empty():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (and gsplat)")
 @pytest.mark.parametrize("mode", ["3dgs", "2dgs"])
 def test_cpu_matches_gsplat(mode):
+    """Same outputs (colour, depth, alpha, extra channels, 2DGS normals), per-Gaussian shapes, parameter
+    gradients and (3DGS) densification gradients from our CPU rasterizer and gsplat's CUDA one."""
     pytest.importorskip("gsplat")
     params = _scene(200, dtype=torch.float32, seed=5)
-    w2c, K = _camera(torch.float32)
+    w2c, _ = _camera(torch.float32)
     size = (64, 48)
     K = torch.tensor([[50.0, 0, 31.5], [0, 50, 23.5], [0, 0, 1]])
-    cpu = rasterize(*params, w2c, K, *size, mode=mode, backend="torch")
-    gpu = rasterize(*[p.cuda() for p in params], w2c.cuda(), K.cuda(), *size, mode=mode, backend="gsplat")
-    for k in ("colour", "depth", "alpha"):
-        a, b = getattr(cpu, k), getattr(gpu, k).cpu()
-        assert (a - b).abs().mean() < 2e-3, (mode, k, float((a - b).abs().mean()))
-        assert (a - b).abs().max() < 0.1, (mode, k, float((a - b).abs().max()))
+    extra = params[0][:, 2:3] ** 2  # z², as the 2DGS distortion loss renders it
+    cpu_p = [p.clone().requires_grad_() for p in params]
+    gpu_p = [p.cuda().requires_grad_() for p in params]
+    cpu = rasterize(*cpu_p, w2c, K, *size, mode=mode, extra=extra, backend="torch")
+    gpu = rasterize(*gpu_p, w2c.cuda(), K.cuda(), *size, mode=mode, extra=extra.cuda(), backend="gsplat")
+    assert gpu.means2d.shape == (200, 2) and gpu.radii.shape == (200,)
+    for k in ["colour", "depth", "alpha", "extra"] + (["normals"] if mode == "2dgs" else []):
+        a, b = getattr(cpu, k).detach(), getattr(gpu, k).detach().cpu()
+        scale = max(1.0, float(a.abs().max()))  # depth and z² are several times alpha
+        assert (a - b).abs().mean() < 2e-3 * scale, (mode, k, float((a - b).abs().mean()))
+        assert (a - b).abs().max() < 0.1 * scale, (mode, k, float((a - b).abs().max()))
+    w = torch.randn(size[1], size[0], 3, generator=torch.Generator().manual_seed(0))
+    for out in (cpu, gpu):
+        out.retain_densify_grad()
+        (out.colour * w.to(out.colour.device)).sum().backward()
+    for name, a, b in zip(["means", "quats", "scales", "opacities", "colours"], cpu_p, gpu_p):
+        rel = float((a.grad - b.grad.cpu()).norm() / a.grad.norm().clamp_min(1e-12))
+        assert rel < (0.05 if mode == "3dgs" else 0.15), (mode, name, rel)
+    d_cpu, d_gpu = cpu.densify_grad(), gpu.densify_grad()
+    assert d_gpu is not None and d_gpu.shape == (200, 2) and float(d_gpu.abs().max()) > 0
+    if mode == "3dgs":  # 2DGS: gsplat leaves the screen filter's share out of its signal, we keep it
+        rel = float((d_cpu - d_gpu.cpu()).norm() / d_cpu.norm())
+        assert rel < 0.05, rel

@@ -19,14 +19,16 @@ def _one_thread(torch_one_thread):
 
 
 HELDOUT_PSNR_3DGS = 28.0  # dB after 150 steps (measured ≈ 35; the untrained init gives ≈ 21)
-HELDOUT_PSNR_2DGS = 26.0  # dB after 150 steps
+HELDOUT_PSNR_2DGS = 26.0  # dB after 150 steps (measured ≈ 31)
 
 
 def reduced_config(iterations: int = 150) -> TrainerConfig:
     return TrainerConfig(
         iterations=iterations, sh_degree=1, sh_every=50, backend="torch",
-        densify=DensifyConfig(start=50, stop=iterations - 25, every=25, reset_every=0, max_gaussians=6000),
-        loss=LossConfig(normal_start=60, distortion_start=40),
+        densify=DensifyConfig(start=50, stop=iterations - 25, every=25, reset_every=0, max_gaussians=3000),
+        # distortion after the densification burst: on a 48×36 image it otherwise squeezes the new
+        # discs before they fit (measured 2DGS held out 23 dB with it at step 40, 31 at step 100)
+        loss=LossConfig(normal_start=60, distortion_start=100),
         data=DataConfig(long_side=48, holdout_every=4, init_opacity=0.3),
         output=OutputConfig(checkpoint_every=50, log_every=25, video_fps=8))
 

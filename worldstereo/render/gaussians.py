@@ -32,8 +32,9 @@ Example:
 from __future__ import annotations
 
 import math
+import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
@@ -58,8 +59,25 @@ class RenderOutput:
     alpha: Tensor  # [H, W, 1]
     normals: Tensor | None  # [H, W, 3] accumulated camera-frame normals (2DGS only)
     extra: Tensor | None  # [H, W, E] accumulated extra per-Gaussian features (e.g. z² for distortion)
-    means2d: Tensor  # [N, 2] projected centres; call .retain_grad() before backward for densification
+    means2d: Tensor  # [N, 2] projected centres
     radii: Tensor  # [N] half-size of the screen footprint in px (0 = culled), no grad
+    densify_source: Tensor | None = None  # the tensor whose .grad carries the densification signal
+    densify_map: Callable[[Tensor], Tensor] | None = None  # its .grad → [N, 2] in pixels
+
+    def retain_densify_grad(self) -> None:
+        """Call before backward: keep the gradient `densify_grad` reads."""
+        src = self.densify_source
+        if src is not None and src.requires_grad and not src.is_leaf:
+            src.retain_grad()
+
+    def densify_grad(self) -> Tensor | None:
+        """After backward: ∂L/∂(screen position) [N, 2] in pixels, the signal of adaptive density
+        control (3DGS: of the projected mean; 2DGS: of the disc centre's projection as the
+        ray–splat term sees it, like gsplat's `gradient_2dgs`). None when nothing was tracked."""
+        src = self.densify_source
+        if src is None or src.grad is None:
+            return None
+        return self.densify_map(src.grad) if self.densify_map is not None else src.grad
 
 
 # --------------------------------------------------------------------------- shared math
@@ -116,6 +134,7 @@ class Projected:
     bbox: Tensor  # [N, 4] float x0, x1, y0, y1 of the footprint where α ≥ 1/255
     valid: Tensor  # [N] bool
     sigma_max: Tensor  # [N] σ up to which α = o·exp(−σ) ≥ 1/255, i.e. ln(255 o) (no grad)
+    M: Tensor | None = None  # 2DGS [N, 3, 3]: (x z, y z, z) = M (u, v, 1); column 2 is the centre
 
 
 def _alpha_extent_sq(opacities: Tensor) -> Tensor:
@@ -132,9 +151,10 @@ def project_3dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor
     valid = (z > near) & (z < far)
     zs = torch.where(valid, z, torch.ones_like(z))
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    # clamp the Jacobian's view direction to 1.3× the field of view (as 3DGS does) for stability
-    lim_xp, lim_xn = 1.3 * (width - 1 - cx) / fx + 0.15 * width / fx, 1.3 * cx / fx + 0.15 * width / fx
-    lim_yp, lim_yn = 1.3 * (height - 1 - cy) / fy + 0.15 * height / fy, 1.3 * cy / fy + 0.15 * height / fy
+    # clamp the Jacobian's view direction a little outside the image, as 3DGS and gsplat do: to the
+    # image border (pixel edges, our centres are at integers) plus 15 % of the image size
+    lim_xp, lim_xn = (width - 0.5 - cx) / fx + 0.15 * width / fx, (cx + 0.5) / fx + 0.15 * width / fx
+    lim_yp, lim_yn = (height - 0.5 - cy) / fy + 0.15 * height / fy, (cy + 0.5) / fy + 0.15 * height / fy
     tx = zs * torch.minimum(torch.maximum(x / zs, -lim_xn), lim_xp)
     ty = zs * torch.minimum(torch.maximum(y / zs, -lim_yn), lim_yp)
     zero = torch.zeros_like(zs)
@@ -198,7 +218,7 @@ def project_2dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor
         bbox = torch.stack([torch.minimum(cxp - hx, mx - rf), torch.maximum(cxp + hx, mx + rf),
                             torch.minimum(cyp - hy, my - rf), torch.maximum(cyp + hy, my + rf)], -1)
         valid = valid & bounded & (r2 > 0)
-    return Projected(means2d, shape, z, n, bbox, valid, 0.5 * r2)
+    return Projected(means2d, shape, z, n, bbox, valid, 0.5 * r2, M)
 
 
 # --------------------------------------------------------------------------- tiles
@@ -551,13 +571,13 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     means [N, 3], quats [N, 4] (w, x, y, z; normalised here), scales [N, 3] (linear, > 0; 2DGS uses
     the first two), opacities [N] in [0, 1], colours [N, 3] RGB or SH coefficients [N, K, 3] with
     `sh_degree` set (K ≥ (sh_degree+1)²), w2c [4, 4] (or [3, 4]), K [3, 3] pixels, background [3].
-    `extra` [N, E]: more per-Gaussian features to composite (returned in `.extra`), torch backend only.
+    `extra` [N, E]: more per-Gaussian features to composite (returned in `.extra`).
     """
     if backend == "auto":
         backend = "gsplat" if means.is_cuda and gsplat_available() else "torch"
     if backend == "gsplat":
         return _rasterize_gsplat(means, quats, scales, opacities, colours, w2c, K, width, height, mode=mode,
-                                 sh_degree=sh_degree, background=background, near=near, far=far)
+                                 sh_degree=sh_degree, background=background, extra=extra, near=near, far=far)
     dtype, dev = means.dtype, means.device
     w2c = w2c.to(dtype)
     K = K.to(dtype)
@@ -583,13 +603,19 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
                             torch.zeros_like(bb[:, 0]))
     normals = img[..., 4:7] if proj.normals is not None else None
     k = 4 + (3 if proj.normals is not None else 0)
+    if mode == "3dgs":
+        source, fn = proj.means2d, None
+    else:  # ∂L/∂(x z, y z) of the disc centre, times z: pixels (what gsplat's 2DGS densifies on)
+        z = proj.depths.detach()[:, None]
+        source, fn = proj.M, (lambda g: g[:, :2, 2] * z)
     return RenderOutput(img[..., :3], img[..., 3:4], alpha, normals, img[..., k:] if extra is not None else None,
-                        proj.means2d, radii)
+                        proj.means2d, radii, source, fn)
 
 
 # --------------------------------------------------------------------------- gsplat (CUDA)
 
 
+@functools.lru_cache(maxsize=1)
 def gsplat_available() -> bool:
     """True when CUDA is there and gsplat imports (never imported on a CPU-only machine: it would
     try to JIT-build its kernels)."""
@@ -603,28 +629,45 @@ def gsplat_available() -> bool:
 
 
 def _rasterize_gsplat(means, quats, scales, opacities, colours, w2c, K, width, height, *, mode, sh_degree,
-                      background, near, far) -> RenderOutput:
+                      background, extra, near, far) -> RenderOutput:
+    """gsplat's CUDA rasterizers behind our interface (float32 CUDA tensors)."""
     if not gsplat_available():
         raise RuntimeError("the gsplat backend needs CUDA and `pip install gsplat` (extra: worldstereo[cuda])")
+    if means.dtype != torch.float32 or not means.is_cuda:
+        raise ValueError("the gsplat backend takes float32 CUDA tensors")
     import gsplat
 
-    view = torch.eye(4, dtype=means.dtype, device=means.device)
-    view[: w2c.shape[0]] = w2c.to(means.dtype)
-    Kg = K.to(means.dtype).clone()
+    dev = means.device
+    view = torch.eye(4, dtype=torch.float32, device=dev)
+    view[: w2c.shape[0]] = w2c.to(dev, torch.float32)
+    Kg = K.to(dev, torch.float32).clone()
     Kg[0, 2] += 0.5  # gsplat samples pixel centres at +0.5
     Kg[1, 2] += 0.5
-    bg = None if background is None else background.to(means.dtype)[None]
+    E = 0 if extra is None else extra.shape[1]
+    if E:  # extra channels ride along with the colours, so SH are evaluated here
+        if sh_degree is not None:
+            campos = -view[:3, :3].T @ view[:3, 3]
+            colours = sh_to_colour(colours, means - campos, sh_degree)
+            sh_degree = None
+        colours = torch.cat([colours, extra.to(colours.dtype)], -1)
+    bg = None
+    if background is not None:
+        bg = torch.cat([background.to(dev, torch.float32), torch.zeros(E, device=dev)])[None]
+    # packed=False: per-Gaussian [1, N, ...] outputs (packed ones are indexed by visible pairs)
     kw = dict(means=means, quats=quats, scales=scales, opacities=opacities, colors=colours,
               viewmats=view[None], Ks=Kg[None], width=width, height=height, near_plane=near, far_plane=far,
-              sh_degree=sh_degree, backgrounds=bg, render_mode="RGB+D")
+              sh_degree=sh_degree, backgrounds=bg, render_mode="RGB+D", packed=False)
     if mode == "3dgs":
         img, alpha, info = gsplat.rasterization(**kw)
         normals = None
+        source = info["means2d"]  # [1, N, 2], in the graph: retain_grad works on it (not on a view of it)
     else:
         img, alpha, normals, _surf, _dist, _median, info = gsplat.rasterization_2dgs(**kw)
         normals = normals[0] @ view[:3, :3].T  # gsplat returns world-frame normals; ours are camera-frame
-    means2d = info["means2d"]
-    means2d = means2d[0] if means2d.dim() == 3 else means2d
+        source = info["gradient_2dgs"]  # [1, N, 2] leaf that receives gsplat's 2DGS densification signal
+    means2d = info["means2d"][0]
     radii = info["radii"][0]
-    radii = radii.max(-1).values if radii.dim() == 2 else radii
-    return RenderOutput(img[0, ..., :3], img[0, ..., 3:4], alpha[0], normals, None, means2d, radii.float())
+    radii = radii.max(-1).values if radii.dim() == 2 else radii  # [N, 2] since gsplat 1.5, [N] before
+    img = img[0]
+    return RenderOutput(img[..., :3], img[..., -1:], alpha[0], normals, img[..., 3:3 + E] if E else None,
+                        means2d, radii.float(), source, lambda g: g[0])

@@ -23,7 +23,7 @@ def ssim(a: Tensor, b: Tensor, size: int = 11, sigma: float = 1.5) -> Tensor:
     """Mean SSIM of two images [H, W, C] in [0, 1] (Gaussian window 11, σ 1.5; 'valid' borders)."""
     C = a.shape[-1]
     x, y = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]
-    w = _gauss_window(size, sigma, C).to(a.dtype)
+    w = _gauss_window(size, sigma, C).to(a)
     conv = lambda t: F.conv2d(t, w, groups=C)  # noqa: E731
     mx, my = conv(x), conv(y)
     sxx, syy, sxy = conv(x * x) - mx * mx, conv(y * y) - my * my, conv(x * y) - mx * my
@@ -41,7 +41,8 @@ def depth_normals(depth: Tensor, alpha: Tensor, K: Tensor) -> Tensor:
     """Camera-frame normals [H, W, 3] from expected depth (depth/alpha), facing the camera (z < 0)."""
     H, W = depth.shape[:2]
     z = depth[..., 0] / alpha[..., 0].clamp_min(1e-6)
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=z.dtype), torch.arange(W, dtype=z.dtype), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=z.dtype, device=z.device),
+                            torch.arange(W, dtype=z.dtype, device=z.device), indexing="ij")
     pts = torch.stack([(xs - K[0, 2]) / K[0, 0] * z, (ys - K[1, 2]) / K[1, 1] * z, z], -1)
     dx = torch.zeros_like(pts)
     dy = torch.zeros_like(pts)

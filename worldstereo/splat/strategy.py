@@ -3,9 +3,9 @@
 Hyperparameters (`DensifyConfig`) + explicit state (`DensifyState`) + pure operations on the
 parameters and their Adam moments (`duplicate`, `split`, `remove`, `reset_opacity`).
 
-    state = DensifyState.empty(len(model))
-    out = rasterize(...); out.means2d.retain_grad(); loss.backward()
-    state.accumulate(out.means2d.grad, out.radii, width, height)
+    state = DensifyState.empty(len(model), device)
+    out = rasterize(...); out.retain_densify_grad(); loss.backward()
+    state.accumulate(out.densify_grad(), out.radii, width, height)
     refine(cfg, model, optimizers, state, step, scene_scale)
 """
 
@@ -54,14 +54,14 @@ class DensifyState:
     count: Tensor  # [N] number of views where the Gaussian was visible
 
     @classmethod
-    def empty(cls, n: int) -> "DensifyState":
-        return cls(torch.zeros(n), torch.zeros(n))
+    def empty(cls, n: int, device: torch.device | str = "cpu") -> "DensifyState":
+        return cls(torch.zeros(n, device=device), torch.zeros(n, device=device))
 
     def accumulate(self, grad2d: Tensor | None, radii: Tensor, width: int, height: int) -> None:
         if grad2d is None:
             return
         vis = radii > 0
-        g = grad2d.detach() * torch.tensor([width / 2.0, height / 2.0], dtype=grad2d.dtype)
+        g = grad2d.detach() * torch.tensor([width / 2.0, height / 2.0], dtype=grad2d.dtype, device=grad2d.device)
         self.grad2d[vis] += g[vis].norm(dim=-1).float()
         self.count[vis] += 1
 
@@ -95,9 +95,9 @@ def split(model, optimizers, mask: Tensor, mode: str) -> None:
     sel = mask.nonzero().squeeze(1)
     scales = torch.exp(p["log_scales"][sel])
     if mode == "2dgs":
-        scales = scales * torch.tensor([1.0, 1.0, 0.0])
+        scales = scales * torch.tensor([1.0, 1.0, 0.0], device=scales.device)
     R = quat_to_rotmat(p["quats"][sel])
-    offs = torch.einsum("nij,bnj->bni", R, scales[None] * torch.randn(2, len(sel), 3))  # [2, S, 3]
+    offs = torch.einsum("nij,bnj->bni", R, scales[None] * torch.randn(2, len(sel), 3, device=scales.device))  # [2, S, 3]
     new_means = (p["means"][sel][None] + offs).reshape(-1, 3)
 
     def fp(k, v):
@@ -147,7 +147,7 @@ def refine(cfg: DensifyConfig, model: GaussianModel, optimizers, state: DensifyS
         small = max_scale <= cfg.small_scale * scene_scale
         dup, spl = high & small, high & ~small
         duplicate(model, optimizers, dup)
-        spl = torch.cat([spl, torch.zeros(int(dup.sum()), dtype=torch.bool)])
+        spl = torch.cat([spl, torch.zeros(int(dup.sum()), dtype=torch.bool, device=spl.device)])
         split(model, optimizers, spl, mode)
         op = torch.sigmoid(model.params["opacity_logits"])
         prune = op < cfg.prune_opacity
@@ -160,4 +160,4 @@ def refine(cfg: DensifyConfig, model: GaussianModel, optimizers, state: DensifyS
         stats = {"cloned": int(dup.sum()), "split": int(spl.sum()), "pruned": int(prune.sum())}
         if cfg.reset_every and step % cfg.reset_every == 0:
             reset_opacity(model, optimizers, 2 * cfg.prune_opacity)
-    return DensifyState.empty(len(model)), stats
+    return DensifyState.empty(len(model), state.grad2d.device), stats

@@ -345,7 +345,7 @@ def train_gaussians(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: boo
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out / "tb"), purge_step=start if start else None)
-    state = DensifyState.empty(len(model))
+    state = DensifyState.empty(len(model), device)
     lpips_fn = lpips_if_available()  # metric when its weights are cached; loss only with lpips_weight > 0
     order: list[int] = []
     meta = {"mode": mode, "scene_scale": scale, "init": str(init_path)}
@@ -362,7 +362,7 @@ def train_gaussians(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: boo
         use_dist = mode == "2dgs" and cfg.loss.distortion_weight > 0 and step >= cfg.loss.distortion_start
         means = warp(i, model.means) if warp is not None else None
         o = render(model, w2c, K, views.width, views.height, mode, cfg, sh_degree, means, use_dist)
-        o.means2d.retain_grad()
+        o.retain_densify_grad()
         l1 = (o.colour - gt).abs().mean()
         loss = (1 - cfg.loss.ssim_weight) * l1 + cfg.loss.ssim_weight * (1 - ssim(o.colour, gt))
         if mode == "2dgs" and cfg.loss.normal_weight > 0 and step >= cfg.loss.normal_start:
@@ -373,7 +373,7 @@ def train_gaussians(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: boo
             loss = loss + cfg.loss.lpips_weight * lpips_fn(o.colour.permute(2, 0, 1)[None] * 2 - 1,
                                                            gt.permute(2, 0, 1)[None] * 2 - 1).mean()
         loss.backward()
-        state.accumulate(o.means2d.grad, o.radii, views.width, views.height)
+        state.accumulate(o.densify_grad(), o.radii, views.width, views.height)
         for opt in optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -14,7 +14,7 @@ at integer coordinates (pixel (i, j) is evaluated at x = j, y = i). gsplat puts 
 +0.5, so its K gets cx + 0.5, cy + 0.5.
 
 Compositing (both modes, front to back in order of the Gaussian centre's camera z):
-    α_i = min(0.999, o_i exp(-σ_i(p)))     skipped when α_i < 1/255
+    α_i = min(0.999, o_i exp(-σ_i(p)))     skipped unless α_i > 1/255
     w_i = α_i Π_{j<i} (1 − α_j)            stop before the Gaussian that takes T below 1e-4
     colour = Σ w_i c_i + (1 − Σ w_i) bg,  depth = Σ w_i z_i,  alpha = Σ w_i
 `depth` is accumulated (divide by alpha for the expected depth); z_i is the centre depth.
@@ -31,8 +31,8 @@ Example:
 
 from __future__ import annotations
 
-import math
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -347,10 +347,10 @@ def _tile_origins(tiles: Tensor, bins: TileBins, dtype) -> Tensor:
 # --------------------------------------------------------------------------- tile compositing
 #
 # Work tensors are [B tiles, K Gaussians, P pixels]. Every elementwise pass over them costs about the
-# same, so the code below is written to make few passes: the opacity is folded into the exponent
-# (α_raw = exp(log o − σ), one bmm for 3DGS), the threshold and clamp run in place, the exclusive
-# transmittance is a shifted copy of the inclusive one (no division), the per-pixel sums the backward
-# needs come from the forward's output, and the opacity gradient is one of the σ moments.
+# same, and a boolean mask or `torch.where` costs several, so the code below makes few passes: the
+# opacity is folded into the exponent (α_raw = exp(log o − σ), one bmm for 3DGS), cut-offs are
+# in-place `threshold`s, w = α/(1 − α)·T_behind needs no exclusive product, the per-pixel sums the
+# backward needs come from the forward's output, and the opacity gradient is one of the σ moments.
 
 
 def _log_alpha(mode: str, m: Tensor, shape: Tensor, log_o: Tensor, origin: Tensor, q6: Tensor, q3: Tensor):
@@ -368,12 +368,12 @@ def _log_alpha(mode: str, m: Tensor, shape: Tensor, log_o: Tensor, origin: Tenso
     coef = torch.stack([A_loc, Bc, Cc], -1)  # [B, K, 3(comp), 3(basis)]
     cvec = coef @ q3  # [B, K, 3, P]
     c0, c1, c2 = cvec.unbind(2)
-    c2s = torch.where(c2.abs() < 1e-20, torch.full_like(c2, 1e-20), c2)
-    s3 = (c0 * c0 + c1 * c1) / (c2s * c2s)
+    inv_c2sq = (c2 * c2).add_(1e-30).reciprocal_()  # finite on the disc's vanishing line, no mask needed
+    s3 = (c0 * c0).add_(c1 * c1).mul_(inv_c2sq)
     Q2 = FILTER_2DGS * torch.stack([mx * mx + my * my, -2 * mx, -2 * my, torch.ones_like(mx),
                                     torch.zeros_like(mx), torch.ones_like(mx)], -1)
     s2 = Q2 @ q6
-    return log_o[..., None] - 0.5 * torch.minimum(s3, s2), (cvec, c2s, s3, s2)
+    return log_o[..., None] - 0.5 * torch.minimum(s3, s2), (cvec, inv_c2sq, s3, s2)
 
 
 @dataclass
@@ -526,16 +526,16 @@ def _sigma_grad_3dgs(S: Tensor, m: Tensor, conic: Tensor) -> tuple[Tensor, Tenso
 
 
 def _sigma_grad_2dgs(d_sigma: Tensor, m: Tensor, origin: Tensor, cache, q6: Tensor, q3: Tensor):
-    cvec, c2s, s3, s2 = cache
-    use3 = s3 < s2
-    d3 = torch.where(use3, 0.5 * d_sigma, torch.zeros_like(d_sigma))
-    d2 = 0.5 * d_sigma - d3
+    cvec, inv_c2sq, s3, s2 = cache
+    half = 0.5 * d_sigma
+    d3 = (s2 - s3).sign_().clamp_min_(0.0).mul_(half)  # the ray–splat term where it is the smaller one
+    d2 = half.sub_(d3)
     # σ₂ = 2 |m − l|²: gradient w.r.t. the local mean from moments
     S = d2 @ q6[:3].T  # [B, K, 3]
     dm = FILTER_2DGS * 2 * torch.stack([S[..., 0] * m[..., 0] - S[..., 1], S[..., 0] * m[..., 1] - S[..., 2]], -1)
-    # σ₃ = (c0² + c1²) / c2²
-    inv2 = 1.0 / (c2s * c2s)
-    gc = torch.stack([2 * cvec[:, :, 0] * inv2 * d3, 2 * cvec[:, :, 1] * inv2 * d3, -2 * s3 / c2s * d3], 2)
+    # σ₃ = (c0² + c1²) / (c2² + ε)
+    g3 = (2 * d3).mul_(inv_c2sq)
+    gc = torch.stack([cvec[:, :, 0] * g3, cvec[:, :, 1] * g3, -(s3 * g3).mul_(cvec[:, :, 2])], 2)
     dcoef = gc @ q3.T  # [B, K, 3(comp), 3(basis)] = d(A_loc, B, C) per component
     dA = dcoef[..., 0]
     dB = dcoef[..., 1] + origin[:, None, 0:1] * dA

@@ -347,6 +347,7 @@ def train_gaussians(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: boo
     writer = SummaryWriter(str(out / "tb"), purge_step=start if start else None)
     state = DensifyState.empty(len(model), device)
     lpips_fn = lpips_if_available()  # metric when its weights are cached; loss only with lpips_weight > 0
+    lpips_fn = lpips_fn.to(device) if lpips_fn is not None else None
     order: list[int] = []
     meta = {"mode": mode, "scene_scale": scale, "init": str(init_path)}
     step = start

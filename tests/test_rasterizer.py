@@ -5,7 +5,10 @@ CPU vs gsplat on CUDA when a GPU is there."""
 import pytest
 import torch
 
-from worldstereo.render.gaussians import bin_gaussians, project_3dgs, rasterize
+from torch import Tensor
+
+from worldstereo.render.gaussians import (FILTER_2DGS, bin_gaussians, project_2dgs, project_3dgs,
+                                          quat_to_rotmat, rasterize)
 from worldstereo.render.gaussians_ref import rasterize_ref
 
 
@@ -74,46 +77,85 @@ def test_gradients_match_finite_differences(mode):
     assert torch.autograd.gradcheck(f, params, eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
+def _sigma_at(mode: str, proj, means, quats, scales, w2c, K, xs: Tensor, ys: Tensor) -> Tensor:
+    """σ [N, len(ys), len(xs)] of every Gaussian at the points (x, y), written independently of the
+    rasterizer (2DGS: the ray–disc intersection as a 2×2 solve, like gaussians_ref)."""
+    if mode == "3dgs":
+        a, b, c = (v[:, None, None] for v in proj.shape.detach().unbind(-1))
+        dx = xs[None, None, :] - proj.means2d[:, 0, None, None].detach()
+        dy = ys[None, :, None] - proj.means2d[:, 1, None, None].detach()
+        return 0.5 * (a * dx * dx + 2 * b * dx * dy + c * dy * dy)
+    R, t = w2c[:3, :3], w2c[:3, 3]
+    Rq = quat_to_rotmat(quats)
+    pc = means @ R.T + t
+    M = K @ torch.stack([(Rq[:, :, 0] * scales[:, :1]) @ R.T, (Rq[:, :, 1] * scales[:, 1:2]) @ R.T, pc], -1)
+    X, Y = xs[None, None, :, None], ys[None, :, None, None]
+    r0 = M[:, None, None, 0] - X * M[:, None, None, 2]  # [N, ny, nx, 3]
+    r1 = M[:, None, None, 1] - Y * M[:, None, None, 2]
+    det = r0[..., 0] * r1[..., 1] - r0[..., 1] * r1[..., 0]
+    u = (r1[..., 1] * -r0[..., 2] - r0[..., 1] * -r1[..., 2]) / det
+    v = (r0[..., 0] * -r1[..., 2] - r1[..., 0] * -r0[..., 2]) / det
+    mx, my = (proj.means2d[:, k, None, None].detach() for k in (0, 1))
+    s2 = FILTER_2DGS * ((xs[None, None, :] - mx) ** 2 + (ys[None, :, None] - my) ** 2)
+    return 0.5 * torch.minimum(u * u + v * v, s2)
+
+
+def _pairs_meeting_rectangles(footprints: Tensor, valid: Tensor, bins, tile: int) -> set:
+    """(Gaussian, tile) pairs where some ellipse ½ dᵀ C d ≤ σ_max of `footprints` [N, F, 6] meets the
+    tile's rectangle of pixel centres: the centre lies inside, or the convex quadratic's minimum on
+    one of the four edges (a 1-D quadratic, minimised in closed form and clamped) is ≤ σ_max."""
+    n_t = bins.tiles_x * bins.tiles_y
+    t = torch.arange(n_t, dtype=torch.float64)
+    x0, y0 = (t % bins.tiles_x) * tile, torch.div(t, bins.tiles_x, rounding_mode="floor") * tile
+    hit = torch.zeros(footprints.shape[0], n_t, dtype=torch.bool)
+    for f in range(footprints.shape[1]):
+        mx, my, a, b, c, smax = (v[:, None] for v in footprints[:, f].double().unbind(-1))
+        lx, hx, ly, hy = x0[None] - mx, x0[None] + tile - 1 - mx, y0[None] - my, y0[None] + tile - 1 - my
+        q = lambda dx, dy: 0.5 * (a * dx * dx + 2 * b * dx * dy + c * dy * dy)  # noqa: E731
+        best = torch.stack([q(ex, (-b * ex / c).clamp(ly, hy)) for ex in (lx, hx)]
+                           + [q((-b * ey / a).clamp(lx, hx), ey) for ey in (ly, hy)]).amin(0)
+        hit |= (best <= smax + 1e-3) | ((lx <= 0) & (hx >= 0) & (ly <= 0) & (hy >= 0))
+    return {(int(i), int(k)) for i, k in torch.nonzero(hit & valid[:, None])}
+
+
+@pytest.mark.parametrize("mode", ["3dgs", "2dgs"])
 @pytest.mark.parametrize("tile", [4, 8])
-def test_binning_keeps_exactly_the_tiles_an_ellipse_reaches(tile):
-    """3DGS pairs come from each ellipse's row intervals, not its bounding box: every (Gaussian,
-    tile) with a pixel centre at α ≥ 1/255 is kept, none without one, each tile's list front to back."""
+def test_binning_keeps_exactly_the_tiles_a_footprint_reaches(mode, tile):
+    """Pairs come from each footprint's row intervals, not its bounding box: every (Gaussian, tile)
+    with a pixel centre at α ≥ 1/255 is kept, none that is clearly out of reach, each tile's list
+    front to back; for long thin Gaussians that is far fewer than the boxes' pairs."""
     g = torch.Generator().manual_seed(5)
     n = 60
     means = torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.5 + torch.tensor([0.0, 0.0, 3.0], dtype=torch.float64)
     scales = torch.rand(n, 3, generator=g, dtype=torch.float64) * torch.tensor([0.4, 0.02, 0.02], dtype=torch.float64) + 0.01
-    quats = torch.randn(n, 4, generator=g, dtype=torch.float64)  # long thin rotated needles: boxes ≫ ellipses
+    quats = torch.randn(n, 4, generator=g, dtype=torch.float64)  # long thin rotated needles / slivers
     opac = torch.rand(n, generator=g, dtype=torch.float64) * 0.9 + 0.05
     w2c, K = _camera()
-    proj = project_3dgs(means, quats, scales, opac, w2c, K, W, H)
+    proj = (project_3dgs if mode == "3dgs" else project_2dgs)(means, quats, scales, opac, w2c, K, W, H)
     bins = bin_gaussians(proj, W, H, tile)
     tiles = torch.repeat_interleave(torch.arange(bins.tiles_x * bins.tiles_y), bins.count)
     got = {(int(i), int(t)) for i, t in zip(bins.gid, tiles)}
     assert len(got) == bins.n_pairs  # no duplicates
-    # brute force: min σ over each tile's pixel centres (including the padding past the image border),
-    # and over the continuous rectangle they span (binning is exact for the latter, so may keep a
-    # pair that only reaches α ≥ 1/255 between pixel centres)
-    a, b, c = proj.shape.detach().unbind(-1)
 
-    def min_sigma(step):
+    def min_sigma(step):  # over each tile's pixel centres (and the padding past the image border)
         r = torch.arange(0, tile - 1 + 1e-9, step, dtype=torch.float64)
         ys = (torch.arange(bins.tiles_y, dtype=torch.float64)[:, None] * tile + r).reshape(-1)
         xs = (torch.arange(bins.tiles_x, dtype=torch.float64)[:, None] * tile + r).reshape(-1)
-        dx = xs[None, None, :] - proj.means2d[:, 0, None, None].detach()
-        dy = ys[None, :, None] - proj.means2d[:, 1, None, None].detach()
-        sig = 0.5 * (a[:, None, None] * dx * dx + 2 * b[:, None, None] * dx * dy + c[:, None, None] * dy * dy)
+        sig = _sigma_at(mode, proj, means, quats, scales, w2c, K, xs, ys)
         return sig.reshape(n, bins.tiles_y, len(r), bins.tiles_x, len(r)).amin((2, 4)).reshape(n, -1)
 
     smax = proj.sigma_max[:, None]
     want = {(int(i), int(t)) for i, t in torch.nonzero((min_sigma(1.0) <= smax) & proj.valid[:, None])}
-    allowed = {(int(i), int(t)) for i, t in torch.nonzero((min_sigma(1 / 16) <= smax + 0.01) & proj.valid[:, None])}
     assert want - got == set()
-    assert got <= allowed
+    # binning is exact for the continuous rectangle the pixel centres span, so it may keep a pair
+    # that reaches α ≥ 1/255 only between pixel centres, but none whose footprint ellipses all miss
+    # that rectangle (2DGS: the disc's ellipse, grown 2 % against rounding, and the filter's circle)
+    assert got <= _pairs_meeting_rectangles(proj.footprints, proj.valid, bins, tile)
     bb = proj.bbox
     bw = (torch.floor(bb[:, 1] / tile) + 1).clamp(0, bins.tiles_x) - torch.floor(bb[:, 0] / tile).clamp(0, bins.tiles_x)
     bh = (torch.floor(bb[:, 3] / tile) + 1).clamp(0, bins.tiles_y) - torch.floor(bb[:, 2] / tile).clamp(0, bins.tiles_y)
     box_pairs = int((bw.clamp_min(0) * bh.clamp_min(0))[proj.valid].sum())
-    assert bins.n_pairs < 0.8 * box_pairs  # the needles' boxes are mostly empty
+    assert bins.n_pairs < 0.8 * box_pairs  # the boxes are mostly empty
     for t in range(bins.tiles_x * bins.tiles_y):  # front to back within each tile
         ids = bins.gid[bins.start[t]:bins.start[t] + bins.count[t]]
         assert bool((proj.depths[ids].diff() >= 0).all())

@@ -134,6 +134,7 @@ class Projected:
     bbox: Tensor  # [N, 4] float x0, x1, y0, y1 of the footprint where α ≥ 1/255
     valid: Tensor  # [N] bool
     sigma_max: Tensor  # [N] σ up to which α = o·exp(−σ) ≥ 1/255, i.e. ln(255 o) (no grad)
+    footprints: Tensor  # [N, F, 6] ellipses (μx, μy, a, b, c, σ_max) whose union is where α ≥ 1/255 (no grad)
     M: Tensor | None = None  # 2DGS [N, 3, 3]: (x z, y z, z) = M (u, v, 1); column 2 is the centre
 
 
@@ -176,7 +177,8 @@ def project_3dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor
         hx, hy = (e2 * a).clamp_min(0).sqrt(), (e2 * c).clamp_min(0).sqrt()
         bbox = torch.stack([means2d[:, 0] - hx, means2d[:, 0] + hx, means2d[:, 1] - hy, means2d[:, 1] + hy], -1)
         valid = valid & (e2 > 0)
-    return Projected(means2d, conic, z, None, bbox, valid, 0.5 * e2)
+        footprint = torch.cat([means2d, conic, 0.5 * e2[:, None]], -1)[:, None]
+    return Projected(means2d, conic, z, None, bbox, valid, 0.5 * e2, footprint)
 
 
 def project_2dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, w2c: Tensor, K: Tensor,
@@ -218,7 +220,29 @@ def project_2dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor
         bbox = torch.stack([torch.minimum(cxp - hx, mx - rf), torch.maximum(cxp + hx, mx + rf),
                             torch.minimum(cyp - hy, my - rf), torch.maximum(cyp + hy, my + rf)], -1)
         valid = valid & bounded & (r2 > 0)
-    return Projected(means2d, shape, z, n, bbox, valid, 0.5 * r2, M)
+        footprints = torch.stack([_ellipse_from_dual(Cs, bbox),  # the disc: u² + v² ≤ r2
+                                  torch.stack([mx, my, 1 / rf ** 2, torch.zeros_like(rf), 1 / rf ** 2,
+                                               torch.full_like(rf, 0.5)], -1)], 1)  # the filter's circle
+    return Projected(means2d, shape, z, n, bbox, valid, 0.5 * r2, footprints, M)
+
+
+def _ellipse_from_dual(Cs: Tensor, bbox: Tensor) -> Tensor:
+    """The ellipse (μx, μy, a, b, c, ½) of the dual conic C* [N, 3, 3] (pᵀ C p ≤ 0 inside), as
+    ½ dᵀ Σ⁻¹ d ≤ ½ with Σ = μμᵀ − C*₂ₓ₂ / C*₂₂ (float64: Σ is a difference of large terms), grown
+    by 2 % against rounding. Where it is degenerate, the ellipse through the corners of `bbox`."""
+    C = Cs.double() / Cs[:, 2:3, 2:3].double()
+    cx, cy = C[:, 0, 2], C[:, 1, 2]
+    sxx, syy, sxy = cx * cx - C[:, 0, 0], cy * cy - C[:, 1, 1], cx * cy - C[:, 0, 1]
+    det = sxx * syy - sxy * sxy
+    ok = torch.isfinite(det) & (det > 0) & (sxx > 0)
+    det = torch.where(ok, det, torch.ones_like(det))
+    ell = torch.stack([cx, cy, syy / det, -sxy / det, sxx / det], -1).to(Cs.dtype)
+    bb = bbox.double()
+    hx2, hy2 = 2 * ((bb[:, 1] - bb[:, 0]) / 2) ** 2 + 1e-9, 2 * ((bb[:, 3] - bb[:, 2]) / 2) ** 2 + 1e-9
+    box = torch.stack([(bb[:, 0] + bb[:, 1]) / 2, (bb[:, 2] + bb[:, 3]) / 2, 1 / hx2, torch.zeros_like(hx2), 1 / hy2],
+                      -1).to(Cs.dtype)
+    ell = torch.where(ok[:, None] & torch.isfinite(ell).all(-1, keepdim=True), ell, box)
+    return torch.cat([ell, torch.full_like(ell[:, :1], 0.5 * 1.02)], -1)
 
 
 # --------------------------------------------------------------------------- tiles
@@ -246,10 +270,11 @@ def bin_gaussians(proj: Projected, width: int, height: int, tile: int = 4,
                   budget: int = 1 << 20) -> TileBins:
     """Assign each visible Gaussian to the tiles its footprint touches; sort per tile by depth.
 
-    Pairs are made row of tiles by row of tiles: a 3DGS ellipse covers only an interval of each
-    row of its bounding box (`_ellipse_rows`), which drops about a fifth of the box's pairs; 2DGS
-    keeps the box. They are made in depth order, so one stable sort by tile id (int32) leaves each
-    tile's list front to back, about twice as fast as sorting (tile, depth) keys.
+    Pairs are made row of tiles by row of tiles: a footprint ellipse covers only an interval of each
+    row of its bounding box (`_ellipse_rows`; 2DGS: the union of the disc's and the screen filter's
+    intervals), which drops a fifth (3DGS) to a third (2DGS) of the box's pairs. They are made in depth order, so one
+    stable sort by tile id (int32) leaves each tile's list front to back, about twice as fast as
+    sorting (tile, depth) keys.
     """
     N = proj.means2d.shape[0]
     tx_n, ty_n = (width + tile - 1) // tile, (height + tile - 1) // tile
@@ -265,16 +290,22 @@ def bin_gaussians(proj: Projected, width: int, height: int, tile: int = 4,
         slot = torch.repeat_interleave(torch.arange(N, device=device), rows)  # row → position in depth order
         ty = (torch.arange(len(slot), device=device) - (torch.cumsum(rows, 0) - rows).index_select(0, slot)
               ).to(y0.dtype) + y0.index_select(0, slot)
-        if proj.shape.shape[1] == 3:
-            g = torch.cat([proj.means2d.detach(), proj.shape.detach(), proj.sigma_max[:, None]], -1)
-            c0, c1 = _ellipse_rows(g[order].index_select(0, slot), ty, tile)
-            c0, c1 = torch.maximum(c0, x0.index_select(0, slot)), torch.minimum(c1, x1.index_select(0, slot))
-        else:
-            c0, c1 = x0.index_select(0, slot), x1.index_select(0, slot)
-        cols = (c1 - c0).clamp_min(0).long()
-        pair_row = torch.repeat_interleave(torch.arange(len(slot), device=device), cols)
-        tx = (torch.arange(len(pair_row), device=device) - (torch.cumsum(cols, 0) - cols).index_select(0, pair_row)
-              ).to(c0.dtype) + c0.index_select(0, pair_row)
+        fp = proj.footprints.detach()[order]
+        ivals = [_ellipse_rows(fp[:, f].index_select(0, slot), ty, tile) for f in range(fp.shape[1])]
+        (a0, a1), rest = ivals[0], ivals[1:]
+        a1 = torch.maximum(a1, a0)  # an empty interval as [a0, a0)
+        segs = [(a0, a1)]
+        for b0, b1 in rest:  # 2DGS: the filter's interval minus the disc's, in up to two pieces
+            segs += [(b0, torch.minimum(b1, a0)), (torch.maximum(b0, a1), b1)]
+        # per row its disjoint segments, clipped to the box; row-major keeps the pairs in depth order
+        lo = torch.maximum(torch.stack([s0 for s0, _ in segs], 1), x0.index_select(0, slot)[:, None])
+        hi = torch.minimum(torch.stack([s1 for _, s1 in segs], 1), x1.index_select(0, slot)[:, None])
+        c0, cols = lo.reshape(-1), (hi - lo).clamp_min(0).reshape(-1).long()
+        seg_row = torch.arange(len(slot), device=device).repeat_interleave(len(segs))
+        pair_seg = torch.repeat_interleave(torch.arange(len(c0), device=device), cols)
+        tx = (torch.arange(len(pair_seg), device=device) - (torch.cumsum(cols, 0) - cols).index_select(0, pair_seg)
+              ).to(c0.dtype) + c0.index_select(0, pair_seg)
+        pair_row = seg_row.index_select(0, pair_seg)
         tid, perm = torch.sort((ty.index_select(0, pair_row) * tx_n + tx).int(), stable=True)
         gid = order.index_select(0, slot.index_select(0, pair_row.index_select(0, perm)))
         tcount = torch.bincount(tid, minlength=tx_n * ty_n)

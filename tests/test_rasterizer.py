@@ -198,12 +198,36 @@ def test_sh_colours_and_float32():
     assert params[4].grad[:, 9:].abs().sum() > 0  # degree-3 coefficients get gradient
 
 
-def test_culls_behind_camera_and_empty():
+@pytest.mark.parametrize("mode", ["3dgs", "2dgs"])
+def test_culls_behind_camera_and_empty(mode):
     params = _scene(4)
     params[0] = params[0] * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)  # all behind
     w2c, K = _camera()
-    out = rasterize(*params, w2c, K, W, H, backend="torch")
+    bg = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    out = rasterize(*params, w2c, K, W, H, mode=mode, background=bg, backend="torch")
     assert float(out.alpha.abs().max()) == 0.0 and bool((out.radii == 0).all())
+    empty = [p[:0].clone().requires_grad_() for p in _scene(4)]  # no Gaussians at all
+    out = rasterize(*empty, w2c, K, W, H, mode=mode, background=bg, backend="torch")
+    torch.testing.assert_close(out.colour, bg.expand(H, W, 3))
+    out.colour.sum().backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in empty)
+
+
+def test_2dgs_gradients_finite_where_a_ray_runs_parallel_to_the_disc():
+    """c₂ = 0 (the pixel ray parallel to the disc plane) with a large c₀: σ₃ is clamped instead of
+    inf, so the screen filter's branch wins and the backward has no inf·0."""
+    from worldstereo.render.gaussians import TileBins, _RasterizeTiles
+
+    means2d = torch.tensor([[2.0, 2.0]], requires_grad=True)
+    shape = torch.tensor([[2e4, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]], requires_grad=True)  # c₂ = y − 1
+    opac = torch.tensor([0.9], requires_grad=True)
+    feats = torch.rand(1, 4, requires_grad=True)
+    bins = TileBins(4, 1, 1, torch.tensor([0]), torch.tensor([0]), torch.tensor([1]), 1, 1 << 20)
+    img, alpha = _RasterizeTiles.apply(means2d, shape, opac, feats, torch.zeros(4), bins, "2dgs", 4, 4)
+    assert float(alpha.detach().max()) > 0.5  # the filter's footprint is drawn
+    (img.sum() + alpha.sum()).backward()
+    for t in (means2d, shape, opac, feats):
+        assert bool(torch.isfinite(t.grad).all())
 
 
 @pytest.mark.gpu

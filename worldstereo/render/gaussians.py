@@ -7,7 +7,7 @@ oriented discs, ray–splat intersection) from one pinhole camera and returns co
 Backends
     "torch"   our tile-based pure-torch implementation with a hand-written backward; runs anywhere.
     "gsplat"  gsplat's CUDA kernels (imported lazily, only when CUDA is available).
-    "auto"    gsplat when the tensors live on a CUDA device and gsplat imports, else torch.
+    "auto"    gsplat for float32 tensors on a CUDA device when gsplat imports, else torch.
 
 Conventions: OpenCV camera axes, `w2c` [4, 4] world→camera, `K` [3, 3] in pixels with pixel centres
 at integer coordinates (pixel (i, j) is evaluated at x = j, y = i). gsplat puts pixel centres at
@@ -400,7 +400,7 @@ def _log_alpha(mode: str, m: Tensor, shape: Tensor, log_o: Tensor, origin: Tenso
     cvec = coef @ q3  # [B, K, 3, P]
     c0, c1, c2 = cvec.unbind(2)
     inv_c2sq = (c2 * c2).add_(1e-30).reciprocal_()  # finite on the disc's vanishing line, no mask needed
-    s3 = (c0 * c0).add_(c1 * c1).mul_(inv_c2sq)
+    s3 = (c0 * c0).add_(c1 * c1).mul_(inv_c2sq).clamp_max_(1e30)  # finite, so 0·σ₃ stays 0 in the backward
     Q2 = FILTER_2DGS * torch.stack([mx * mx + my * my, -2 * mx, -2 * my, torch.ones_like(mx),
                                     torch.zeros_like(mx), torch.ones_like(mx)], -1)
     s2 = Q2 @ q6
@@ -450,7 +450,7 @@ def _gaussian_table(means2d: Tensor, shape: Tensor, opacities: Tensor, features:
     alpha channel); the last row is a transparent dummy that pads tiles."""
     log_o = torch.log(opacities.clamp_min(1e-30))[:, None]
     tab = torch.cat([means2d, shape, log_o, features, torch.ones_like(log_o)], -1)
-    pad = torch.zeros_like(tab[:1])
+    pad = tab.new_zeros(1, tab.shape[1])  # also when N = 0
     pad[0, 2 + shape.shape[1]] = math.log(1e-30)
     return torch.cat([tab, pad], 0)
 
@@ -605,7 +605,7 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     `extra` [N, E]: more per-Gaussian features to composite (returned in `.extra`).
     """
     if backend == "auto":
-        backend = "gsplat" if means.is_cuda and gsplat_available() else "torch"
+        backend = "gsplat" if means.is_cuda and means.dtype == torch.float32 and gsplat_available() else "torch"
     if backend == "gsplat":
         return _rasterize_gsplat(means, quats, scales, opacities, colours, w2c, K, width, height, mode=mode,
                                  sh_degree=sh_degree, background=background, extra=extra, near=near, far=far)

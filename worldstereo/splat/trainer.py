@@ -75,7 +75,8 @@ class LossConfig:
     distortion_weight: float = 1.0
     """2DGS: weight of the depth-distortion term (depths in units of the scene scale). 2DGS's λ = 100
     acts on NDC depth (near 0.2), about 12× flatter per unit depth than ours at the scene scale, so
-    ~1 here matches it; 100 cost 6.5 dB on the example (800 steps: 21.9 dB vs 28.0 at 1, 28.4 at 0)."""
+    ~1 here matches it. Held-out PSNR on the example after 800 steps: 21.8 dB at 100, 26.7 at 10,
+    27.3 at 1, 27.6 at 0."""
     distortion_start: int = 500
     """2DGS: step from which the distortion term is on."""
     lpips_weight: float = 0.0

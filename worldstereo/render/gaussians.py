@@ -215,32 +215,64 @@ def project_2dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor
         cxp, cyp = Cs[:, 0, 2] / c22, Cs[:, 1, 2] / c22
         hx = (cxp ** 2 - Cs[:, 0, 0] / c22).clamp_min(0).sqrt()
         hy = (cyp ** 2 - Cs[:, 1, 1] / c22).clamp_min(0).sqrt()
+        # the same ellipse from the coefficients the compositing uses (float64); where it is sound it
+        # gives the box and the footprint, so binning and compositing agree even for slivers
+        ell, ok = _disc_ellipse(shape.detach(), r2)
+        sxx, syy = ell[:, 5], ell[:, 6]
+        cxp = torch.where(ok, ell[:, 0], cxp.double()).to(cxp.dtype)
+        cyp = torch.where(ok, ell[:, 1], cyp.double()).to(cyp.dtype)
+        hx = torch.where(ok, sxx.clamp_min(0).sqrt() * 1.01, hx.double()).to(hx.dtype)
+        hy = torch.where(ok, syy.clamp_min(0).sqrt() * 1.01, hy.double()).to(hy.dtype)
         rf = (r2 / FILTER_2DGS).sqrt()  # the screen-space filter's own footprint
         mx, my = means2d[:, 0], means2d[:, 1]
         bbox = torch.stack([torch.minimum(cxp - hx, mx - rf), torch.maximum(cxp + hx, mx + rf),
                             torch.minimum(cyp - hy, my - rf), torch.maximum(cyp + hy, my + rf)], -1)
         valid = valid & bounded & (r2 > 0)
-        footprints = torch.stack([_ellipse_from_dual(Cs, bbox),  # the disc: u² + v² ≤ r2
+        disc = torch.where(ok[:, None], torch.cat([ell[:, :5], torch.full_like(ell[:, :1], 0.5 * 1.02)], -1),
+                           _ellipse_from_dual(Cs, bbox))
+        footprints = torch.stack([disc,  # the disc: u² + v² ≤ r2
                                   torch.stack([mx, my, 1 / rf ** 2, torch.zeros_like(rf), 1 / rf ** 2,
-                                               torch.full_like(rf, 0.5)], -1)], 1)  # the filter's circle
+                                               torch.full_like(rf, 0.5)], -1).double()], 1)  # the filter's circle
     return Projected(means2d, shape, z, n, bbox, valid, 0.5 * r2, footprints, M)
+
+
+def _disc_ellipse(shape: Tensor, r2: Tensor) -> tuple[Tensor, Tensor]:
+    """Where the 2DGS ray–splat term reaches u² + v² ≤ r2, from the compositing's own coefficients
+    c(x, y) = A + B x + C y: c₀² + c₁² − r2 c₂² ≤ 0 is the point conic Σₖ ±Lₖ Lₖᵀ, Lₖ = (Bₖ, Cₖ, Aₖ).
+    Returns float64 [N, 7] (μx, μy, a, b, c, Σxx, Σyy) with ½ dᵀ (a b; b c) d ≤ ½ inside, and [N] ok
+    (False where the conic is no proper ellipse, e.g. numerically degenerate slivers)."""
+    sh = shape.double()
+    L = torch.stack([sh[:, 3:6], sh[:, 6:9], sh[:, 0:3]], 1)  # [N, 3 (x, y, 1), 3 components]
+    w = torch.stack([torch.ones_like(r2), torch.ones_like(r2), -r2], -1).double()  # [N, 3]
+    Q = torch.einsum("nik,nk,njk->nij", L, w, L)
+    Pxx, Pxy, Pyy, qx, qy, q1 = Q[:, 0, 0], Q[:, 0, 1], Q[:, 1, 1], Q[:, 0, 2], Q[:, 1, 2], Q[:, 2, 2]
+    det = Pxx * Pyy - Pxy * Pxy
+    ok = (det > 0) & (Pxx > 0) & torch.isfinite(det)
+    det = torch.where(ok, det, torch.ones_like(det))
+    mx, my = -(Pyy * qx - Pxy * qy) / det, -(Pxx * qy - Pxy * qx) / det  # −P⁻¹ q
+    k = -(q1 + qx * mx + qy * my)  # inside: dᵀ P d ≤ k
+    ok = ok & (k > 0) & torch.isfinite(k)
+    k = torch.where(ok, k, torch.ones_like(k))
+    ell = torch.stack([mx, my, Pxx / k, Pxy / k, Pyy / k, k * Pyy / det, k * Pxx / det], -1)
+    ok = ok & torch.isfinite(ell).all(-1)
+    return torch.where(ok[:, None], ell, torch.zeros_like(ell)), ok
 
 
 def _ellipse_from_dual(Cs: Tensor, bbox: Tensor) -> Tensor:
     """The ellipse (μx, μy, a, b, c, ½) of the dual conic C* [N, 3, 3] (pᵀ C p ≤ 0 inside), as
     ½ dᵀ Σ⁻¹ d ≤ ½ with Σ = μμᵀ − C*₂ₓ₂ / C*₂₂ (float64: Σ is a difference of large terms), grown
-    by 2 % against rounding. Where it is degenerate, the ellipse through the corners of `bbox`."""
+    by 2 % against rounding; float64 [N, 6]. Where it is degenerate, the ellipse through the corners
+    of `bbox`."""
     C = Cs.double() / Cs[:, 2:3, 2:3].double()
     cx, cy = C[:, 0, 2], C[:, 1, 2]
     sxx, syy, sxy = cx * cx - C[:, 0, 0], cy * cy - C[:, 1, 1], cx * cy - C[:, 0, 1]
     det = sxx * syy - sxy * sxy
     ok = torch.isfinite(det) & (det > 0) & (sxx > 0)
     det = torch.where(ok, det, torch.ones_like(det))
-    ell = torch.stack([cx, cy, syy / det, -sxy / det, sxx / det], -1).to(Cs.dtype)
+    ell = torch.stack([cx, cy, syy / det, -sxy / det, sxx / det], -1)  # kept in float64 for the binning
     bb = bbox.double()
     hx2, hy2 = 2 * ((bb[:, 1] - bb[:, 0]) / 2) ** 2 + 1e-9, 2 * ((bb[:, 3] - bb[:, 2]) / 2) ** 2 + 1e-9
-    box = torch.stack([(bb[:, 0] + bb[:, 1]) / 2, (bb[:, 2] + bb[:, 3]) / 2, 1 / hx2, torch.zeros_like(hx2), 1 / hy2],
-                      -1).to(Cs.dtype)
+    box = torch.stack([(bb[:, 0] + bb[:, 1]) / 2, (bb[:, 2] + bb[:, 3]) / 2, 1 / hx2, torch.zeros_like(hx2), 1 / hy2], -1)
     ell = torch.where(ok[:, None] & torch.isfinite(ell).all(-1, keepdim=True), ell, box)
     return torch.cat([ell, torch.full_like(ell[:, :1], 0.5 * 1.02)], -1)
 
@@ -321,7 +353,8 @@ def _ellipse_rows(g: Tensor, ty: Tensor, tile: int) -> tuple[Tensor, Tensor]:
     end is concave in dy, so its maximum over the row's band is at the ellipse's rightmost point
     clamped into the band (the left end likewise, mirrored).
     """
-    mx, my, a, b, c, s = g.unbind(-1)
+    mx, my, a, b, c, s = g.double().unbind(-1)  # float64: a·c − b² of a sliver cancels in float32
+    ty = ty.double()
     s = s + 1e-4  # margin: never drop a pair the compositing would keep
     det = a * c - b * b
     hy = (2 * s * a / det).sqrt()  # ellipse half height
@@ -333,8 +366,12 @@ def _ellipse_rows(g: Tensor, ty: Tensor, tile: int) -> tuple[Tensor, Tensor]:
     x_right = mx + (-b * dr + (2 * a * s - det * dr * dr).clamp_min(0).sqrt()) / a
     x_left = mx + (-b * dl - (2 * a * s - det * dl * dl).clamp_min(0).sqrt()) / a
     c0 = torch.ceil((x_left - (tile - 1)) / tile)
-    c1 = torch.floor(x_right / tile) + 1
-    return c0, torch.where(hi >= lo, c1, c0)
+    c1 = torch.where(hi >= lo, torch.floor(x_right / tile) + 1, c0)
+    # a degenerate ellipse (det ≤ 0, ∞, NaN): the whole row, which the caller clips to the box
+    bad = ~(torch.isfinite(c0) & torch.isfinite(c1) & (det > 0))
+    c0 = torch.where(bad, torch.full_like(c0, -math.inf), c0)
+    c1 = torch.where(bad, torch.full_like(c1, math.inf), c1)
+    return c0.to(g.dtype), c1.to(g.dtype)
 
 
 def _chunks(bins: TileBins, counts: Tensor, k_cap: int | None = None, k_multiple: int = 1) -> list[tuple[Tensor, Tensor]]:

@@ -229,7 +229,7 @@ def project_2dgs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor
                             torch.minimum(cyp - hy, my - rf), torch.maximum(cyp + hy, my + rf)], -1)
         valid = valid & bounded & (r2 > 0)
         disc = torch.where(ok[:, None], torch.cat([ell[:, :5], torch.full_like(ell[:, :1], 0.5 * 1.02)], -1),
-                           _ellipse_from_dual(Cs, bbox))
+                           _box_ellipse(bbox))
         footprints = torch.stack([disc,  # the disc: u² + v² ≤ r2
                                   torch.stack([mx, my, 1 / rf ** 2, torch.zeros_like(rf), 1 / rf ** 2,
                                                torch.full_like(rf, 0.5)], -1).double()], 1)  # the filter's circle
@@ -258,23 +258,13 @@ def _disc_ellipse(shape: Tensor, r2: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(ok[:, None], ell, torch.zeros_like(ell)), ok
 
 
-def _ellipse_from_dual(Cs: Tensor, bbox: Tensor) -> Tensor:
-    """The ellipse (μx, μy, a, b, c, ½) of the dual conic C* [N, 3, 3] (pᵀ C p ≤ 0 inside), as
-    ½ dᵀ Σ⁻¹ d ≤ ½ with Σ = μμᵀ − C*₂ₓ₂ / C*₂₂ (float64: Σ is a difference of large terms), grown
-    by 2 % against rounding; float64 [N, 6]. Where it is degenerate, the ellipse through the corners
-    of `bbox`."""
-    C = Cs.double() / Cs[:, 2:3, 2:3].double()
-    cx, cy = C[:, 0, 2], C[:, 1, 2]
-    sxx, syy, sxy = cx * cx - C[:, 0, 0], cy * cy - C[:, 1, 1], cx * cy - C[:, 0, 1]
-    det = sxx * syy - sxy * sxy
-    ok = torch.isfinite(det) & (det > 0) & (sxx > 0)
-    det = torch.where(ok, det, torch.ones_like(det))
-    ell = torch.stack([cx, cy, syy / det, -sxy / det, sxx / det], -1)  # kept in float64 for the binning
+def _box_ellipse(bbox: Tensor) -> Tensor:
+    """The ellipse (μx, μy, a, b, c, ½) through the corners of each box [N, 4], float64 [N, 6]: the
+    footprint of a disc whose screen conic is degenerate."""
     bb = bbox.double()
     hx2, hy2 = 2 * ((bb[:, 1] - bb[:, 0]) / 2) ** 2 + 1e-9, 2 * ((bb[:, 3] - bb[:, 2]) / 2) ** 2 + 1e-9
-    box = torch.stack([(bb[:, 0] + bb[:, 1]) / 2, (bb[:, 2] + bb[:, 3]) / 2, 1 / hx2, torch.zeros_like(hx2), 1 / hy2], -1)
-    ell = torch.where(ok[:, None] & torch.isfinite(ell).all(-1, keepdim=True), ell, box)
-    return torch.cat([ell, torch.full_like(ell[:, :1], 0.5 * 1.02)], -1)
+    return torch.stack([(bb[:, 0] + bb[:, 1]) / 2, (bb[:, 2] + bb[:, 3]) / 2, 1 / hx2, torch.zeros_like(hx2),
+                        1 / hy2, torch.full_like(hx2, 0.5)], -1)
 
 
 # --------------------------------------------------------------------------- tiles
@@ -304,13 +294,12 @@ def bin_gaussians(proj: Projected, width: int, height: int, tile: int = 4,
 
     Pairs are made row of tiles by row of tiles: a footprint ellipse covers only an interval of each
     row of its bounding box (`_ellipse_rows`; 2DGS: the union of the disc's and the screen filter's
-    intervals), which drops a fifth (3DGS) to a third (2DGS) of the box's pairs. They are made in depth order, so one
-    stable sort by tile id (int32) leaves each tile's list front to back, about twice as fast as
-    sorting (tile, depth) keys.
+    intervals), which drops a fifth (3DGS) to a third (2DGS) of the box's pairs. They are made in
+    depth order, so one stable sort by tile id (int32) leaves each tile's list front to back, about
+    twice as fast as sorting (tile, depth) keys.
     """
     N = proj.means2d.shape[0]
     tx_n, ty_n = (width + tile - 1) // tile, (height + tile - 1) // tile
-    device = proj.means2d.device
     with torch.no_grad():
         order = torch.argsort(proj.depths.detach())
         bb = proj.bbox[order]
@@ -319,9 +308,8 @@ def bin_gaussians(proj: Projected, width: int, height: int, tile: int = 4,
         y0 = torch.floor(bb[:, 2] / tile).clamp(0, ty_n)
         y1 = (torch.floor(bb[:, 3] / tile) + 1).clamp(0, ty_n)
         rows = torch.where(proj.valid[order] & (x1 > x0), (y1 - y0).clamp_min(0), torch.zeros_like(y0)).long()
-        slot = torch.repeat_interleave(torch.arange(N, device=device), rows)  # row → position in depth order
-        ty = (torch.arange(len(slot), device=device) - (torch.cumsum(rows, 0) - rows).index_select(0, slot)
-              ).to(y0.dtype) + y0.index_select(0, slot)
+        slot, row = _expand(rows)  # per tile row: position in depth order, row within the box
+        ty = row.to(y0.dtype) + y0.index_select(0, slot)
         fp = proj.footprints.detach()[order]
         ivals = [_ellipse_rows(fp[:, f].index_select(0, slot), ty, tile) for f in range(fp.shape[1])]
         (a0, a1), rest = ivals[0], ivals[1:]
@@ -333,16 +321,22 @@ def bin_gaussians(proj: Projected, width: int, height: int, tile: int = 4,
         lo = torch.maximum(torch.stack([s0 for s0, _ in segs], 1), x0.index_select(0, slot)[:, None])
         hi = torch.minimum(torch.stack([s1 for _, s1 in segs], 1), x1.index_select(0, slot)[:, None])
         c0, cols = lo.reshape(-1), (hi - lo).clamp_min(0).reshape(-1).long()
-        seg_row = torch.arange(len(slot), device=device).repeat_interleave(len(segs))
-        pair_seg = torch.repeat_interleave(torch.arange(len(c0), device=device), cols)
-        tx = (torch.arange(len(pair_seg), device=device) - (torch.cumsum(cols, 0) - cols).index_select(0, pair_seg)
-              ).to(c0.dtype) + c0.index_select(0, pair_seg)
-        pair_row = seg_row.index_select(0, pair_seg)
+        pair_seg, col = _expand(cols)
+        tx = col.to(c0.dtype) + c0.index_select(0, pair_seg)
+        pair_row = torch.div(pair_seg, len(segs), rounding_mode="floor")
         tid, perm = torch.sort((ty.index_select(0, pair_row) * tx_n + tx).int(), stable=True)
         gid = order.index_select(0, slot.index_select(0, pair_row.index_select(0, perm)))
         tcount = torch.bincount(tid, minlength=tx_n * ty_n)
         tstart = torch.cumsum(tcount, 0) - tcount
     return TileBins(tile, tx_n, ty_n, gid, tstart, tcount, N, budget)
+
+
+def _expand(counts: Tensor) -> tuple[Tensor, Tensor]:
+    """counts [M] → (owner, local) [Σ counts]: element j belongs to `owner[j]` and is its
+    `local[j]`-th one."""
+    owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+    local = torch.arange(len(owner), device=counts.device) - (torch.cumsum(counts, 0) - counts).index_select(0, owner)
+    return owner, local
 
 
 def _ellipse_rows(g: Tensor, ty: Tensor, tile: int) -> tuple[Tensor, Tensor]:
@@ -374,17 +368,16 @@ def _ellipse_rows(g: Tensor, ty: Tensor, tile: int) -> tuple[Tensor, Tensor]:
     return c0.to(g.dtype), c1.to(g.dtype)
 
 
-def _chunks(bins: TileBins, counts: Tensor, k_cap: int | None = None, k_multiple: int = 1) -> list[tuple[Tensor, Tensor]]:
+def _chunks(bins: TileBins, counts: Tensor, k_multiple: int = 1) -> list[tuple[Tensor, Tensor]]:
     """Group tiles with `counts[t]` > 0 Gaussians (front-most first) into padded chunks
-    (tile ids [B], Gaussian ids [B, K] padded with N, K a multiple of `k_multiple`),
-    B·min(K, k_cap)·tile² ≤ budget."""
+    (tile ids [B], Gaussian ids [B, K] padded with N, K a multiple of `k_multiple`), B·K·tile² ≤ budget."""
     order = torch.argsort(counts, descending=True)
     sorted_counts = counts[order].tolist()
     px, N, n_pairs = bins.tile ** 2, bins.n_gaussians, bins.n_pairs
     chunks, s = [], 0
     while s < len(sorted_counts) and sorted_counts[s] > 0:
         k = sorted_counts[s]
-        b = max(1, bins.budget // (min(k, k_cap or k) * px))
+        b = max(1, bins.budget // (k * px))
         small = bins.budget // (4 * k * px)  # small chunks: padding is cheaper than more chunks
         b = max(1, small, sum(1 for c in sorted_counts[s:s + b] if c >= 0.75 * k))  # bound the waste
         tiles = order[s:s + b]

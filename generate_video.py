@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from configs.pipeline import TrajectoryStageArgs
 from worldstereo.errors import cli_entry
-from worldstereo.pipeline.cli import TrajectoryStageArgs, parse_stage_cli
+from worldstereo.pipeline.cli import parse_stage_cli
 from worldstereo.pipeline.stages import stage_generate
 
 
@@ -16,7 +17,7 @@ class GenerateVideo(TrajectoryStageArgs):
 
 @cli_entry
 def main() -> None:
-    args, scene = parse_stage_cli(GenerateVideo)
+    args, scene = parse_stage_cli(GenerateVideo, "generate_video.py")
     stage_generate(scene, args.gen, args.trajectory, force=args.force)
 
 

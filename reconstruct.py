@@ -3,33 +3,27 @@
     python reconstruct.py --scene scenes/my                              # after run_pipeline
     python reconstruct.py --input-video gen.mp4 --depth-npz results.npz  # any generated video
     python reconstruct.py --scene path/to/video_to_world_or_DA3_scene    # reads exports/npz/results.npz
-    python reconstruct.py --scene scenes/my --preset extensive
+    python reconstruct.py extensive --scene scenes/my                    # preset: fast (default) | extensive
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import tyro
-
-from configs.reconstruct import ReconstructConfig, preset_from_args
+from configs.reconstruct import ReconstructConfig, parse
 from worldstereo import console
 from worldstereo.errors import InputError, cli_entry
 
 
 @cli_entry
 def main(cfg: ReconstructConfig) -> None:
-    from worldstereo.align.pipeline import run_reconstruct
-    from worldstereo.align.preprocess import import_video
+    from worldstereo.align.pipeline import run_reconstruct, stage_import
     from worldstereo.scene import SceneDir
 
     timer = console.StageTimer("reconstruct")
     if cfg.input_video is not None:
         scene = SceneDir(cfg.scene or Path("scenes") / Path(cfg.input_video).stem)
-        scene.check_writable()
-        console.info(f"importing {cfg.input_video} → {scene.results_npz}")
-        import_video(Path(cfg.input_video), scene.results_npz, cfg.preprocess, cfg.depth_npz, cfg.cameras)
+        stage_import(scene, cfg.input_video, cfg.preprocess, cfg.depth_npz, cfg.cameras, force=cfg.force)
     elif cfg.scene is None:
         raise InputError(None, "pass --scene FOLDER or --input-video VIDEO --depth-npz results.npz")
     else:
@@ -46,9 +40,8 @@ def main(cfg: ReconstructConfig) -> None:
                f"{m['inverse_round_trip']['p95_max']:.1e} of scene scale")
 
 
-def entrypoint(args: list[str] | None = None) -> None:
-    args = sys.argv[1:] if args is None else args
-    main(tyro.cli(ReconstructConfig, default=preset_from_args(args), args=args))
+def entrypoint(argv: list[str] | None = None) -> None:
+    main(parse(argv))
 
 
 if __name__ == "__main__":

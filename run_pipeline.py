@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal, Optional
 
-import tyro
-
-from configs.pipeline import GenerationConfig
+from configs.pipeline import RunPipeline
 from worldstereo.errors import cli_entry
-from worldstereo.launch import LaunchConfig
+from worldstereo.pipeline.cli import parse_with_saved_config
 from worldstereo.pipeline.driver import default_scene_dir, open_scene, run_pipeline
-
-Stage = Literal["prepare", "plan", "generate", "update_cache", "export"]
-
-
-@dataclass
-class RunPipeline:
-    """Turn one photo into a consistent 3D world (videos, 3D cache, memory bank, results.npz)."""
-
-    gen: GenerationConfig = field(default_factory=GenerationConfig)
-    scene: Optional[Path] = None
-    """Scene folder (default: scenes/<image name>, or scenes/<example>). With --images: the parent
-    folder of one scene per image (default: scenes)."""
-    until: Optional[Stage] = None
-    """Stop after this stage (generate: after the first trajectory's video)."""
-    force: tuple[Stage, ...] = ()
-    """Rerun these stages even when their outputs are up to date."""
-    images: Optional[Path] = None
-    """A text file with one image per line (`photo.jpg [depth=d.npy] [intrinsics=fx,fy,cx,cy] [fov=60]`):
-    one job per image through the launcher; a rerun submits only unfinished scenes."""
-    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
 
 @cli_entry
-def main(args: RunPipeline) -> None:
+def main() -> None:
+    args = parse_with_saved_config(RunPipeline, require_scene=False)
     if args.images is not None:
+        from pathlib import Path
+
         from worldstereo.pipeline.batch import run_batch
 
         outcomes = run_batch(args.images, args.gen, args.scene or Path("scenes"), args.launch)
@@ -47,4 +25,4 @@ def main(args: RunPipeline) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(RunPipeline, config=(tyro.conf.OmitArgPrefixes,)))
+    main()

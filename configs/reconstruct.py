@@ -1,16 +1,17 @@
 """Config of reconstruct.py: non-rigid alignment of a scene's frames into one canonical cloud.
 
 Presets: fast (default: sequential ICP, control grid) and extensive (more iterations, a finer grid,
-global optimisation). `python reconstruct.py --preset extensive --icp.max-iters 40` overrides a
-preset's fields.
+global optimisation). `python reconstruct.py extensive --icp.max-iters 40` (or `--preset extensive`)
+overrides a preset's fields.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Sequence
+
+from configs.presets import parse_with_presets
 
 from worldstereo.align.deform import DeformConfig
 from worldstereo.align.global_opt import GlobalOptConfig
@@ -31,8 +32,6 @@ class ReconstructConfig:
     """results.npz with depth and poses for --input-video."""
     cameras: Path | None = None
     """Trajectory JSON with the video's cameras (needed with --preprocess.depth-source model or mvs)."""
-    preset: Literal["fast", "extensive"] = "fast"
-    """Named defaults; flags given after it override its fields."""
     force: bool = False
     """Recompute even when align/ is up to date."""
     tensorboard: bool = True
@@ -45,12 +44,11 @@ class ReconstructConfig:
 
 
 def fast() -> ReconstructConfig:
-    return ReconstructConfig(preset="fast")
+    return ReconstructConfig()
 
 
 def extensive() -> ReconstructConfig:
     return ReconstructConfig(
-        preset="extensive",
         icp=ICPConfig(max_iters=40, corr_frames=3, corr_points=8000),
         deform=DeformConfig(resolution=8),
         global_opt=GlobalOptConfig(enabled=True, sweeps=2),
@@ -58,19 +56,12 @@ def extensive() -> ReconstructConfig:
     )
 
 
-PRESETS = {"fast": fast, "extensive": extensive}
+PRESETS = {
+    "fast": ("Sequential ICP on a coarse control grid (default).", fast()),
+    "extensive": ("More ICP iterations, a finer grid, global optimisation.", extensive()),
+}
 
 
-def preset_from_args(args: list[str]) -> ReconstructConfig:
-    """The preset named by `--preset X` / `--preset=X` in args (fast when absent)."""
-    name = "fast"
-    for k, a in enumerate(args):
-        if a == "--preset" and k + 1 < len(args):
-            name = args[k + 1]
-        elif a.startswith("--preset="):
-            name = a.split("=", 1)[1]
-    return PRESETS.get(name, fast)()
-
-
-def with_overrides(cfg: ReconstructConfig, **kw) -> ReconstructConfig:
-    return dataclasses.replace(cfg, **kw)
+def parse(argv: Sequence[str] | None = None) -> ReconstructConfig:
+    """Parse reconstruct.py's command line: `[fast|extensive] --flags`."""
+    return parse_with_presets(PRESETS, ReconstructConfig.__doc__ or "", argv)

@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
 
 import tyro
+
+from configs.presets import parse_with_presets
 
 from worldstereo.splat.strategy import DensifyConfig
 from worldstereo.splat.trainer import DataConfig, LossConfig, OutputConfig, TrainerConfig
@@ -60,10 +61,5 @@ PRESETS = {
 
 
 def parse(argv: Sequence[str] | None = None) -> TrainGSConfig:
-    """Parse the command line; the preset name may be left out (then: fast)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in PRESETS and args[0] not in ("-h", "--help"):
-        args = ["fast", *args]
-    cli_type = tyro.extras.subcommand_type_from_defaults({k: v[1] for k, v in PRESETS.items()},
-                                                          {k: v[0] for k, v in PRESETS.items()})
-    return tyro.cli(cli_type, args=args, description=TrainGSConfig.__doc__)
+    """Parse train_gs.py's command line: `[fast|extensive] --flags` (fast when the preset is left out)."""
+    return parse_with_presets(PRESETS, TrainGSConfig.__doc__ or "", argv)

@@ -120,6 +120,7 @@ def results(tmp_path_factory):
     (d / "mine" / ".tmp-draft").write_text("a user file that merely looks like our temp\n")
     cases["foreign_folder"] = ("run_pipeline.py", [*good, "--scene", d / "mine"], d / "mine", "no scene.json")
 
+    _more_cases(cases, case_dir, f, good, scene_ok)
     before = {name: snapshot(base / name) for name in cases} | {"inputs": snapshot(base / "inputs")}
     with ThreadPoolExecutor(max_workers=4) as ex:
         futures = {name: ex.submit(run, script, *args) for name, (script, args, _, _) in cases.items()}
@@ -128,8 +129,86 @@ def results(tmp_path_factory):
     return {"cases": cases, "procs": procs, "before": before, "after": after}
 
 
+def _more_cases(cases: dict, case_dir, f: dict, good: list, scene_ok: Path) -> None:
+    """The resume issue's list: each must fail before the first write, in one line."""
+    d0 = f["image"].parent
+    intr = ["--long-side", "64", "--frames", "4", "--image", f["image"], "--depth", f["depth"]]
+    tiny = d0 / "tiny.png"
+    cv2.imwrite(str(tiny), np.zeros((1, 1, 3), np.uint8))
+    thin = d0 / "thin.png"
+    cv2.imwrite(str(thin), np.zeros((50, 2000, 3), np.uint8))
+    np.save(d0 / "depth_int.npy", np.full((H, W), 2500, np.int64))
+    inf = np.full((H, W), 2.0, np.float32)
+    inf[3, 4] = np.inf
+    np.save(d0 / "depth_inf.npy", inf)
+    (d0 / "up.json").write_text(f["traj"].read_text().replace("1.5", "1.0"))
+    cv2.imwrite(str(d0 / "list.jpg"), np.full((20, 20, 3), 200, np.uint8))
+    for name, args, path, word in [
+        ("intrinsics_nan", [*intr, "--intrinsics", "nan", "55", "31.5", "23.5"], None, "--intrinsics must be finite"),
+        ("long_side_0", [*good, "--long-side", "0"], None, "--long-side must be between 16 and 8192"),
+        ("long_side_1", [*good, "--long-side", "1"], None, "--long-side must be between 16 and 8192"),
+        ("frames_0", [*good, "--frames", "0"], None, "--frames must be at least 2"),
+        ("order_empty", [*good, "--order"], None, "--order is empty"),
+        ("order_sideways", [*good, "--order", "sideways"], None, "unknown trajectory 'sideways'"),
+        ("custom_named_standard", [*good, "--custom", d0 / "up.json"], d0 / "up.json", "named like the standard 'up'"),
+        ("image_1x1", ["--image", tiny, *COMMON], tiny, "1×1 pixels"),
+        ("image_2000x50", ["--image", thin, *COMMON], thin, "short side would be"),
+        ("depth_int64", ["--image", f["image"], "--depth", d0 / "depth_int.npy", *COMMON], d0 / "depth_int.npy",
+         "integer dtype int64"),
+        ("depth_inf", ["--image", f["image"], "--depth", d0 / "depth_inf.npy", *COMMON], d0 / "depth_inf.npy",
+         "1 inf values"),
+        ("fov_and_intrinsics", [*good, "--intrinsics", "55", "55", "31.5", "23.5"], None, "give one of them, not both"),
+        ("principal_point_outside", [*intr, "--intrinsics", "55", "55", "400", "23.5"], f["image"],
+         "principal point (400.0, 23.5) lies outside"),
+        ("fov_180", [*intr, "--fov-deg", "180"], None, "--fov-deg must be from 1 to 179"),
+        ("images_jpeg", ["--images", d0 / "list.jpg"], d0 / "list.jpg", "not a text file"),
+    ]:
+        d = case_dir(name)
+        cases[name] = ("run_pipeline.py", [*args, "--scene", d / "scene"], path, word)
+    d = case_dir("manifest_not_object")
+    (d / "scene" / "scene.json").write_text("[1, 2]")
+    cases["manifest_not_object"] = ("generate_video.py", ["--scene", d / "scene", "--trajectory", "orbit"],
+                                    d / "scene" / "scene.json", "must be a JSON object")
+    d = case_dir("scene_in_proc", with_scene=False)
+    cases["scene_in_proc"] = ("run_pipeline.py", [*good, "--scene", "/proc/worldstereo-test"],
+                              Path("/proc/worldstereo-test"), "cannot create")
+    _reconstruct_cases(cases, case_dir)
+
+
+def _reconstruct_cases(cases: dict, case_dir) -> None:
+    """reconstruct.py on a results.npz that is truncated, has a NaN pose, a zero focal or one frame."""
+    rng = np.random.default_rng(0)
+    n = 3
+    arrays = {"depth": np.full((n, H, W), 2.0, np.float32), "conf": np.ones((n, H, W), np.float32),
+              "extrinsics": np.tile(np.eye(4, dtype=np.float32)[:3], (n, 1, 1)),
+              "intrinsics": np.tile(np.array([[55, 0, 31.5], [0, 55, 23.5], [0, 0, 1]], np.float32), (n, 1, 1)),
+              "image": rng.integers(0, 255, (n, H, W, 3), dtype=np.uint8)}
+    for name, mutate, word in [
+        ("npz_truncated", None, "not a readable .npz"),
+        ("npz_nan_pose", lambda a: a["extrinsics"].__setitem__((1, 0, 3), np.nan), "frame 1: extrinsics contain NaN"),
+        ("npz_zero_focal", lambda a: a["intrinsics"].__setitem__((2, 0, 0), 0.0), "frame 2: intrinsics need"),
+        ("npz_one_frame", "one", "alignment needs at least 2"),
+    ]:
+        d = case_dir(name, with_scene=False)
+        npz = d / "v2w" / "exports" / "npz" / "results.npz"
+        npz.parent.mkdir(parents=True)
+        a = {k: v.copy() for k, v in arrays.items()}
+        if mutate == "one":
+            a = {k: v[:1] for k, v in a.items()}
+        elif mutate is not None:
+            mutate(a)
+        np.savez(npz, **a)
+        if mutate is None:
+            npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+        cases[name] = ("reconstruct.py", ["--scene", d / "v2w"], npz, word)
+
+
 CASES = ["missing_image", "garbage_image", "truncated_png", "depth_shape", "depth_nan", "depth_negative",
-         "custom_nonrigid", "unwritable", "newer_schema_run", "newer_schema_generate", "foreign_folder"]
+         "custom_nonrigid", "unwritable", "newer_schema_run", "newer_schema_generate", "foreign_folder",
+         "intrinsics_nan", "long_side_0", "long_side_1", "frames_0", "order_empty", "order_sideways",
+         "custom_named_standard", "image_1x1", "image_2000x50", "depth_int64", "depth_inf", "fov_and_intrinsics",
+         "principal_point_outside", "fov_180", "images_jpeg", "manifest_not_object", "scene_in_proc",
+         "npz_truncated", "npz_nan_pose", "npz_zero_focal", "npz_one_frame"]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -141,7 +220,7 @@ def test_one_line_error_and_nothing_touched(results, name):
     assert p.returncode == 2, out
     lines = p.stderr.splitlines()
     assert len(lines) == 1, f"stderr must be one line, got:\n{p.stderr}"
-    assert lines[0].startswith(f"error: {path}: "), lines[0]
+    assert lines[0].startswith(f"error: {path}: " if path is not None else "error: --"), lines[0]
     assert word in lines[0], lines[0]
     assert results["after"][name] == results["before"][name], f"{name}: files changed"
 

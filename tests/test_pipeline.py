@@ -73,15 +73,15 @@ def test_all_outputs_exist_with_exact_schema(finished):
     assert [e["source"] for e in bank].count("input") == 1
     assert sum(e["source"] == "orbit" for e in bank) == 6  # 8 keyframes capped by 6 frames
     meta = scene.load()
-    assert meta["depth_source"]["kind"] == "file" and meta["depth_source"]["fallback"] is False
+    assert meta.depth_source.kind == "file" and meta.depth_source.fallback is False
 
 
 def test_cache_grows_after_each_trajectory(finished):
     scene, _, _ = finished
-    stages = scene.load()["stages"]
-    before = stages["update_cache/orbit"]["alignment"]["points_before"]
+    stages = scene.load().stages
+    before = stages["update_cache/orbit"].info["alignment"]["points_before"]
     for name in ("orbit", "up", "right", "left"):
-        a = stages[f"update_cache/{name}"]["alignment"]
+        a = stages[f"update_cache/{name}"].info["alignment"]
         assert a["points_after"] > a["points_before"] >= before
         assert a["median_rmse_after_m"] < 0.01  # Umeyama residuals recorded, frames agree with the cache
 
@@ -128,7 +128,8 @@ def test_second_run_does_no_work(finished, capsys):
     out = capsys.readouterr().out
     assert "done in" not in out and out.count("up to date") == 11
     after = {p: p.stat().st_mtime_ns for p in scene.root.rglob("*") if p.is_file()}
-    assert {k: v for k, v in after.items() if k.name != "scene.json"} == {k: v for k, v in before.items() if k.name != "scene.json"}
+    meta = ("scene.json", ".worldstereo.lock")  # the manifest and the writer lock's holder note
+    assert {k: v for k, v in after.items() if k.name not in meta} == {k: v for k, v in before.items() if k.name not in meta}
 
 
 def test_force_and_until(finished, tmp_path):
@@ -137,14 +138,14 @@ def test_force_and_until(finished, tmp_path):
     run_pipeline(other, cfg, until="plan")
     assert (other.root / "trajectories" / "left.json").exists() and not (other.root / "videos").exists()
     run_pipeline(other, cfg, until="generate")
-    assert (other.root / "videos" / "orbit.mp4").exists() and "update_cache/orbit" not in other.load()["stages"]
+    assert (other.root / "videos" / "orbit.mp4").exists() and "update_cache/orbit" not in other.load().stages
     # a changed config re-does only what depends on it: the planner changes, the input does not
     import dataclasses
 
     cfg2 = dataclasses.replace(cfg, plan=PlanConfig(planner=PlannerConfig(frames=4)))
-    prep = other.load()["stages"]["prepare"]["finished"]
+    prep = other.load().stages["prepare"].run
     run_pipeline(other, cfg2, until="plan")
-    assert other.load()["stages"]["prepare"]["finished"] == prep
+    assert other.load().stages["prepare"].run == prep
     assert len(load_trajectory(other.trajectory("up"))) == 4
 
 

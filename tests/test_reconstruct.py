@@ -91,12 +91,14 @@ def test_input_video_with_depth_npz(tmp_path, v2w_scene):
 
 
 def test_presets_parse():
-    from configs.reconstruct import ReconstructConfig, preset_from_args
-    import tyro
+    from configs.reconstruct import parse
 
-    args = ["--scene", "x", "--preset", "extensive", "--icp.max-iters", "3"]
-    cfg = tyro.cli(ReconstructConfig, default=preset_from_args(args), args=args)
-    assert cfg.global_opt.enabled and cfg.icp.max_iters == 3
+    for args in (["--scene", "x", "--preset", "extensive", "--icp.max-iters", "3"],
+                 ["extensive", "--scene", "x", "--icp.max-iters", "3"]):
+        cfg = parse(args)
+        assert cfg.global_opt.enabled and cfg.icp.max_iters == 3 and str(cfg.scene) == "x"
+    fast = parse(["--scene", "x"])
+    assert not fast.global_opt.enabled and fast.icp.max_iters != 3
 
 
 def test_extensive_with_hashgrid_smoke(tmp_path, v2w_scene):

@@ -59,7 +59,7 @@ def test_stage_record_skip_and_resume(tmp_path):
     cfg.output.render_trajectories = False
     assert run_stage(scene, "3dgs", cfg) is not None
     rec = scene.stage_record("train_gs_3dgs")
-    assert rec and "gs_3dgs/splats.ply" in rec["outputs"]
+    assert rec and "gs_3dgs/splats.ply" in rec.outputs
     assert run_stage(scene, "3dgs", cfg) is None  # unchanged config: skipped
     cfg.iterations = 60
     res = run_stage(scene, "3dgs", cfg, resume=True)  # continues from step 40

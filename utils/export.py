@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
 import tyro
 from typing_extensions import Annotated
 
 from worldstereo.cameras import Camera, Trajectory, load_trajectory, to_nerf_transforms, to_worldstereo_camera_json
-from worldstereo.errors import cli_entry
+from worldstereo.errors import InputError, cli_entry
 from worldstereo.io.atomic import atomic_write_text
 from worldstereo.scene import SceneDir
 
@@ -31,20 +32,21 @@ class Transforms:
 
     def main(self) -> Path:
         scene = SceneDir(self.scene)
-        meta = scene.load()
-        import numpy as np
-
-        W, H = meta["working_size"]
-        cams = [Camera(np.asarray(meta["K"]), np.eye(4), W, H)]
+        m = scene.load()
+        W, H = m.working_size
+        cams = [Camera(np.asarray(m.K), np.eye(4), W, H)]
         paths = ["../input/image.png"]
-        for name in meta.get("trajectory_order", []):
+        for name in m.trajectory_order:
+            if f"generate/{name}" not in m.stages:
+                continue  # not generated yet: its planned cameras have no frames
+            scene.require_current(f"generate/{name}", scene.frames(name))
             traj = load_trajectory(scene.trajectory(name))
             for j, c in enumerate(traj.cameras):
-                if (scene.frames(name) / f"{j:06d}.png").exists():
-                    cams.append(c)
-                    paths.append(f"../frames/{name}/{j:06d}.png")
-        out = self.out or scene.root / "exports" / "transforms.json"
-        atomic_write_text(out, json.dumps(to_nerf_transforms(Trajectory(cams, "all"), paths), indent=1))
+                cams.append(c)
+                paths.append(f"../frames/{name}/{j:06d}.png")
+        out = self.out or scene.exports_dir / "transforms.json"
+        with scene.lock():
+            atomic_write_text(out, json.dumps(to_nerf_transforms(Trajectory(cams, "all"), paths), indent=1))
         print(f"[export] {len(cams)} cameras → {out}")
         return out
 
@@ -62,10 +64,14 @@ class CameraJson:
 
     def main(self) -> Path:
         scene = SceneDir(self.scene)
-        scene.load()
+        order = scene.load().trajectory_order
+        if self.trajectory not in order:
+            raise InputError(scene.manifest_path, f"unknown trajectory '{self.trajectory}' (planned: {', '.join(order) or 'none'})")
+        scene.require_current("plan", scene.trajectory(self.trajectory))
         traj = load_trajectory(scene.trajectory(self.trajectory))
-        out = self.out or scene.root / "exports" / f"{self.trajectory}_camera.json"
-        atomic_write_text(out, json.dumps(to_worldstereo_camera_json(traj)))
+        out = self.out or scene.exports_dir / f"{self.trajectory}_camera.json"
+        with scene.lock():
+            atomic_write_text(out, json.dumps(to_worldstereo_camera_json(traj)))
         print(f"[export] {len(traj)} cameras → {out}")
         return out
 

@@ -2,7 +2,7 @@
 
     python -m utils.view --scene scenes/my                  # gs_3dgs if trained, else gs_2dgs
     python -m utils.view --scene scenes/my --renderer 2dgs --port 8080
-    python -m utils.view --scene scenes/my --host 127.0.0.1     # this machine only (default: all interfaces)
+    python -m utils.view --scene scenes/my --host 0.0.0.0       # reachable from other machines (default: this one only)
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class ViewConfig:
     """Which splats to show; auto: 3dgs when trained, else 2dgs."""
     port: int = 8080
     """HTTP port of the viewer; the next free one when it is taken (0: any free port)."""
-    host: str = "0.0.0.0"
-    """Interface to listen on; 127.0.0.1 keeps the viewer to this machine."""
+    host: str = "127.0.0.1"
+    """Interface to listen on: 127.0.0.1 keeps the viewer to this machine; 0.0.0.0 opens it to the network."""
 
 
 def find_splats(scene: SceneDir, renderer: str) -> Path:
@@ -69,7 +69,7 @@ def import_viser() -> ModuleType:
     return viser
 
 
-def start_viewer(path: Path, host: str = "0.0.0.0", port: int = 8080
+def start_viewer(path: Path, host: str = "127.0.0.1", port: int = 8080
                  ) -> tuple[viser.ViserServer, viser.GaussianSplatHandle]:
     """Load `path` and serve it in a background thread; the caller stops the returned server."""
     viser = import_viser()
@@ -80,7 +80,13 @@ def start_viewer(path: Path, host: str = "0.0.0.0", port: int = 8080
     return server, splats
 
 
+def check_port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise InputError(None, f"--port must be from 0 to 65535, got {port}")
+
+
 def main(cfg: ViewConfig) -> None:
+    check_port(cfg.port)
     import_viser()  # the install hint comes before any complaint about the scene
     path = find_splats(SceneDir(cfg.scene), cfg.renderer)
     server, splats = start_viewer(path, cfg.host, cfg.port)

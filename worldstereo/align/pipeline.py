@@ -28,7 +28,7 @@ from worldstereo.errors import InputError
 from worldstereo.io.atomic import atomic_dir, atomic_write_text
 from worldstereo.io.ply import write_ply
 from worldstereo.io.results import load_results
-from worldstereo.scene import SceneDir, config_hash
+from worldstereo.scene import DepthSource, SceneDir, config_hash, file_digest
 
 STAGE = "reconstruct"
 OUTPUTS = ("canonical.ply", DEFORMATIONS_FILE, "config.json", "convention.json", "metrics.json")
@@ -56,9 +56,46 @@ class ReconstructOutputs:
     skipped: bool = False
 
 
-def _results_signature(path: Path) -> dict:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def results_producer(scene: SceneDir) -> str | None:
+    """The stage of this scene that wrote results.npz (export, or reconstruct.py's import), if any."""
+    stages = scene.load().stages if scene.exists() else {}
+    return next((s for s in ("export", "import") if s in stages), None)
+
+
+def reconstruct_key(scene: SceneDir, *configs) -> tuple[str, dict[str, str]]:
+    """(key, consumed inputs): our results.npz is keyed by the run that wrote it (refused when stale);
+    an outside one (video_to_world, DA3) by its content."""
+    producer = results_producer(scene)
+    if producer is not None:
+        return config_hash(STAGE, *configs), {producer: scene.require_current(producer, scene.results_npz).run}
+    return config_hash(STAGE, *configs, file_digest(scene.results_npz)), {}
+
+
+def stage_import(scene: SceneDir, video: Path, preprocess: PreprocessConfig, depth_npz: Path | None,
+                 cameras: Path | None, force: bool = False) -> None:
+    """reconstruct.py --input-video: the outside video's frames (+ depth) as the scene's results.npz,
+    keyed by the content of the files it reads, so a rerun with the same files does nothing."""
+    from worldstereo.align.preprocess import import_video
+
+    timer = console.StageTimer("import")
+    if scene.exists() and "export" in scene.load().stages:
+        raise InputError(scene.root, "this scene's results.npz comes from run_pipeline.py: "
+                                     "import an outside video into another --scene")
+    for p in (video, depth_npz, cameras):
+        if p is not None and not Path(p).is_file():
+            raise InputError(p, "file not found")
+    key = config_hash("import", preprocess, *[file_digest(p) if p is not None else None for p in (video, depth_npz, cameras)])
+    if not force and scene.is_current("import", key):
+        timer.skipped(str(scene.results_npz))
+        return
+    scene.check_writable()
+    with scene.lock():
+        res = import_video(Path(video), scene.results_npz, preprocess, depth_npz, cameras)
+        if not scene.exists():
+            scene.update(input_kind="external", depth_source=DepthSource(
+                preprocess.depth_source, str(Path(depth_npz).absolute()) if depth_npz else None))
+        scene.record_stage("import", key, [scene.results_npz], timer.seconds, video=str(Path(video).absolute()))
+    timer.done(str(scene.results_npz), f"{len(res)} frames")
 
 
 def run_reconstruct(scene_root: Path, preprocess: PreprocessConfig, icp: ICPConfig, deform: DeformConfig,
@@ -70,23 +107,40 @@ def run_reconstruct(scene_root: Path, preprocess: PreprocessConfig, icp: ICPConf
     if not npz.exists():
         raise InputError(npz, "no results.npz: run run_pipeline.py first, or pass --input-video with --depth-npz")
     scene.check_writable()
-    chash = config_hash(preprocess, icp, deform, global_opt, inverse, _results_signature(npz))
     if scene.exists():
         scene.load()  # fail early on an unreadable manifest
-    if not force and scene.stage_done(STAGE, chash):
+    chash, inputs = reconstruct_key(scene, preprocess, icp, deform, global_opt, inverse)
+    if not force and scene.is_current(STAGE, chash):
         metrics = json.loads((scene.align_dir / "metrics.json").read_text())
         return ReconstructOutputs(scene.align_dir, metrics, skipped=True)
-
     t_all = time.perf_counter()
-    times: dict[str, float] = {}
-    t = time.perf_counter()
+    idx, frames = _load_frames(npz, preprocess)  # every input problem is found before the first write
+    times = {"preprocess": time.perf_counter() - t_all}
+    with scene.lock():
+        return _reconstruct(scene, chash, inputs, idx, frames, times, t_all, preprocess, icp, deform, global_opt,
+                            inverse, tensorboard)
+
+
+def _load_frames(npz: Path, preprocess: PreprocessConfig) -> tuple[np.ndarray, list]:
+    """(selected results.npz indices, their camera-space points), validated."""
     results = load_results(npz)
     idx = select_frames(len(results), preprocess.frames, preprocess.stride, preprocess.offset)
+    if len(idx) < 2:
+        raise InputError(npz, f"{len(results)} frame(s) with --preprocess frames/stride/offset select {len(idx)}: "
+                              "alignment needs at least 2")
     frames = [frame_points(results, int(i), preprocess) for i in idx]
     if len(frames[0].xyz) < 100:
         raise InputError(npz, f"frame {idx[0]} has only {len(frames[0].xyz)} valid depth pixels")
+    return idx, frames
+
+
+def _reconstruct(scene: SceneDir, chash: str, inputs: dict[str, str], idx: np.ndarray, frames: list,
+                 times: dict[str, float], t_all: float, preprocess: PreprocessConfig, icp: ICPConfig,
+                 deform: DeformConfig, global_opt: GlobalOptConfig, inverse: InverseConfig,
+                 tensorboard: bool) -> ReconstructOutputs:
+    """The work of run_reconstruct, under the scene's lock."""
+    npz = scene.results_npz
     scale = float(np.median(frames[0].xyz[:, 2]))
-    times["preprocess"] = time.perf_counter() - t
 
     with atomic_dir(scene.align_dir) as out:
         writer = _tb_writer(out / "tb") if tensorboard else None
@@ -156,8 +210,8 @@ def run_reconstruct(scene_root: Path, preprocess: PreprocessConfig, icp: ICPConf
             writer.add_scalar("summary/p2plane_after", metrics["p2plane_median_after"] or 0.0, 0)
             writer.close()
     if not scene.exists():
-        scene.update(input_kind="external", depth_source=str(npz.relative_to(scene.root)))
-    scene.record_stage(STAGE, chash, [scene.align_dir / o for o in OUTPUTS], times["total"])
+        scene.update(input_kind="external", depth_source=DepthSource("results", scene.relative(npz)))
+    scene.record_stage(STAGE, chash, [scene.align_dir / o for o in OUTPUTS], times["total"], inputs=inputs)
     return ReconstructOutputs(scene.align_dir, metrics)
 
 

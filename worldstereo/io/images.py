@@ -50,7 +50,7 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
 
 def read_depth(path: str | Path) -> np.ndarray:
     """Depth in metres, float32 [H, W]: .npy (metres), 16-bit .png (millimetres), float .tif/.tiff
-    (metres). 0 / inf mark holes; NaN or negative values are an error."""
+    (metres). 0 marks unknown depth; NaN, inf, negative values and integer .npy / .tif are errors."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "depth file not found")
@@ -82,9 +82,14 @@ def read_depth(path: str | Path) -> np.ndarray:
         raise InputError(path, f"depth must be a 2D array (H, W), got shape {depth.shape}")
     if not np.issubdtype(depth.dtype, np.number):
         raise InputError(path, f"depth has non-numeric dtype {depth.dtype}")
+    if suffix != ".png" and not np.issubdtype(depth.dtype, np.floating):
+        # an integer array is almost always millimetres (sensor or 16-bit export), read as metres it is 1000× off
+        raise InputError(path, f"depth has integer dtype {depth.dtype}: give metres as floats "
+                               "(millimetres: divide by 1000, or save a 16-bit .png)")
     depth = depth.astype(np.float32)
-    if np.isnan(depth).any():
-        raise InputError(path, f"depth contains {int(np.isnan(depth).sum())} NaN values")
+    if not np.isfinite(depth).all():
+        nan, inf = int(np.isnan(depth).sum()), int(np.isinf(depth).sum())
+        raise InputError(path, f"depth contains {nan} NaN and {inf} inf values: mark unknown depth with 0")
     if (depth < 0).any():
         raise InputError(path, f"depth contains {int((depth < 0).sum())} negative values")
     valid = np.isfinite(depth) & (depth > 0)

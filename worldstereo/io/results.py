@@ -85,6 +85,23 @@ def validate_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
             raise InputError(path, f"key '{key}' has shape {arrays[key].shape}, expected {shape}")
     if N == 0:
         raise InputError(path, "results.npz holds no frames")
+    _validate_cameras(path, arrays["extrinsics"], arrays["intrinsics"])
+
+
+def _validate_cameras(path: str | Path, w2c: np.ndarray, K: np.ndarray) -> None:
+    """Finite rigid w2c and finite K with positive focal lengths, per frame (first bad frame named)."""
+    bad = np.flatnonzero(~np.isfinite(w2c).all(axis=(1, 2)))
+    if bad.size:
+        raise InputError(path, f"frame {bad[0]}: extrinsics contain NaN or inf")
+    R = w2c[:, :3, :3].astype(np.float64)
+    err = np.abs(R @ np.transpose(R, (0, 2, 1)) - np.eye(3)).max(axis=(1, 2))
+    bad = np.flatnonzero((err > 1e-3) | (np.linalg.det(R) <= 0))
+    if bad.size:
+        raise InputError(path, f"frame {bad[0]}: extrinsics are not a rigid w2c transform (rotation part not orthonormal)")
+    bad = np.flatnonzero(~np.isfinite(K).all(axis=(1, 2)) | (K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0))
+    if bad.size:
+        raise InputError(path, f"frame {bad[0]}: intrinsics need finite values and positive focal lengths "
+                               f"(fx={K[bad[0], 0, 0]}, fy={K[bad[0], 1, 1]})")
 
 
 def load_results(path: str | Path) -> FrameResults:
@@ -94,7 +111,9 @@ def load_results(path: str | Path) -> FrameResults:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise InputError(path, "file not found")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise InputError(path, f"not a readable .npz file ({e.__class__.__name__})")
+    except Exception as e:  # zipfile.BadZipFile and friends: a truncated or foreign file, said in one line
+        raise InputError(path, f"not a readable .npz file ({e.__class__.__name__}: {e})")
     validate_arrays(path, arrays)
     return FrameResults(arrays["depth"], arrays["conf"], arrays["extrinsics"], arrays["intrinsics"], arrays["image"])

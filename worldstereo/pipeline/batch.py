@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from configs.pipeline import GenerationConfig
 from worldstereo.errors import InputError
 from worldstereo.launch import Job, JobOutcome, LaunchConfig, run_jobs
+from worldstereo.pipeline.config import GenerationConfig
 from worldstereo.scene import SceneDir
 
 
@@ -18,6 +18,8 @@ def parse_image_list(path: Path, base: GenerationConfig) -> list[GenerationConfi
         lines = Path(path).read_text().splitlines()
     except OSError as e:
         raise InputError(path, f"cannot read image list ({e.strerror or e})")
+    except UnicodeDecodeError:
+        raise InputError(path, "not a text file: --images takes a list with one image path per line")
     out = []
     for no, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()
@@ -35,9 +37,9 @@ def parse_image_list(path: Path, base: GenerationConfig) -> list[GenerationConfi
                     intr = tuple(float(v) for v in value.split(","))
                     if len(intr) != 4:
                         raise ValueError
-                    inp = dataclasses.replace(inp, intrinsics=intr)
+                    inp = dataclasses.replace(inp, intrinsics=intr, fov_deg=None)  # a line's camera replaces the default
                 elif key == "fov":
-                    inp = dataclasses.replace(inp, fov_deg=float(value))
+                    inp = dataclasses.replace(inp, fov_deg=float(value), intrinsics=None)
                 else:
                     raise ValueError
             except ValueError:
@@ -62,7 +64,7 @@ def run_batch(list_path: Path, base: GenerationConfig, scenes_root: Path, launch
     jobs = []
     for cfg in cfgs:
         root = scenes_root / Path(cfg.input.image).stem
-        done = lambda root=root: (SceneDir(root).stage_record("export") or {}).get("finished") is not None
+        done = lambda root=root: SceneDir(root).exists() and SceneDir(root).status("export").current
         jobs.append(Job(name=root.name, fn=run_one, args=(cfg, root), done=done))
     outcomes = run_jobs(jobs, launch)
     for o in outcomes:

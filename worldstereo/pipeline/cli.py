@@ -1,4 +1,4 @@
-"""Shared CLI plumbing for single-stage scripts: start from the scene's saved config, apply flags."""
+"""Shared CLI plumbing of the generation scripts: start from the scene's saved config, apply flags."""
 
 from __future__ import annotations
 
@@ -6,43 +6,97 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import tyro
 
-from configs.pipeline import GenerationConfig
+from worldstereo.errors import InputError
+from worldstereo.pipeline.config import GenerationConfig
 from worldstereo.pipeline.driver import open_scene, saved_config
 from worldstereo.scene import SceneDir
 
 T = TypeVar("T")
 
 
-def parse_stage_cli(cls: type[T], argv: list[str] | None = None) -> tuple[T, SceneDir]:
-    """Parse `cls` (with fields `scene: Path` and `gen: GenerationConfig`) whose defaults come from
-    the config saved in the scene named by --scene, so a rerun of one stage matches the pipeline."""
-    argv = sys.argv[1:] if argv is None else argv
+def normalize_argv(argv: list[str]) -> list[str]:
+    """Accept `--intrinsics fx,fy,cx,cy` (the form image lists use) beside `--intrinsics fx fy cx cy`."""
+    out: list[str] = []
+    it = iter(range(len(argv)))
+    for k in it:
+        a = argv[k]
+        if a.startswith("--intrinsics=") and "," in a:
+            out += ["--intrinsics", *a.split("=", 1)[1].split(",")]
+        elif a == "--intrinsics" and k + 1 < len(argv) and "," in argv[k + 1]:
+            out += ["--intrinsics", *[v for v in argv[k + 1].split(",") if v]]
+            next(it, None)
+        else:
+            out.append(a)
+    return out
+
+
+def _scene_arg(argv: list[str]) -> Path | None:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--scene", type=Path)
     known, _ = pre.parse_known_args(argv)
+    return known.scene
+
+
+def parse_with_saved_config(cls: type[T], argv: list[str] | None = None, require_scene: bool = True) -> T:
+    """Parse `cls` (fields `scene: Path` and `gen: GenerationConfig`) whose `gen` defaults to the
+    config saved in the scene named by --scene, so a rerun of one stage behaves like the pipeline did."""
+    argv = normalize_argv(list(sys.argv[1:] if argv is None else argv))
     gen = GenerationConfig()
-    scene = None
-    if known.scene is not None and "-h" not in argv and "--help" not in argv:
-        scene = open_scene(known.scene, create=False)
-        gen = saved_config(scene)
-    default = cls(**{f.name: (gen if f.name == "gen" else f.default) for f in dataclasses.fields(cls)
-                     if f.default is not dataclasses.MISSING or f.name == "gen"})  # type: ignore[call-arg]
-    args = tyro.cli(cls, args=argv, default=default, config=(tyro.conf.OmitArgPrefixes,))
-    return args, scene or open_scene(args.scene, create=False)  # type: ignore[attr-defined]
+    root = _scene_arg(argv)
+    if root is not None and "-h" not in argv and "--help" not in argv:
+        scene = SceneDir(root)
+        if scene.exists() or require_scene:
+            gen = _fresh_where_given(saved_config(open_scene(root, create=False)), argv)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    default = cls(**{name: (gen if name == "gen" else f.default if f.default is not dataclasses.MISSING
+                            else f.default_factory())  # type: ignore[misc]
+                     for name, f in fields.items() if f.init and (f.default is not dataclasses.MISSING
+                                                                  or f.default_factory is not dataclasses.MISSING)})
+    return tyro.cli(cls, args=argv, default=default, config=(tyro.conf.OmitArgPrefixes,))
 
 
-@dataclasses.dataclass
-class TrajectoryStageArgs:
-    """Arguments shared by the single-trajectory stage scripts."""
+def _given(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
 
-    scene: Path = Path("")
-    """Scene folder written by run_pipeline.py."""
-    trajectory: str = "orbit"
-    """Name of a planned trajectory (trajectories/<name>.json)."""
-    force: bool = False
-    """Redo the stage even when its outputs are up to date."""
-    gen: GenerationConfig = dataclasses.field(default_factory=GenerationConfig)
+
+def _fresh_where_given(gen: GenerationConfig, argv: list[str]) -> GenerationConfig:
+    """A new --image / --example starts the input from defaults (the saved depth or camera belonged to
+    the old image); a new --intrinsics replaces a saved --fov-deg and the other way round."""
+    inp = gen.input
+    if _given(argv, "--image") or _given(argv, "--example"):
+        inp = type(inp)()
+    if _given(argv, "--intrinsics"):
+        inp = dataclasses.replace(inp, fov_deg=None)
+    if _given(argv, "--fov-deg"):
+        inp = dataclasses.replace(inp, intrinsics=None)
+    return dataclasses.replace(gen, input=inp)
+
+
+def parse_stage_cli(cls: type[T], script: str, argv: list[str] | None = None) -> tuple[T, SceneDir]:
+    """parse_with_saved_config for a single-stage script; input and plan flags are refused, since
+    such a script only redoes its stage from what the scene already holds."""
+    args = parse_with_saved_config(cls, argv)
+    scene = open_scene(args.scene, create=False)  # type: ignore[attr-defined]
+    saved = saved_config(scene)
+    given = _changed_fields(saved.input, args.gen.input) + _changed_fields(saved.plan, args.gen.plan)  # type: ignore[attr-defined]
+    if given:
+        flags = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise InputError(None, f"{flags}: not used by {script}, which redoes one stage from the scene's input and plan; "
+                               "give them to run_pipeline.py --scene instead")
+    return args, scene
+
+
+def _changed_fields(a, b) -> list[str]:
+    """Names of the (nested) dataclass fields whose values differ between a and b."""
+    out = []
+    for f in dataclasses.fields(a):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        if dataclasses.is_dataclass(va):
+            out += _changed_fields(va, vb)
+        elif va != vb:
+            out.append(f.name)
+    return out

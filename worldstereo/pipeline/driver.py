@@ -2,47 +2,55 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
-from configs.pipeline import STAGES, GenerationConfig, from_dict
 from worldstereo.errors import InputError
+from worldstereo.io.dataclass_json import from_dict, to_jsonable
 from worldstereo.pipeline import stages as st
-from worldstereo.scene import SceneDir
+from worldstereo.pipeline.config import STAGES, GenerationConfig, trajectory_names, validate, with_absolute_paths
+from worldstereo.pipeline.prepare import load_input_view
+from worldstereo.scene import LOCK_NAME, SceneDir
 
 
 def default_scene_dir(cfg: GenerationConfig) -> Path:
     if cfg.input.example:
         return Path("scenes") / cfg.input.example
     if cfg.input.image is None:
-        raise InputError(None, "no input: give --image PATH or --example motorcycle")
+        raise InputError(None, "no input: give --image PATH or --example motorcycle (or --scene of an existing scene)")
     return Path("scenes") / Path(cfg.input.image).stem
 
 
-def open_scene(root: Path, create: bool) -> SceneDir:
+def open_scene(root: str | Path, create: bool) -> SceneDir:
     """A scene folder we may write: ours (has scene.json) or new / empty; never a user's folder."""
     scene = SceneDir(root)
+    root = scene.root
     if root.exists() and not root.is_dir():
         raise InputError(root, "exists and is not a folder")
-    if root.exists() and not scene.exists() and any(root.iterdir()):
-        raise InputError(root, "exists, is not empty and has no scene.json: refusing to write into it (choose another --scene)")
     if scene.exists():
         scene.load()  # schema check before any write
     elif not create:
         raise InputError(scene.manifest_path, "no scene here: run run_pipeline.py first (or check --scene)")
+    elif root.exists() and any(p.name != LOCK_NAME for p in root.iterdir()):
+        raise InputError(root, "exists, is not empty and has no scene.json: refusing to write into it (choose another --scene)")
     scene.check_writable()
     return scene
 
 
 def saved_config(scene: SceneDir) -> GenerationConfig:
     """The config run_pipeline resolved for this scene (defaults when none was saved)."""
-    data = scene.load().get("config")
-    return from_dict(GenerationConfig, data) if data else GenerationConfig()
+    data = scene.load().config
+    if not data:
+        return GenerationConfig()
+    try:
+        return from_dict(GenerationConfig, data)
+    except (TypeError, ValueError) as e:
+        raise InputError(scene.manifest_path, f"saved config is malformed ({e})")
 
 
 def run_pipeline(scene: SceneDir, cfg: GenerationConfig, until: str | None = None, force: tuple[str, ...] = ()) -> dict:
-    """Run every stage up to `until`; `force` reruns the named stages (and what depends on them).
+    """Run every stage up to `until`; `force` reruns the named stages (what depends on them becomes
+    stale and is rerun too). Every input is validated before the first write.
 
     until="generate" stops after the first trajectory's video: each later trajectory is generated
     from the cache that the previous one's update_cache produced.
@@ -52,43 +60,52 @@ def run_pipeline(scene: SceneDir, cfg: GenerationConfig, until: str | None = Non
     for f in force:
         if f not in STAGES:
             raise InputError(None, f"--force takes stage names ({', '.join(STAGES)}), got {f!r}")
+    cfg = with_absolute_paths(cfg)
+    validate(cfg)
+    view = load_input_view(cfg.input)
+    st.load_custom_trajectories(cfg)
     t0 = time.perf_counter()
     last = STAGES.index(until) if until else len(STAGES) - 1
-    st.stage_prepare(scene, cfg, force="prepare" in force)
-    if last >= 1:
-        st.stage_plan(scene, cfg, force="plan" in force)
-    if last >= 2:
-        for name in st.trajectory_names(cfg):
-            st.stage_generate(scene, cfg, name, force="generate" in force)
-            if last == 2:
-                break  # the next trajectory needs this one's cache update
-            st.stage_update_cache(scene, cfg, name, force="update_cache" in force)
-    if last >= 4:
-        st.stage_export(scene, cfg, force="export" in force)
+    with scene.lock():
+        st.stage_prepare(scene, cfg, force="prepare" in force, view=view)
+        if scene.load().config != to_jsonable(cfg):
+            scene.update(config=to_jsonable(cfg))  # the single-stage scripts start from this config
+        if last >= 1:
+            st.stage_plan(scene, cfg, force="plan" in force)
+        if last >= 2:
+            for name in trajectory_names(cfg):
+                st.stage_generate(scene, cfg, name, force="generate" in force)
+                if last == 2:
+                    break  # the next trajectory needs this one's cache update
+                st.stage_update_cache(scene, cfg, name, force="update_cache" in force)
+        if last >= 4:
+            st.stage_export(scene, cfg, force="export" in force)
     return summarize(scene, time.perf_counter() - t0)
 
 
 def summarize(scene: SceneDir, seconds: float) -> dict:
     """Print the one-screen summary and return it."""
-    meta = scene.load()
-    stages = meta["stages"]
+    m = scene.load()
     lines = [f"scene {scene.root}  ({seconds:.1f}s)"]
-    d = meta.get("depth_source", {})
-    lines.append(f"  input   {meta.get('working_size')}  camera: {meta.get('camera_source')}  depth: {d.get('kind')}"
-                 f"{'  ** FALLBACK: ' + d.get('note', '') if d.get('fallback') else ''}")
-    lines.append(f"  cache   input {meta.get('cache_points', {}).get('input', 0):,} points")
-    for name in meta.get("trajectory_order", []):
-        g, u = stages.get(f"generate/{name}"), stages.get(f"update_cache/{name}")
-        if not g:
+    d = m.depth_source
+    fallback = f"  ** FALLBACK: {d.note}" if d is not None and d.fallback else ""
+    lines.append(f"  input   {list(m.working_size or [])}  camera: {m.camera_source}  depth: {d.kind if d else None}{fallback}")
+    lines.append(f"  cache   input {m.cache_points.get('input', 0):,} points")
+    for name in m.trajectory_order:
+        g, u = m.stages.get(f"generate/{name}"), m.stages.get(f"update_cache/{name}")
+        if g is None:
             continue
-        line = f"  {name:<7} holes {100 * g.get('hole_fraction', 0):5.1f}%  refs {g.get('refs_used')}"
-        if u:
-            a = u["alignment"]
+        stale = "" if scene.status(f"generate/{name}").current else "  (STALE)"
+        line = f"  {name:<7} holes {100 * g.info.get('hole_fraction', 0):5.1f}%  refs {g.info.get('refs_used')}{stale}"
+        if u is not None:
+            a = u.info["alignment"]
             rm = a.get("median_rmse_after_m")
-            line += f"  cache → {a['points_after']:,}  Umeyama RMSE {rm if rm is None else f'{rm:.1e}'} m  scale {a['median_scale']:.4f}"
+            line += (f"  cache → {a['points_after']:,}  Umeyama RMSE {rm if rm is None else f'{rm:.1e}'} m  "
+                     f"scale {a['median_scale']:.4f}")
         lines.append(line)
-        lines.append(f"          {scene.video(name)}  {scene.root / 'videos' / (name + '_sheet.png')}")
-    if "export" in stages:
-        lines.append(f"  export  {scene.results_npz} ({stages['export'].get('frames')} frames)")
+        lines.append(f"          {scene.video(name)}  {scene.contact_sheet(name)}")
+    if "export" in m.stages:
+        stale = "" if scene.status("export").current else "  (STALE)"
+        lines.append(f"  export  {scene.results_npz} ({m.stages['export'].info.get('frames')} frames){stale}")
     print("\n".join(lines), flush=True)
     return {"lines": lines, "seconds": seconds}

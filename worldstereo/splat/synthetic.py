@@ -85,5 +85,5 @@ def make_synthetic_scene(root: str | Path, width: int = 64, height: int = 48, n_
     c8 = np.clip(rgb[keep] * 255 + rng.normal(0, 8, (int(keep.sum()), 3)), 0, 255).astype(np.uint8)
     write_ply(scene.cache_ply, {"x": noisy[:, 0], "y": noisy[:, 1], "z": noisy[:, 2], "red": c8[:, 0],
                                 "green": c8[:, 1], "blue": c8[:, 2], "conf": np.ones(len(noisy), np.float32)})
-    scene.update(input_kind="synthetic", width=width, height=height)
+    scene.update(input_kind="synthetic", working_size=(width, height))
     return scene

@@ -31,8 +31,9 @@ from worldstereo.errors import InputError
 from worldstereo.io.atomic import atomic_dir, atomic_save, atomic_write_text
 from worldstereo.io.ply import read_ply
 from worldstereo.io.results import load_results
+from worldstereo.io.video import write_video
 from worldstereo.render.gaussians import Backend, RenderOutput, rasterize
-from worldstereo.scene import SceneDir, config_hash
+from worldstereo.scene import SceneDir, config_hash, file_digest
 from worldstereo.splat.losses import distortion, lpips_if_available, normal_consistency, psnr, ssim
 from worldstereo.splat.model import GaussianModel
 from worldstereo.splat.ply import write_splats_ply
@@ -453,10 +454,7 @@ def render_outputs(scene: SceneDir, model: GaussianModel, views: Views, mode: Mo
             all_frames = _render_cameras(model, cams, views.width, views.height, mode, cfg, device)
         shape = all_frames[0].shape
         all_frames = [f for f in all_frames if f.shape == shape]
-        try:
-            imageio.mimwrite(tmp / "flythrough.mp4", all_frames, fps=cfg.output.video_fps, macro_block_size=1)
-        except Exception as e:  # no ffmpeg: keep the PNGs
-            warn(f"fly-through video not written ({e.__class__.__name__}: {e})")
+        write_video(tmp / "flythrough.mp4", all_frames, fps=cfg.output.video_fps)  # odd sizes cropped to even
     return out
 
 
@@ -467,24 +465,42 @@ def stage_name(mode: Mode) -> str:
     return f"train_gs_{mode}"
 
 
+def stage_inputs(scene: SceneDir, cfg: TrainerConfig) -> tuple[list, dict[str, str]]:
+    """(identity of outside files, consumed stage runs) of what training reads: results.npz, and
+    align/ (canonical cloud, deformations) or cache.ply. Our stages' outputs are refused when stale."""
+    stages = scene.load().stages if scene.exists() else {}
+    files, runs = [], {}
+    uses_align = cfg.data.use_canonical and scene.canonical_ply.exists()
+    producers = [s for s in ("export", "import") if s in stages][:1]
+    if uses_align and "reconstruct" in stages:
+        producers.append("reconstruct")
+    for s in producers:
+        runs[s] = scene.require_current(s, scene.root).run
+    if not runs.keys() & {"export", "import"}:
+        files.append(file_digest(scene.results_npz))
+    init = scene.canonical_ply if uses_align else scene.cache_ply
+    if "reconstruct" not in runs and init.exists() and not ("export" in runs and init == scene.cache_ply):
+        files.append(file_digest(init))
+    return files, runs
+
+
 def stage_hash(scene: SceneDir, mode: Mode, cfg: TrainerConfig) -> str:
-    """Config (minus output-only fields) + the identity of the input files."""
-    inputs = []
-    for p in (scene.results_npz, scene.cache_ply, scene.align_dir / "canonical.ply"):
-        if p.exists():
-            st = p.stat()
-            inputs.append([p.name, st.st_size, int(st.st_mtime)])
+    """Config (minus output-only fields) + the content of outside input files."""
     d = asdict(cfg)
     d.pop("output")
-    return config_hash(d, mode, inputs)
+    return config_hash(d, mode, stage_inputs(scene, cfg)[0])
 
 
 def run_stage(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: bool = False, force: bool = False) -> TrainResult | None:
     """Train `mode` unless scene.json says it is done with this config; record the stage. None when skipped."""
+    if not scene.results_npz.exists():
+        raise InputError(scene.results_npz, "no results.npz: run run_pipeline.py (or reconstruct.py --input-video) first")
     chash = stage_hash(scene, mode, cfg)
-    if not force and not resume and scene.stage_done(stage_name(mode), chash):
+    _, inputs = stage_inputs(scene, cfg)
+    if not force and not resume and scene.is_current(stage_name(mode), chash):
         return None
-    res = train_gaussians(scene, mode, cfg, resume=resume)
-    scene.record_stage(stage_name(mode), chash, res.outputs, res.seconds, gaussians=res.n_gaussians,
-                       psnr_train=res.metrics["train"].get("psnr"), psnr_heldout=res.metrics["heldout"].get("psnr"))
+    with scene.lock():
+        res = train_gaussians(scene, mode, cfg, resume=resume)
+        scene.record_stage(stage_name(mode), chash, res.outputs, res.seconds, inputs=inputs, gaussians=res.n_gaussians,
+                           psnr_train=res.metrics["train"].get("psnr"), psnr_heldout=res.metrics["heldout"].get("psnr"))
     return res

@@ -1,0 +1,229 @@
+"""Resume you can trust: relative paths, forced reruns, staleness, the writer lock, file modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, textured_box_scene
+from worldstereo.io.results import RESULTS_KEYS
+
+K = textured_box_scene()[2]
+INTR = [str(K[0, 0]), str(K[1, 1]), str(K[0, 2]), str(K[1, 2])]
+TINY = ["--intrinsics", *INTR, "--long-side", "96", "--frames", "4"]
+SKIP_COMPARE = ("scene.json", ".worldstereo.lock")
+
+
+def cli(script: str, *args, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+def popen(script: str, *args, cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    """Every file's bytes below `root` except the manifest and the lock note (they carry run ids)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in SKIP_COMPARE}
+
+
+def assert_same_files(a: Path, b: Path) -> None:
+    fa, fb = files_of(a), files_of(b)
+    assert sorted(fa) == sorted(fb), set(fa) ^ set(fb)
+    differ = [k for k in fa if fa[k] != fb[k]]
+    assert not differ, f"files differ: {differ}"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A folder with photo.png + photo_depth.npy and one fresh reference run (scenes/ref)."""
+    import cv2
+
+    d = tmp_path_factory.mktemp("resume")
+    rgb, depth, _ = textured_box_scene()
+    cv2.imwrite(str(d / "photo.png"), rgb[..., ::-1])
+    np.save(d / "photo_depth.npy", depth)
+    r = cli("run_pipeline.py", "--image", "photo.png", "--depth", "photo_depth.npy", *TINY, "--scene", "scenes/ref", cwd=d)
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def fresh_copy(work: Path, name: str) -> Path:
+    dst = work / "scenes" / name
+    shutil.copytree(work / "scenes" / "ref", dst)
+    return dst
+
+
+def test_relative_scene_is_up_to_date_from_any_cwd_and_path_form(work):
+    r = cli("run_pipeline.py", "--image", "photo.png", "--depth", "photo_depth.npy", *TINY, "--scene", "scenes/ref", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("up to date") == 11 and "done in" not in r.stdout
+    # another working directory, another path form, no input flags at all: the saved config resumes
+    sub = work / "elsewhere"
+    sub.mkdir(exist_ok=True)
+    for form in ("../scenes/ref", str(work / "scenes" / "ref"), "../scenes/./ref/"):
+        r = cli("run_pipeline.py", "--scene", form, cwd=sub)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.count("up to date") == 11, (form, r.stdout)
+    records = json.loads((work / "scenes" / "ref" / "scene.json").read_text())["stages"]
+    for rec in records.values():
+        assert all(not Path(o).is_absolute() and not o.startswith("scenes") for o in rec["outputs"]), rec["outputs"]
+    r = cli("generate_video.py", "--scene", "../scenes/ref", "--trajectory", "up", cwd=sub)
+    assert r.returncode == 0 and "[generate/up] up to date" in r.stdout, r.stderr
+
+
+def test_force_prepare_redoes_everything_after_it(work):
+    scene = fresh_copy(work, "force_prepare")
+    r = cli("run_pipeline.py", "--scene", scene, "--force", "prepare", cwd=work)
+    assert r.returncode == 0, r.stderr
+    for stage in ("prepare", "plan", "generate/orbit", "update_cache/left", "export"):
+        assert f"[{stage}] done" in r.stdout, (stage, r.stdout)
+    assert "up to date" not in r.stdout
+    assert_same_files(scene, work / "scenes" / "ref")
+
+
+def test_force_generate_reproduces_a_fresh_run_bit_for_bit(work):
+    scene = fresh_copy(work, "force_generate")
+    r = cli("run_pipeline.py", "--scene", scene, "--force", "generate", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("done in") == 9  # 4 × (generate, update_cache) + export; prepare and plan current
+    ref = np.load(work / "scenes" / "ref" / "exports" / "npz" / "results.npz")
+    new = np.load(scene / "exports" / "npz" / "results.npz")
+    for k in RESULTS_KEYS:
+        assert np.array_equal(ref[k], new[k]), k
+    assert_same_files(scene, work / "scenes" / "ref")
+
+
+def test_rerun_of_one_trajectory_makes_the_rest_stale_and_consumers_refuse(work):
+    scene = fresh_copy(work, "stale")
+    r = cli("generate_video.py", "--scene", scene, "--trajectory", "up", "--force", cwd=work)
+    assert r.returncode == 0, r.stderr
+    stale_lines = [ln for ln in r.stdout.splitlines() if "now stale" in ln]
+    assert len(stale_lines) == 1 and "update_cache/up" in stale_lines[0] and "(6 in all)" in stale_lines[0]
+    assert "run_pipeline.py --scene" in stale_lines[0]
+    # the later trajectory's record is kept but stale; its stage says so instead of "has not run"
+    r = cli("update_cache.py", "--scene", scene, "--trajectory", "right", cwd=work)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "generate/right is stale" in r.stderr and "Traceback" not in r.stderr
+    # consumers of the stale results.npz refuse it and name the command that refreshes it
+    for script, args in [("reconstruct.py", ["--scene", scene]), ("train_gs.py", ["--scene", scene]),
+                         ("-m utils.export", ["transforms", "--scene", scene])]:
+        cmd = script.split() if script.startswith("-m") else [script]
+        if script.startswith("-m"):
+            p = subprocess.run([sys.executable, *cmd, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                               timeout=300)
+        else:
+            p = cli(script, *args, cwd=work)
+        assert p.returncode == 2, (script, p.stdout, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and "stale" in lines[0] and f"run_pipeline.py --scene {scene}" in lines[0], lines
+    assert not (scene / "align").exists() and not (scene / "gs_3dgs").exists()
+    r = cli("run_pipeline.py", "--scene", scene, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "[generate/orbit] up to date" in r.stdout and "[generate/up] up to date" in r.stdout
+    assert "[update_cache/up] done" in r.stdout and "[export] done" in r.stdout
+    assert_same_files(scene, work / "scenes" / "ref")
+
+
+def test_single_stage_scripts_refuse_input_flags(work):
+    r = cli("generate_video.py", "--scene", "scenes/ref", "--trajectory", "up", "--frames", "9", "--image", "x.png",
+            cwd=work)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "--image" in r.stderr and "--frames" in r.stderr and "run_pipeline.py" in r.stderr
+
+
+def test_second_writer_is_refused_while_the_first_proceeds(work):
+    scene = work / "scenes" / "locked"
+    first = popen("run_pipeline.py", "--image", "photo.png", "--depth", "photo_depth.npy", *TINY, "--scene", scene,
+                  cwd=work)
+    for line in first.stdout:
+        if "[plan] done" in line:
+            first.send_signal(signal.SIGSTOP)  # hold it mid-run, lock held, however fast this machine is
+            break
+    second = cli("run_pipeline.py", "--scene", scene, cwd=work)
+    first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 2, second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pid {first.pid}" in lines[0] and "in use" in lines[0], lines
+    assert_same_files(scene, work / "scenes" / "ref")
+
+
+def test_lock_of_a_killed_writer_is_taken_over(work):
+    scene = work / "scenes" / "killed"
+    p = popen("run_pipeline.py", "--image", "photo.png", "--depth", "photo_depth.npy", *TINY, "--scene", scene, cwd=work)
+    for line in p.stdout:
+        if "[generate/orbit] done" in line:
+            p.send_signal(signal.SIGKILL)
+            break
+    p.wait(timeout=60)
+    assert str(p.pid) in (scene / ".worldstereo.lock").read_text()
+    r = cli("run_pipeline.py", "--scene", scene, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert_same_files(scene, work / "scenes" / "ref")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_files_follow_the_umask(work, umask):
+    scene = work / "scenes" / f"umask{umask:o}"
+    r = cli("run_pipeline.py", "--image", "photo.png", "--depth", "photo_depth.npy", *TINY, "--scene", scene,
+            "--until", "generate", cwd=work, preexec_fn=lambda: os.umask(umask))
+    assert r.returncode == 0, r.stderr
+    paths = [scene, *scene.rglob("*")]
+    assert len(paths) > 20
+    for p in paths:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        want = (0o777 if p.is_dir() else 0o666) & ~umask
+        assert mode == want, (str(p), oct(mode), oct(want))
+
+
+def test_full_disk_leaves_nothing_a_rerun_would_trust(work):
+    import resource
+
+    scene = work / "scenes" / "fsize"
+
+    def small_files():  # every write past 64 kB fails with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
+
+    r = cli("run_pipeline.py", "--image", "photo.png", "--depth", "photo_depth.npy", *TINY, "--scene", scene,
+            cwd=work, preexec_fn=small_files)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {scene}/") and "too large" in lines[0], lines
+    assert not list(scene.rglob(".tmp-*"))
+    r = cli("run_pipeline.py", "--scene", scene, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert_same_files(scene, work / "scenes" / "ref")
+
+
+def test_reconstruct_input_video_skips_when_its_files_are_unchanged(work, tmp_path):
+    from worldstereo.io.video import write_video
+
+    npz = work / "scenes" / "ref" / "exports" / "npz" / "results.npz"
+    with np.load(npz) as z:
+        write_video(tmp_path / "gen.mp4", list(z["image"]), fps=8)
+    args = ["--input-video", tmp_path / "gen.mp4", "--depth-npz", npz, "--scene", tmp_path / "imp",
+            "--preprocess.frames", "3", "--icp.max-iters", "2"]
+    r = cli("reconstruct.py", *args, cwd=work)
+    assert r.returncode == 0, r.stderr
+    mtime = (tmp_path / "imp" / "align" / "canonical.ply").stat().st_mtime_ns
+    r = cli("reconstruct.py", *args, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "[import] up to date" in r.stdout and "[reconstruct] up to date" in r.stdout
+    assert (tmp_path / "imp" / "align" / "canonical.ply").stat().st_mtime_ns == mtime

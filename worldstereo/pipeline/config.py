@@ -1,0 +1,178 @@
+"""Configs of the generation stages (prepare → plan → generate / update_cache per trajectory → export).
+
+Field docstrings are the `--help` text (configs/pipeline.py composes them for the scripts).
+run_pipeline.py saves the resolved config in scene.json; the single-stage scripts start from that
+saved config, so a rerun behaves like the pipeline did. `validate` checks a config before anything
+is written.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from worldstereo.cameras import PlannerConfig, TrajectoryName
+from worldstereo.errors import InputError
+from worldstereo.generate.geometric import GeometricConfig
+from worldstereo.memory.retrieval import RetrievalConfig
+
+Stage = Literal["prepare", "plan", "generate", "update_cache", "export"]
+STAGES: tuple[str, ...] = typing.get_args(Stage)
+STANDARD_TRAJECTORIES: tuple[str, ...] = typing.get_args(TrajectoryName)
+
+
+@dataclass
+class InputConfig:
+    """Where the reference view, its camera and its depth come from."""
+
+    image: Optional[Path] = None
+    """Input photo (png/jpg, any size)."""
+    example: Optional[Literal["motorcycle"]] = None
+    """Use a bundled real example instead of --image (Middlebury 2014 motorcycle, metric GT depth)."""
+    long_side: int = 512
+    """Working size: the image is resized so its long side has this many pixels."""
+    fov_deg: Optional[float] = None
+    """Field of view along the long side, degrees (used when --intrinsics is absent)."""
+    intrinsics: Optional[tuple[float, float, float, float]] = None
+    """fx fy cx cy in pixels of the original image (scaled with the resize)."""
+    depth: Optional[Path] = None
+    """Depth of the input view: .npy (metres), 16-bit .png (millimetres) or float .tif (metres)."""
+    depth_model: Optional[Path] = None
+    """Local Hugging Face depth model folder (transformers AutoModelForDepthEstimation); never downloads."""
+    depth_model_output: Literal["disparity", "depth", "metric"] = "disparity"
+    """What the depth model predicts: relative disparity (Depth Anything, DPT), relative depth, or metres."""
+    median_depth_m: float = 2.5
+    """Median depth in metres assigned to relative depth (model or planar prior)."""
+    default_fov_deg: float = 60.0
+    """Field of view used when neither --fov-deg nor --intrinsics is given (a warning says so)."""
+
+
+@dataclass
+class CacheConfig:
+    """The 3D cache: initialisation, alignment of generated frames, merging."""
+
+    edge_rel_thresh: float = 0.04
+    """Drop input points at depth discontinuities (relative jump to a neighbour above this)."""
+    voxel_scale: float = 1.0
+    """Merge voxel edge = this × the median point footprint of the input view."""
+    min_overlap_px: int = 200
+    """Fewer overlapping pixels than this: a frame is merged without alignment."""
+    max_pairs: int = 4000
+    """Correspondences per frame used by the robust Umeyama fit."""
+    max_conf: float = 10.0
+    """Confidence saturates here, so old points can still be revised."""
+
+
+@dataclass
+class MemoryConfig:
+    """The memory bank and retrieval."""
+
+    keyframes: int = 8
+    """Frames per trajectory remembered in the bank (uniformly spaced)."""
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+
+
+@dataclass
+class PlanConfig:
+    """Which trajectories, in which order, with which shapes."""
+
+    order: tuple[str, ...] = ("orbit", "up", "right", "left")
+    """Trajectories in generation order: later ones find more memory to retrieve."""
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    custom: tuple[Path, ...] = ()
+    """Extra trajectory JSON files (ours, WorldStereo camera.json or Uni3C cam_info.json), run after `order`."""
+
+
+@dataclass
+class GeneratorConfig:
+    """The video generator behind the generator protocol."""
+
+    backend: Literal["geometric"] = "geometric"
+    """geometric: CPU, no weights (cache render + reference transfer + hole filling)."""
+    geometric: GeometricConfig = field(default_factory=GeometricConfig)
+    fps: int = 12
+    """Frame rate of the written videos."""
+
+
+@dataclass
+class GenerationConfig:
+    """Everything the generation stages need; saved in scene.json."""
+
+    input: InputConfig = field(default_factory=InputConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+
+def custom_trajectory_name(path: Path) -> str:
+    """A custom trajectory's name: the file's stem, or its folder's name for a generic file name
+    (WorldStereo's renders/traj_up/camera.json → traj_up)."""
+    path = Path(path)
+    return path.parent.name if path.stem in ("camera", "cameras", "cam_info") and path.parent.name else path.stem
+
+
+def trajectory_names(cfg: GenerationConfig) -> list[str]:
+    """Planned trajectories in generation order: the standard ones, then the custom files."""
+    return list(cfg.plan.order) + [custom_trajectory_name(p) for p in cfg.plan.custom]
+
+
+def validate(cfg: GenerationConfig) -> None:
+    """One-line InputError for a config no stage could run with; called before anything is written."""
+    inp = cfg.input
+    if not 16 <= inp.long_side <= 8192:
+        raise InputError(None, f"--long-side must be between 16 and 8192 pixels, got {inp.long_side}")
+    if inp.intrinsics is not None:
+        if inp.fov_deg is not None:
+            raise InputError(None, "--intrinsics and --fov-deg both given: give one of them, not both")
+        fx, fy, cx, cy = inp.intrinsics
+        if not all(math.isfinite(v) for v in inp.intrinsics):
+            raise InputError(None, f"--intrinsics must be finite numbers, got {' '.join(map(str, inp.intrinsics))}")
+        if fx <= 0 or fy <= 0:
+            raise InputError(None, f"--intrinsics: focal lengths must be positive, got fx={fx} fy={fy}")
+    if inp.fov_deg is not None and not (math.isfinite(inp.fov_deg) and 1.0 <= inp.fov_deg <= 179.0):
+        raise InputError(None, f"--fov-deg must be from 1 to 179 degrees, got {inp.fov_deg}")
+    if not (math.isfinite(inp.median_depth_m) and inp.median_depth_m > 0):
+        raise InputError(None, f"--median-depth-m must be a positive number of metres, got {inp.median_depth_m}")
+    _validate_plan(cfg)
+    if cfg.memory.keyframes < 1:
+        raise InputError(None, f"--keyframes must be at least 1, got {cfg.memory.keyframes}")
+    if cfg.generator.fps < 1:
+        raise InputError(None, f"--fps must be at least 1, got {cfg.generator.fps}")
+
+
+def _validate_plan(cfg: GenerationConfig) -> None:
+    unknown = [n for n in cfg.plan.order if n not in STANDARD_TRAJECTORIES]
+    if unknown:
+        raise InputError(None, f"--order: unknown trajectory {unknown[0]!r} (standard ones: "
+                               f"{', '.join(STANDARD_TRAJECTORIES)}; others go in --custom FILE.json)")
+    names = trajectory_names(cfg)
+    if not names:
+        raise InputError(None, "--order is empty and no --custom file is given: no trajectory to generate")
+    for path in cfg.plan.custom:
+        if custom_trajectory_name(path) in cfg.plan.order:
+            raise InputError(path, f"custom trajectory is named like the standard '{custom_trajectory_name(path)}' "
+                                   "in --order: rename the file or drop that name from --order")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(None, f"trajectory names must be unique, got {', '.join(dupes)} twice")
+    if cfg.plan.planner.frames < 2:
+        raise InputError(None, f"--frames must be at least 2, got {cfg.plan.planner.frames}")
+
+
+def with_absolute_paths(cfg: GenerationConfig) -> GenerationConfig:
+    """The same config with every input path absolute, so the config saved in scene.json means the
+    same files from any working directory."""
+    import dataclasses
+    import os
+
+    def absolute(p: Optional[Path]) -> Optional[Path]:
+        return None if p is None else Path(os.path.abspath(os.path.expanduser(str(p))))
+
+    inp = dataclasses.replace(cfg.input, image=absolute(cfg.input.image), depth=absolute(cfg.input.depth),
+                              depth_model=absolute(cfg.input.depth_model))
+    plan = dataclasses.replace(cfg.plan, custom=tuple(absolute(p) for p in cfg.plan.custom))
+    return dataclasses.replace(cfg, input=inp, plan=plan)

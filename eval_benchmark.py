@@ -201,7 +201,7 @@ def score_entry(e: dict, cfg: EvalConfig, out_json: Path) -> list[dict]:
 
     synth = None
     if e.get("synthetic") and e.get("kind") is not None:
-        from worldstereo.synthetic import make_scene
+        from worldstereo.bench.builders import make_scene
 
         synth = make_scene(e["kind"], int(e["seed"]))
     if synth is not None and r is not None:  # GT = surface seen from the run's own cameras

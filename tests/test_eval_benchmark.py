@@ -10,7 +10,7 @@ from eval_benchmark import evaluate
 from worldstereo.io.ply import write_ply
 from worldstereo.io.results import load_results, save_results
 from worldstereo.launch import LaunchConfig
-from worldstereo.synthetic import ExportConfig, write_scene
+from worldstereo.bench.writers import ExportConfig, write_scene
 
 
 def _fake_run(tmp_path: Path) -> dict:

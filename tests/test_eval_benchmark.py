@@ -160,10 +160,10 @@ def test_out_in_a_read_only_folder():
     if as_nobody and shutil.which("setpriv") is None:
         pytest.skip("running as root and setpriv is missing: cannot make a folder read-only")
     base = Path(tempfile.mkdtemp(prefix="ws-ro-"))  # outside pytest's 0700 tree, so nobody can reach it
+    ro = base / "ro"
     try:
         base.chmod(0o755)
         m = _manifest(base)
-        ro = base / "ro"
         ro.mkdir()
         (ro / "old.json").write_text("{}")
         for p in (base, m, base / "photo.png", base / "gt.ply", ro / "old.json"):
@@ -176,7 +176,8 @@ def test_out_in_a_read_only_folder():
             assert p.stderr.splitlines() == [f"error: {out}: output folder is not writable ({ro})"]
         assert _tree(base) == before
     finally:
-        ro.chmod(0o755)
+        if ro.exists():
+            ro.chmod(0o755)
         shutil.rmtree(base)
 
 

@@ -36,10 +36,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name in meta["trajectory_order"]:
         g, u = meta["stages"][f"generate/{name}"], meta["stages"][f"update_cache/{name}"]
-        a = u["alignment"]
+        a = u["info"]["alignment"]
         print(f"| {name} | {g['seconds']:.1f} | {u['seconds']:.1f} | {a['points_after']:,} | "
               f"+{a['points_after'] - a['points_before']:,} | {a['median_rmse_after_m']:.2e} / {a['max_rmse_after_m']:.2e} | "
-              f"{a['median_scale']:.4f} | {100 * g['hole_fraction']:.1f}% |")
+              f"{a['median_scale']:.4f} | {100 * g['info']['hole_fraction']:.1f}% |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python -m benchmarks.bench_reconstruct                       # 50 frames × 20k points, fast preset
     python -m benchmarks.bench_reconstruct --frames 20 --points 5000
 
-Renders a worldstereo.synthetic scene along a path, distorts every frame but the first (scale drift
+Renders a worldstereo.bench synthetic scene along a path, distorts every frame but the first (scale drift
 ±10 %, smooth depth warps), runs the reconstruct stage on a results.npz-only folder and scores
 align/canonical.ply and naive fusion (every frame unprojected with its given pose, same sampling and
 voxel) against the true geometry: F-score at τ = 1 % of the median depth, Chamfer (mean of accuracy
@@ -24,7 +24,9 @@ import tyro
 
 from configs.reconstruct import fast
 from worldstereo.align.pipeline import run_reconstruct
-from worldstereo.align.synthetic_bench import SyntheticConfig, make_inconsistent, naive_fusion, score, write_scene
+from worldstereo.bench.builders import SyntheticConfig, make_inconsistent
+from worldstereo.bench.scoring import naive_fusion, score
+from worldstereo.bench.writers import write_results_folder
 from worldstereo.io.ply import read_ply
 
 
@@ -55,7 +57,7 @@ def main(a: Args) -> dict:
     cfg = fast()
     cfg.preprocess.frames, cfg.preprocess.stride, cfg.preprocess.points_per_frame = a.frames, 1, a.points
     with tempfile.TemporaryDirectory() as tmp:
-        write_scene(tmp, data)
+        write_results_folder(tmp, data)
         t1 = time.perf_counter()
         out = run_reconstruct(Path(tmp), cfg.preprocess, cfg.icp, cfg.deform, cfg.global_opt, cfg.inverse, tensorboard=False)
         t_align = time.perf_counter() - t1

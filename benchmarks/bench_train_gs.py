@@ -3,7 +3,7 @@
     python -m benchmarks.bench_train_gs                          # scenes/motorcycle if present, else synthetic
     python -m benchmarks.bench_train_gs --scene scenes/my --renderer 2dgs --iterations 3000
 
-The synthetic fallback (worldstereo.splat.synthetic): textured walls, floor and ball, 24 views of
+The synthetic fallback (worldstereo.bench.writers.make_synthetic_scene): textured walls, floor and ball, 24 views of
 256×192 on a 40° arc, ground truth rendered from ~20k Gaussians, init from a noisy half of them.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from configs.train_gs import PRESETS
-from worldstereo.splat.synthetic import make_synthetic_scene
+from worldstereo.bench.writers import make_synthetic_scene
 from worldstereo.splat.trainer import train_gaussians
 from worldstereo.scene import SceneDir
 
@@ -36,7 +36,7 @@ def main() -> None:
         scene, kind = SceneDir(a.scene), str(a.scene)
     else:
         scene = make_synthetic_scene(a.synthetic_dir, width=256, height=192, n_views=24, spacing=0.03)
-        kind = "synthetic (worldstereo.splat.synthetic, 256×192, 24 views)"
+        kind = "synthetic (worldstereo.bench, 256×192, 24 views)"
     cfg = PRESETS["fast"][1].train
     cfg.iterations, cfg.backend = a.iterations, a.backend
     t0 = time.perf_counter()

@@ -6,7 +6,8 @@ import pytest
 from worldstereo.align.deform import DeformConfig
 from worldstereo.align.icp import ICPConfig, VoxelModel, sequential_align
 from worldstereo.align.preprocess import PreprocessConfig, frame_points, select_frames
-from worldstereo.align.synthetic_bench import SyntheticConfig, make_inconsistent, naive_fusion, pose_errors, score
+from worldstereo.bench.builders import SyntheticConfig, make_inconsistent
+from worldstereo.bench.scoring import naive_fusion, pose_errors, score
 
 
 def _frames(data, n_pts=5000):

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 import reconstruct
+from worldstereo.bench.builders import make_scene
+from worldstereo.bench.synthetic_scene import Rect, Texture
 from worldstereo.cameras import Trajectory, save_trajectory, scale_intrinsics
 from worldstereo.depth.mvs import MVSConfig, mvs_depth, mvs_sequence, neighbour_indices, plane_homographies
 from worldstereo.geometry import invert_rigid, unproject_depth
 from worldstereo.io.ply import read_ply
 from worldstereo.io.results import load_results
 from worldstereo.io.video import read_video, write_video
-from worldstereo.synthetic import Rect, Texture, make_scene
 
 W, H = 160, 120
 SMALL = ["--preprocess.points-per-frame", "2000", "--icp.max-iters", "8", "--no-tensorboard"]

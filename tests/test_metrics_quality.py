@@ -4,7 +4,7 @@ import numpy as np
 
 from worldstereo.io.results import FrameResults
 from worldstereo.metrics.quality import frame_pairs, score_quality
-from worldstereo.synthetic import make_scene
+from worldstereo.bench.builders import make_scene
 
 
 def _frames(n=5):

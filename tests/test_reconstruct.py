@@ -8,7 +8,8 @@ import torch
 
 import reconstruct
 from worldstereo.align.inverse import load_inverse_deformations
-from worldstereo.align.synthetic_bench import SyntheticConfig, make_inconsistent, write_scene
+from worldstereo.bench.builders import SyntheticConfig, make_inconsistent
+from worldstereo.bench.writers import write_results_folder
 from worldstereo.io.ply import read_ply
 from worldstereo.io.results import load_results
 
@@ -19,7 +20,7 @@ SMALL = ["--preprocess.points-per-frame", "2000", "--preprocess.stride", "2", "-
 @pytest.fixture(scope="module")
 def v2w_scene(tmp_path_factory):
     root = tmp_path_factory.mktemp("v2w")
-    write_scene(root, make_inconsistent(SyntheticConfig(frames=7, width=64, height=48)))
+    write_results_folder(root, make_inconsistent(SyntheticConfig(frames=7, width=64, height=48)))
     return root
 
 

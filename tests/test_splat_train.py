@@ -9,7 +9,7 @@ import torch
 from worldstereo.errors import InputError
 from worldstereo.scene import SceneDir
 from worldstereo.splat.strategy import DensifyConfig
-from worldstereo.splat.synthetic import make_synthetic_scene
+from worldstereo.bench.writers import make_synthetic_scene
 from worldstereo.splat.trainer import (DataConfig, LossConfig, OutputConfig, TrainerConfig, run_stage,
                                        train_gaussians)
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from worldstereo.geometry import project_points, unproject_depth
-from worldstereo.synthetic import PATH_NAMES, SCENE_KINDS, Box, Sphere, make_scene
+from worldstereo.bench.builders import make_scene
+from worldstereo.bench.synthetic_scene import PATH_NAMES, SCENE_KINDS, Box, Sphere
 
 
 def _ray_through(cam, uv):
@@ -100,7 +101,7 @@ def test_paths_start_at_input_and_stay_clear(kind):
             for p in scene.primitives:
                 if isinstance(p, Sphere):
                     assert np.linalg.norm(cam.center - p.center) > p.radius
-                elif isinstance(p, Box) and not getattr(p, "_room", False):
+                elif isinstance(p, Box) and not p.is_room:
                     assert np.any(np.abs((cam.center - p.center) @ p.R) > p.half)
 
 

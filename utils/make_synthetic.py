@@ -15,7 +15,8 @@ from worldstereo import __version__
 from worldstereo.console import StageTimer, progress
 from worldstereo.errors import InputError, cli_entry
 from worldstereo.io.atomic import atomic_write_text
-from worldstereo.synthetic import SCENE_KINDS, ExportConfig, write_scene
+from worldstereo.bench.synthetic_scene import SCENE_KINDS
+from worldstereo.bench.writers import ExportConfig, write_scene
 
 
 @dataclass
@@ -42,7 +43,7 @@ def make(args: MakeSynthetic) -> Path:
     for i in progress(range(args.scenes), "scenes", args.scenes):
         kind = args.kinds[i % len(args.kinds)]
         entries.append(write_scene(kind, args.seed + i, args.out, args.export))
-    manifest = {"schema": 1, "generator": f"worldstereo.synthetic {__version__}", "scenes": entries}
+    manifest = {"schema": 1, "generator": f"worldstereo.bench {__version__}", "scenes": entries}
     path = args.out / "manifest.json"
     atomic_write_text(path, json.dumps(manifest, indent=1))
     timer.done(str(path), f"{len(entries)} scenes")

@@ -23,6 +23,7 @@ so the code that submitted it is the code that runs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -39,6 +40,7 @@ LauncherName = Literal["local", "slurm", "debug"]
 REPO_ROOT = Path(__file__).resolve().parents[1]  # holds worldstereo/ and, in a checkout, configs/
 LOG_TAIL_LINES = 8
 PROGRESS_EVERY_S = 30.0
+QUEUED = ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "SUSPENDED")  # not running yet (or paused)
 RESULT_GRACE_S = 3.0  # a shared file system may show a result file a little after Slurm says COMPLETED
 
 
@@ -265,7 +267,7 @@ def _link_logs(cfg: LaunchConfig, name: str, job) -> Path:
 
 def _run_slurm(todo: list[Job], cfg: LaunchConfig, outcomes: dict[str, JobOutcome]) -> None:
     slurm.require_slurm()
-    cfg.log_dir = cfg.log_dir.resolve()  # the job's working directory may differ on a cluster
+    cfg = dataclasses.replace(cfg, log_dir=cfg.log_dir.resolve())  # a job may start in another directory
     jobs = _submit_and_link(todo, cfg)
     array_id = str(jobs[0][1].job_id).split("_")[0]
     info(f"[launch] submitted {len(jobs)} job(s) as Slurm job array {array_id}; logs in {cfg.log_dir}/<scene>/")
@@ -289,8 +291,8 @@ def _run_slurm(todo: list[Job], cfg: LaunchConfig, outcomes: dict[str, JobOutcom
                 else:
                     continue
                 waiting.remove(item)
-            n_running = sum(st.get(str(job.job_id)) in ("RUNNING", "COMPLETING") for _, job, _, _ in waiting)
-            progress.show(len(waiting) - n_running, n_running, outcomes)
+            n_pending = sum(st.get(str(job.job_id), "PENDING") in QUEUED for _, job, _, _ in waiting)
+            progress.show(n_pending, len(waiting) - n_pending, outcomes)
             if waiting:
                 time.sleep(cfg.poll_s)
     except KeyboardInterrupt:
@@ -303,7 +305,7 @@ def _run_slurm(todo: list[Job], cfg: LaunchConfig, outcomes: dict[str, JobOutcom
 def _submit_and_link(todo: list[Job], cfg: LaunchConfig) -> list[tuple[Job, Any, float, Path]]:
     import submitit
 
-    ex = submitit.SlurmExecutor(folder=cfg.log_dir / "slurm" / "%j", python=sys.executable)
+    ex = submitit.SlurmExecutor(folder=cfg.log_dir / "slurm" / "%j")  # python: this sys.executable
     ex.update_parameters(**slurm_parameters(cfg, len(todo)))
     t0 = time.time()
     try:

@@ -169,3 +169,13 @@ def test_ctrl_c_cancels_the_submitted_jobs(local_slurm, tmp_path):
             break
         time.sleep(0.2)
     assert all(states.get(j) == "CANCELLED" for j in cancelled.group(1).split()), states
+
+
+def test_gpus_the_cluster_has_not_got_are_refused_in_one_line(local_slurm, tmp_path):
+    _image_list(tmp_path, ["a"])  # the local Slurm has no GresTypes=gpu, so --gpus-per-node=1 cannot be met
+    r = _pipeline(tmp_path, "--images", "images.txt", "--scene", "scenes", "--launcher", "slurm",
+                  "--gpus-per-job", "1", *SMALL_JOB)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == ("error: --launcher slurm: sbatch refused the jobs: "
+                                         "sbatch: error: Invalid generic resource (gres) specification")
+    assert not (tmp_path / "scenes").exists() and not (tmp_path / "logs").exists()

@@ -302,16 +302,30 @@ def _run_slurm(todo: list[Job], cfg: LaunchConfig, outcomes: dict[str, JobOutcom
         raise
 
 
+def _remove_new(folder: Path, before: set[Path], existed: set[Path]) -> None:
+    """Undo a refused submission: submitit's script and pickles, and the folders it created."""
+    for p in set(folder.iterdir()) - before if folder.exists() else ():
+        if p.is_file() or p.is_symlink():
+            p.unlink()
+    for d in (folder, *folder.parents):
+        if d in existed or not d.exists() or any(d.iterdir()):
+            break
+        d.rmdir()
+
+
 def _submit_and_link(todo: list[Job], cfg: LaunchConfig) -> list[tuple[Job, Any, float, Path]]:
     import submitit
 
     ex = submitit.SlurmExecutor(folder=cfg.log_dir / "slurm" / "%j")  # python: this sys.executable
     ex.update_parameters(**slurm_parameters(cfg, len(todo)))
     t0 = time.time()
+    existed = {p for p in (cfg.log_dir / "slurm", *(cfg.log_dir / "slurm").parents) if p.exists()}
+    before = set((cfg.log_dir / "slurm").iterdir()) if cfg.log_dir / "slurm" in existed else set()
     try:
         with ex.batch():
             submitted = [ex.submit(job_main, j.fn, *j.args) for j in todo]
     except Exception as e:  # sbatch refused (unknown partition, GPUs the cluster has not got, …)
+        _remove_new(cfg.log_dir / "slurm", before, existed)
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         refused = [ln for ln in lines if "error" in ln.lower()]
         raise InputError(None, "--launcher slurm: sbatch refused the jobs: "

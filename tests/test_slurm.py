@@ -75,7 +75,7 @@ def test_two_scenes_on_slurm_match_the_local_launcher(local_slurm, tmp_path):
                   "--log-dir", "logs_slurm", *SMALL_JOB)
     assert r.returncode == 0, r.stderr
     assert re.search(r"submitted 2 job\(s\) as Slurm job array \d+", r.stderr)
-    assert re.search(r"\[launch\] Slurm array \d+: \d pending, \d running, \d done, 0 failed of 2", r.stderr)
+    assert re.search(r"\[launch\] Slurm job array \d+: \d pending, \d running, \d done, 0 failed of 2", r.stderr)
     assert "[launch] 2 done, 0 failed, 0 already finished" in r.stderr
     for name in ("a", "b"):
         with np.load(tmp_path / "local" / name / "exports/npz/results.npz") as want, \

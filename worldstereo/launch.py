@@ -269,9 +269,9 @@ def _run_slurm(todo: list[Job], cfg: LaunchConfig, outcomes: dict[str, JobOutcom
     slurm.require_slurm()
     cfg = dataclasses.replace(cfg, log_dir=cfg.log_dir.resolve())  # a job may start in another directory
     jobs = _submit_and_link(todo, cfg)
-    array_id = str(jobs[0][1].job_id).split("_")[0]
-    info(f"[launch] submitted {len(jobs)} job(s) as Slurm job array {array_id}; logs in {cfg.log_dir}/<scene>/")
-    progress = _Progress(len(jobs), f"Slurm array {array_id}")
+    what = f"Slurm job array {str(jobs[0][1].job_id).split('_')[0]}" if len(jobs) > 1 else f"Slurm job {jobs[0][1].job_id}"
+    info(f"[launch] submitted {len(jobs)} job(s) as {what}; logs in {cfg.log_dir}/<job name>/")
+    progress = _Progress(len(jobs), what)
     waiting = list(jobs)
     ended_at: dict[str, float] = {}  # job id → when Slurm first said it ended
     try:

@@ -36,7 +36,8 @@ def local_slurm():
         return
     r = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
-        reason = f"local Slurm did not start: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
+        lines = (r.stderr or r.stdout).strip().splitlines()
+        reason = f"local Slurm did not start: {lines[-1] if lines else f'exit code {r.returncode}'}"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)

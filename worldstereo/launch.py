@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -179,7 +180,7 @@ def slurm_parameters(cfg: LaunchConfig, n_jobs: int) -> dict[str, Any]:
         job_name="worldstereo", time=cfg.timeout_min, cpus_per_task=cfg.cpus_per_job, mem=f"{cfg.mem_gb}G",
         nodes=1, ntasks_per_node=1, array_parallelism=max(1, min(cfg.max_parallel, n_jobs)),
         # the job runs this repository's code, whatever the job's shell puts on PYTHONPATH
-        setup=[f"export PYTHONPATH={_with_repo_on_pythonpath('')}${{PYTHONPATH:+:$PYTHONPATH}}"])
+        setup=[f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"])
     if cfg.gpus_per_job > 0:
         params["gpus_per_node"] = cfg.gpus_per_job
     optional = dict(partition=cfg.partition, gres=cfg.gres, account=cfg.account, qos=cfg.qos,

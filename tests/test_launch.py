@@ -49,3 +49,50 @@ def test_slurm_without_sbatch_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(InputError, match="sbatch"):
         run_jobs([Job("x", _work, ("x", 0))], LaunchConfig(launcher="slurm", log_dir=tmp_path))
+
+
+def _bad_input(path):
+    from worldstereo.errors import InputError
+
+    raise InputError(path, "not a readable image (png/jpg expected)")
+
+
+def test_bad_input_reported_by_its_one_line_error_and_log_tail(tmp_path, capfd):
+    out = run_jobs([Job("ok", _work, ("ok", 0)), Job("bad", _bad_input, ("/data/x.png",))],
+                   LaunchConfig(launcher="local", log_dir=tmp_path / "logs"))
+    bad = out[1]
+    assert out[0].status == "done" and bad.status == "failed"
+    assert bad.error == "error: /data/x.png: not a readable image (png/jpg expected)"
+    err_log = next((tmp_path / "logs" / "bad").glob("*_log.err")).read_text().splitlines()
+    assert bad.error in err_log  # the one line comes from the job's own log
+    assert bad.extra["log_tail"][-1] == "worldstereo.errors.InputError: /data/x.png: not a readable image (png/jpg expected)"
+    err = capfd.readouterr().err
+    assert f"WARNING: job bad failed: {bad.error} (logs: {tmp_path / 'logs' / 'bad'})" in err
+    assert "    | worldstereo.errors.InputError: /data/x.png: not a readable image" in err  # the log's last lines
+    assert "[launch] 1 done, 1 failed, 0 already finished in" in err
+    assert "[launch] local: 0 pending, 0 running, 1 done, 1 failed of 2" in err
+
+
+def test_sbatch_script_carries_the_launch_options(tmp_path):
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from worldstereo.launch import REPO_ROOT, slurm_parameters
+
+    cfg = LaunchConfig(launcher="slurm", partition="gpu", gpus_per_job=1, gres="gpu:a100:1", cpus_per_job=8,
+                       mem_gb=32, timeout_min=90, max_parallel=2, account="lab", slurm_extra=("exclude=node12",))
+    text = _make_sbatch_string(command="run", folder=tmp_path, map_count=5, **slurm_parameters(cfg, 5))
+    sbatch = {ln for ln in text.splitlines() if ln.startswith("#SBATCH")}
+    for want in ("--partition=gpu", "--gpus-per-node=1", "--gres=gpu:a100:1", "--cpus-per-task=8", "--mem=32G",
+                 "--time=90", "--array=0-4%2", "--account=lab", "--exclude=node12"):
+        assert f"#SBATCH {want}" in sbatch, want
+    assert f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}" in text.splitlines()
+    no_gpu = _make_sbatch_string(command="run", folder=tmp_path, **slurm_parameters(LaunchConfig(), 1))
+    assert "gpus" not in no_gpu and "gres" not in no_gpu  # a cluster without GPUs must not be asked for 0
+
+
+def test_slurm_extra_needs_key_value():
+    from worldstereo.errors import InputError
+    from worldstereo.launch import slurm_parameters
+
+    with pytest.raises(InputError, match="--slurm-extra 'exclusive': expected key=value"):
+        slurm_parameters(LaunchConfig(slurm_extra=("exclusive",)), 1)

@@ -59,11 +59,17 @@ def run_one(cfg: GenerationConfig, scene_root: Path) -> str:
 
 
 def run_batch(list_path: Path, base: GenerationConfig, scenes_root: Path, launch: LaunchConfig) -> list[JobOutcome]:
-    """Submit one job per unfinished scene; finished scenes (export recorded) are skipped."""
-    cfgs = parse_image_list(list_path, base)
+    """Submit one job per unfinished scene; finished scenes (export recorded) are skipped.
+
+    Paths are made absolute first: a Slurm job may start in another working directory."""
+    cfgs = parse_image_list(Path(list_path).resolve(), base)
+    scenes_root = Path(scenes_root).resolve()
+    launch = dataclasses.replace(launch, log_dir=Path(launch.log_dir).resolve())
     jobs = []
     for cfg in cfgs:
         root = scenes_root / Path(cfg.input.image).stem
+        if any(j.name == root.name for j in jobs):
+            raise InputError(list_path, f"two images would share the scene folder {root} (same file name)")
         done = lambda root=root: SceneDir(root).exists() and SceneDir(root).status("export").current
         jobs.append(Job(name=root.name, fn=run_one, args=(cfg, root), done=done))
     outcomes = run_jobs(jobs, launch)

@@ -1,0 +1,107 @@
+"""Check our WorldStereo transformer against the release's own model classes, outside this repository.
+
+Needs a local checkout of FuchengSu/WorldStereo (not part of this project; none of its code is
+copied here) and `einops` + `omegaconf` importable (e.g. `pip install --target /tmp/wsdeps einops
+omegaconf antlr4-python3-runtime==4.9.3` and PYTHONPATH=/tmp/wsdeps). Builds tiny random models
+of each variant with both implementations, gives them the same tensors, and prints the largest
+output difference:
+
+    PYTHONPATH=$PWD:/tmp/wsdeps python benchmarks/worldstereo_release_check.py --release /path/to/WorldStereo
+
+The release hard-codes its branch output width to 5120 (the 14B model); for a tiny model the
+check replaces those output layers by ones of the tiny width before copying weights, which
+changes no computation. Its `src.general_utils` (logging, heavy imports) and parallel state (a
+CUDA device mesh) are replaced by one-process stubs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+from pathlib import Path
+
+import torch
+
+BASE_KW = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
+               text_dim=32, freq_dim=16, ffn_dim=32, num_layers=2, image_dim=8, added_kv_proj_dim=24,
+               rope_max_seq_len=64)
+BRANCH = dict(dim=16, num_heads=2, ffn_dim=32, num_layers=2, time_embed_dim=24, conv_out_dim=24, add_channels=7,
+              mid_channels=16, mask_downsample=1)
+
+
+def import_release(release: Path):
+    log = types.ModuleType("src.general_utils")
+    log.rank0_log = lambda message, level="INFO": None
+    single = types.ModuleType("src.sp_utils.parallel_states")  # one process: no device mesh, no torch.distributed
+    single.get_parallel_state = lambda: types.SimpleNamespace(sp=1, world_size=1, sp_rank=0, sp_enabled=False)
+    sys.modules |= {"src.general_utils": log, "src.sp_utils.parallel_states": single}
+    sys.path.insert(0, str(release))
+    from models.worldstereo import WorldStereoModel, WorldStereoRefSModel  # the release's classes
+
+    return WorldStereoModel, WorldStereoRefSModel
+
+
+def release_model(cls, branch: dict):
+    from omegaconf import OmegaConf
+
+    model = cls(**BASE_KW, controlnet_cfg=OmegaConf.create(branch))
+    model.build_controlnet(load_uni3c=False, freeze_backbone=True)
+    inner = BASE_KW["num_attention_heads"] * BASE_KW["attention_head_dim"]
+    model.controlnet.proj_out = torch.nn.ModuleList(torch.nn.Linear(branch["dim"], inner)
+                                                    for _ in range(branch["num_layers"]))
+    return model.eval()
+
+
+def inputs(memory: bool, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    f, h, w = 21, 4, 6
+    kw = dict(hidden_states=torch.randn(1, 36, f, h, w, generator=g), timestep=torch.tensor([637.0]),
+              encoder_hidden_states=torch.randn(1, 512, 32, generator=g),
+              encoder_hidden_states_image=torch.randn(1, 5, 8, generator=g),
+              render_latent=torch.randn(1, 16, f, h, w, generator=g),
+              render_mask=(torch.rand(1, 1, f, 8 * h, 8 * w, generator=g) > 0.5).float(),
+              camera_embedding=torch.randn(1, 6, f, 8 * h, 8 * w, generator=g))
+    if memory:
+        kw |= dict(reference_latent=torch.randn(1, 36, 3, h, w, generator=g), ref_index=torch.tensor([0, 4, 11]),
+                   camera_qt=torch.randn(1, f, 7, generator=g), camera_qt_ref=torch.randn(1, 3, 7, generator=g))
+    return kw
+
+
+def compare(variant: str, release_cls, extra: dict) -> float:
+    from worldstereo.generate.worldstereo.config import BranchConfig
+    from worldstereo.generate.worldstereo.model import WorldStereoTransformer
+
+    branch = {**BRANCH, **extra}
+    theirs = release_model(release_cls, branch)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    ours = WorldStereoTransformer(**BASE_KW)
+    ours.attach_branch(BranchConfig(**branch), variant)
+    ours.load_state_dict(theirs.state_dict(), strict=True)  # same names and shapes, or this raises
+    ours.eval()
+    kw = inputs(variant != "worldstereo-camera")
+    with torch.no_grad():
+        want = theirs(**kw, return_dict=False)[0]
+        got = ours(**kw)
+    return float((want - got).abs().max() / want.abs().max())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--release", type=Path, required=True, help="local checkout of FuchengSu/WorldStereo")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    camera_cls, memory_cls = import_release(args.release)
+    memory = dict(main_camera_embedding=True, camera_embedding_dim=7, ref_embedding=True)
+    cases = [("worldstereo-camera", camera_cls, {}),
+             ("worldstereo-memory", memory_cls, memory | {"update_ref": True}),
+             ("worldstereo-memory-dmd", memory_cls, memory | {"update_ref": False})]
+    for variant, cls, extra in cases:
+        print(f"{variant:24s} max |release - ours| / max |release| = {compare(variant, cls, extra):.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -319,3 +319,42 @@ def test_unexpected_tensor_and_missing_base_part_are_refused(tiny_base, tmp_path
     with pytest.raises(InputError) as e:
         load_worldstereo(tmp_path, tiny_base, variant, device="cpu", with_image_encoder=False)
     assert _one_line(e.value) == f"{tiny_base / 'text_encoder' / 'config.json'}: missing from the base model folder"
+
+
+# --- prompt and image encoders (tiny, built here) ---------------------------------------------------
+
+def test_prompt_cleaning_and_tiny_umt5_embeddings_are_zero_past_the_prompt():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+    from worldstereo.generate.worldstereo.sampling import clean_prompt, encode_prompt
+
+    assert clean_prompt("  a&amp;amp;sunlit \n\t kitchen ") == "a&sunlit kitchen"
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "a": 3, "sunlit": 4, "kitchen": 5}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    encoder = UMT5EncoderModel(UMT5Config(vocab_size=6, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)).eval()
+    emb = encode_prompt(tokenizer, encoder, "a sunlit   kitchen", torch.device("cpu"))
+    assert emb.shape == (1, 512, 16)
+    assert emb[0, :4].abs().sum(-1).gt(0).all()  # a, sunlit, kitchen, </s>
+    assert torch.equal(emb[0, 4:], torch.zeros(508, 16))
+
+
+def test_tiny_clip_image_context_is_the_penultimate_layer():
+    import numpy as np
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    from worldstereo.generate.worldstereo.sampling import encode_image
+
+    model = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                                             num_attention_heads=2, image_size=32, patch_size=8)).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_rescale=False)
+    image = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
+    got = encode_image(processor, model, image, torch.device("cpu"))
+    pixels = processor(images=image, return_tensors="pt").pixel_values
+    assert pixels.abs().max() > 10  # uint8 values normalised without rescaling, as the release feeds CLIP
+    with torch.no_grad():
+        states = model(pixel_values=pixels, output_hidden_states=True).hidden_states
+    assert got.shape == (1, 17, 16) and torch.allclose(got, states[-2]) and not torch.allclose(got, states[-1])

@@ -142,6 +142,14 @@ def test_reference_layout_first_appearance_order():
     layout = C.reference_layout([7, 7, 3, 7, 3, 9])  # target frames 1..6
     assert layout.bank_ids == [7, 3, 9]
     assert layout.ref_index == [0, 2, 5]
+    gaps = C.reference_layout([None, 4, None, 4, 2])  # frames 1 and 3 have no reference
+    assert (gaps.bank_ids, gaps.ref_index) == ([4, 2], [1, 4])
+
+
+def test_reference_cap_keeps_the_most_retrieved():
+    # counts 5:2, 2:2, 7:3, 9:1 → keep 7, then 5 (retrieved before 2)
+    assert C.cap_references([5, 5, 2, None, 7, 7, 7, 2, 9], 2) == [5, 5, None, None, 7, 7, 7, None, None]
+    assert C.cap_references([1, 2, 1], 8) == [1, 2, 1]
 
 
 def test_stitched_positions_put_references_right_of_their_frame():
@@ -154,7 +162,8 @@ def test_stitched_positions_put_references_right_of_their_frame():
 
 def test_importing_the_backend_does_not_import_diffusers():
     code = ("import sys, worldstereo, worldstereo.generate, worldstereo.generate.worldstereo, "
-            "worldstereo.generate.worldstereo.conditioning, worldstereo.generate.worldstereo.config; "
+            "worldstereo.generate.worldstereo.conditioning, worldstereo.generate.worldstereo.config, "
+            "worldstereo.generate.worldstereo.sampling, worldstereo.generate.worldstereo.generator; "
             "assert 'diffusers' not in sys.modules, 'diffusers imported'")
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo)}

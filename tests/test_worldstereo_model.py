@@ -323,38 +323,116 @@ def test_unexpected_tensor_and_missing_base_part_are_refused(tiny_base, tmp_path
 
 # --- prompt and image encoders (tiny, built here) ---------------------------------------------------
 
-def test_prompt_cleaning_and_tiny_umt5_embeddings_are_zero_past_the_prompt():
+def tiny_text_encoder():
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
-    from worldstereo.generate.worldstereo.sampling import clean_prompt, encode_prompt
-
-    assert clean_prompt("  a&amp;amp;sunlit \n\t kitchen ") == "a&sunlit kitchen"
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "a": 3, "sunlit": 4, "kitchen": 5}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    encoder = UMT5EncoderModel(UMT5Config(vocab_size=6, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)).eval()
+    torch.manual_seed(0)
+    encoder = UMT5EncoderModel(UMT5Config(vocab_size=6, d_model=BASE_KW["text_dim"], d_kv=8, d_ff=32, num_layers=1,
+                                          num_heads=2)).eval()
+    return tokenizer, encoder
+
+
+def tiny_image_encoder():
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    model = CLIPVisionModel(CLIPVisionConfig(hidden_size=BASE_KW["image_dim"], intermediate_size=32,
+                                             num_hidden_layers=3, num_attention_heads=2, image_size=32,
+                                             patch_size=8)).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_rescale=False)
+    return processor, model
+
+
+def test_prompt_cleaning_and_tiny_umt5_embeddings_are_zero_past_the_prompt():
+    from worldstereo.generate.worldstereo.sampling import clean_prompt, encode_prompt
+
+    assert clean_prompt("  a&amp;amp;sunlit \n\t kitchen ") == "a&sunlit kitchen"
+    tokenizer, encoder = tiny_text_encoder()
     emb = encode_prompt(tokenizer, encoder, "a sunlit   kitchen", torch.device("cpu"))
-    assert emb.shape == (1, 512, 16)
+    assert emb.shape == (1, 512, 32)
     assert emb[0, :4].abs().sum(-1).gt(0).all()  # a, sunlit, kitchen, </s>
-    assert torch.equal(emb[0, 4:], torch.zeros(508, 16))
+    assert torch.equal(emb[0, 4:], torch.zeros(508, 32))
 
 
 def test_tiny_clip_image_context_is_the_penultimate_layer():
     import numpy as np
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     from worldstereo.generate.worldstereo.sampling import encode_image
 
-    model = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=3,
-                                             num_attention_heads=2, image_size=32, patch_size=8)).eval()
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_rescale=False)
+    processor, model = tiny_image_encoder()
     image = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
     got = encode_image(processor, model, image, torch.device("cpu"))
     pixels = processor(images=image, return_tensors="pt").pixel_values
     assert pixels.abs().max() > 10  # uint8 values normalised without rescaling, as the release feeds CLIP
     with torch.no_grad():
         states = model(pixel_values=pixels, output_hidden_states=True).hidden_states
-    assert got.shape == (1, 17, 16) and torch.allclose(got, states[-2]) and not torch.allclose(got, states[-1])
+    assert got.shape == (1, 17, 8) and torch.allclose(got, states[-2]) and not torch.allclose(got, states[-1])
+
+
+# --- the generator protocol ----------------------------------------------------------------------------
+
+def tiny_request(tmp_path: Path, n: int = 21):
+    import numpy as np
+
+    from worldstereo.cameras import Camera, Trajectory
+    from worldstereo.generate.base import GenerationRequest
+    from worldstereo.memory.bank import MemoryBank
+    from worldstereo.memory.retrieval import Reference
+
+    rng = np.random.default_rng(0)
+    w0, h0 = 40, 36
+    K = np.array([[30.0, 0, (w0 - 1) / 2], [0, 30, (h0 - 1) / 2], [0, 0, 1]])
+
+    def cam(x):
+        c2w = np.eye(4)
+        c2w[0, 3] = x
+        return Camera(K, c2w, w0, h0)
+
+    bank = MemoryBank(tmp_path / "memory_bank")
+    img = lambda: (rng.random((h0, w0, 3)) * 255).astype(np.uint8)  # noqa: E731
+    depth = np.ones((h0, w0), np.float32)
+    bank.add(img(), depth, cam(0.0), "input", 0, 0)  # id 0
+    bank.add(img(), depth, cam(0.3), "orbit", 1, 5)  # id 1
+    bank.add(img(), depth, cam(0.6), "orbit", 1, 10)  # id 2
+    bank.add(img(), depth, cam(0.9), "up", 2, 3)  # id 3: made at this step, not visible yet
+    picks = {**{i: 1 for i in range(1, 6)}, **{i: 0 for i in range(6, 11)}, **{i: 3 for i in range(11, n)}}
+    refs = [Reference(i, True, picks.get(i, 0), 1.0, 1.0, 0.0) for i in range(n)]
+    traj = Trajectory([cam(0.05 * i) for i in range(n)], "right")
+    return GenerationRequest(traj, None, bank, refs, 2, 2.0, (rng.random((n, h0, w0, 3)) * 255).astype(np.uint8),
+                             rng.random((n, h0, w0)) > 0.6)
+
+
+def test_generator_protocol_tiny_memory_dmd(tiny_base, tmp_path, no_network):
+    import numpy as np
+
+    from worldstereo.generate.worldstereo.generator import WorldStereoGenerator, WorldStereoGeneratorConfig
+
+    variant = "worldstereo-memory-dmd"
+    layout = base_layout() | release_branch_layout(release_config(variant)["controlnet_cfg"], INNER, 36, variant)
+    weights = write_variant(tmp_path / "weights", variant, random_checkpoint(layout),
+                            cfg=release_config(variant) | {"scale_map": [[32, 32], [32, 64]]})
+    models = load_worldstereo(weights, tiny_base, variant, device="cpu", with_text_encoder=False,
+                              with_image_encoder=False)
+    models.tokenizer, models.text_encoder = tiny_text_encoder()
+    models.image_processor, models.image_encoder = tiny_image_encoder()
+    gen = WorldStereoGenerator(WorldStereoGeneratorConfig(variant, weights, tiny_base, prompt="a sunlit kitchen",
+                                                          device="cpu"), models=models)
+    req = tiny_request(tmp_path)
+    refs = gen._references(req, 32, 32)
+    # frames 1-5 retrieved entry 1, 6-10 the input (0), 11-20 entry 3 which is not visible before step 2
+    assert refs["ref_index"] == [0, 5]
+    expect_w2c = np.linalg.inv(np.stack([np.asarray(req.bank.entries[i].c2w) for i in (1, 0)]))
+    assert np.allclose(refs["w2c_ref"].numpy(), expect_w2c)
+    out = gen.generate(req)
+    assert out.rgb.shape == (21, 36, 40, 3) and out.rgb.dtype == np.uint8
+    assert out.depth is None and out.backend == variant
+    assert "2 references; bucket 32x32" in out.notes and "0 unexpected" in out.notes
+    with pytest.raises(InputError) as e:
+        gen.generate(tiny_request(tmp_path / "short", n=20))
+    assert _one_line(e.value) == f"{variant} makes 21 keyframes per trajectory, this one has 20: plan 21 frames for it"

@@ -189,16 +189,25 @@ class ReferenceLayout:
     ref_index: list[int]
 
 
-def reference_layout(retrieved: Sequence[int]) -> ReferenceLayout:
+def reference_layout(retrieved: Sequence[int | None]) -> ReferenceLayout:
     """From the memory frame retrieved for each target frame 1..N-1 (frame 0 is the input image,
-    nothing is retrieved for it) to the stitched reference list."""
+    nothing is retrieved for it; None = no reference for that frame) to the stitched reference list."""
     bank_ids: list[int] = []
     ref_index: list[int] = []
     for i, bank_id in enumerate(retrieved, start=1):
-        if bank_id not in bank_ids:
+        if bank_id is not None and bank_id not in bank_ids:
             bank_ids.append(int(bank_id))
             ref_index.append(i - 1)
     return ReferenceLayout(bank_ids, ref_index)
+
+
+def cap_references(retrieved: Sequence[int | None], max_refs: int) -> list[int | None]:
+    """Keep the `max_refs` memory frames retrieved by most target frames (earlier first retrieval wins
+    ties); frames whose choice is dropped get None. Ours: the release re-selects with DINOv2 features."""
+    ids = [i for i in retrieved if i is not None]
+    order = list(dict.fromkeys(ids))
+    keep = set(sorted(order, key=lambda i: -ids.count(i))[:max_refs])  # stable sort keeps retrieval order
+    return [i if i in keep else None for i in retrieved]
 
 
 def stitched_token_positions(ref_index: Sequence[int], frames: int, rows: int, cols: int

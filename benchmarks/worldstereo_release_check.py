@@ -4,7 +4,7 @@ Needs a local checkout of FuchengSu/WorldStereo (not part of this project; none 
 copied here) and `einops` + `omegaconf` importable (e.g. `pip install --target /tmp/wsdeps einops
 omegaconf antlr4-python3-runtime==4.9.3` and PYTHONPATH=/tmp/wsdeps). Builds tiny random models
 of each variant with both implementations, gives them the same tensors, and prints the largest
-output difference:
+output difference; then its camera helpers and DMD schedule against our conditioning:
 
     PYTHONPATH=$PWD:/tmp/wsdeps python benchmarks/worldstereo_release_check.py --release /path/to/WorldStereo
 
@@ -89,6 +89,36 @@ def compare(variant: str, release_cls, extra: dict) -> float:
     return float((want - got).abs().max() / want.abs().max())
 
 
+def compare_conditioning() -> dict[str, float]:
+    """Our conditioning functions against the release's camera helpers and DMD schedule, same inputs."""
+    from models import camera as release_cam  # the release's module
+    from models.dmd_scheduler import FlowGeneratorScheduler
+    from scipy.spatial.transform import Rotation
+
+    from worldstereo.generate.worldstereo import conditioning as C
+    from worldstereo.generate.worldstereo.sampling import dmd_timesteps
+
+    n, h, w = 21, 24, 40
+    R = torch.tensor(Rotation.random(n + 3, random_state=0).as_matrix(), dtype=torch.float32)
+    w2c = torch.eye(4).repeat(n + 3, 1, 1)
+    w2c[:, :3, :3] = R
+    w2c[:, :3, 3] = torch.randn(n + 3, 3, generator=torch.Generator().manual_seed(0)) * 2
+    tgt, ref = w2c[:n], w2c[n:]
+    K = torch.tensor([[30.0, 0, 20], [0, 28, 12], [0, 0, 1]]).repeat(n, 1, 1)
+    diff = {}
+    ours = C.plucker_rays(K, C.normalize_cameras(tgt), h, w)[None]
+    theirs = release_cam.get_camera_embedding(K, tgt, n, h, w, normalize=True, is_w2c=True)
+    diff["plucker (normalised cameras)"] = float((ours - theirs).abs().max())
+    t_ours, r_ours = C.normalize_cameras_with_references(tgt, ref)
+    t_theirs, r_theirs = release_cam.unified_camera_normalization(tgt, ref)
+    diff["joint normalisation"] = float(max((t_ours - t_theirs).abs().max(), (r_ours - r_theirs).abs().max()))
+    q_theirs = release_cam.matrix_to_quaternion(t_theirs[:, :3, :3])
+    diff["quaternions"] = float((C.rotation_to_quaternion(t_theirs[:, :3, :3]) - q_theirs).abs().max())
+    sched = FlowGeneratorScheduler(start_timesteps=250, num_train_timesteps=1000, shift=5.0, dmd_steps=4, rank=1)
+    diff["dmd timesteps"] = float((dmd_timesteps(250, 1000, 4, 5.0) - sched.timesteps).abs().max())
+    return diff
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--release", type=Path, required=True, help="local checkout of FuchengSu/WorldStereo")
@@ -101,6 +131,8 @@ def main() -> None:
              ("worldstereo-memory-dmd", memory_cls, memory | {"update_ref": False})]
     for variant, cls, extra in cases:
         print(f"{variant:24s} max |release - ours| / max |release| = {compare(variant, cls, extra):.2e}")
+    for name, value in compare_conditioning().items():
+        print(f"{name:28s} max |release - ours| = {value:.2e}")
 
 
 if __name__ == "__main__":

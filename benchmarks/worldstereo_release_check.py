@@ -4,7 +4,8 @@ Needs a local checkout of FuchengSu/WorldStereo (not part of this project; none 
 copied here) and `einops` + `omegaconf` importable (e.g. `pip install --target /tmp/wsdeps einops
 omegaconf antlr4-python3-runtime==4.9.3` and PYTHONPATH=/tmp/wsdeps). Builds tiny random models
 of each variant with both implementations, gives them the same tensors, and prints the largest
-output difference; then its camera helpers and DMD schedule against our conditioning:
+output difference; then its camera helpers and DMD schedule against our conditioning, and its
+memory-dmd pipeline against our sampling path (final latents):
 
     PYTHONPATH=$PWD:/tmp/wsdeps python benchmarks/worldstereo_release_check.py --release /path/to/WorldStereo
 
@@ -119,6 +120,64 @@ def compare_conditioning() -> dict[str, float]:
     return diff
 
 
+def compare_dmd_pipeline(memory_cls) -> float:
+    """The whole memory-dmd sampling path (first-frame condition, keyframe VAE, conditions, 4 steps)
+    against the release's pipeline with the same tiny transformer, VAE, CLIP and noise seed: max |Δ latents|."""
+    import numpy as np
+    from diffusers import AutoencoderKLWan
+    from models.dmd_scheduler import FlowGeneratorScheduler
+    from models.pipelines.pipeline_dmd_keyframe import RefKFDMDGeneratorPipeline  # the release's pipeline
+    from PIL import Image
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    from worldstereo.generate.worldstereo.config import parse_release_config
+    from worldstereo.generate.worldstereo.model import WorldStereoTransformer
+    from worldstereo.generate.worldstereo.sampling import build_conditions, encode_image, sample_keyframes
+
+    branch = {**BRANCH, "main_camera_embedding": True, "camera_embedding_dim": 7, "ref_embedding": True,
+              "update_ref": False}
+    theirs = release_model(memory_cls, branch)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    raw = {"base_model": "-", "controlnet_cfg": branch, "dmd_start_steps": 250, "dmd_end_steps": 1000, "dmd_steps": 4,
+           "gen_shift": 5.0}
+    cfg = parse_release_config(raw, Path("config.json"), "worldstereo-memory-dmd")
+    ours = WorldStereoTransformer(**BASE_KW)
+    ours.attach_branch(cfg.branch, cfg.variant)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True]).eval()
+    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=8, intermediate_size=32, num_hidden_layers=3,
+                                            num_attention_heads=2, image_size=32, patch_size=8)).eval()
+    proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_rescale=False)
+    n, h, w = 21, 32, 48
+    image_u8 = (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
+    w2c = torch.eye(4).repeat(n, 1, 1)
+    w2c[:, 0, 3] = -torch.linspace(0, 1, n)
+    K = torch.tensor([[30.0, 0, w / 2], [0, 30, h / 2], [0, 0, 1]]).repeat(n, 1, 1)
+    prompt = torch.randn(1, 512, 32)
+    cond = build_conditions(torch.from_numpy(image_u8).float().permute(2, 0, 1) / 127.5 - 1,
+                            torch.rand(n, 3, h, w) * 2 - 1, torch.rand(n, h, w) > 0.6, K, w2c, prompt,
+                            encode_image(proc, clip, image_u8, torch.device("cpu")),
+                            reference=torch.rand(2, 3, h, w) * 2 - 1, ref_index=[0, 5], w2c_ref=w2c[[1, 7]])
+    with torch.no_grad():
+        mine = sample_keyframes(ours, vae, cond, cfg, seed=3, output="latents")
+        pipe = RefKFDMDGeneratorPipeline(
+            tokenizer=None, text_encoder=None, image_encoder=clip, image_processor=proc, transformer=theirs, vae=vae,
+            scheduler=FlowGeneratorScheduler(start_timesteps=250, num_train_timesteps=1000, shift=5.0,
+                                             use_timestep_transform=True, dmd_steps=4, rank=1),
+            device=torch.device("cpu"))
+        ref = pipe(image=Image.fromarray(image_u8), render_video=cond.render, render_mask=cond.hole,
+                   camera_embedding=cond.plucker, reference_video=cond.reference, ref_index=cond.ref_index,
+                   camera_qt=cond.camera_qt, camera_qt_ref=cond.camera_qt_ref, prompt_embeds=prompt, mode="test",
+                   height=h, width=w, num_frames=81, generator=torch.Generator("cpu").manual_seed(3),
+                   output_type="latent", latent_cond_mode="full_vae").frames
+    return float((ref - mine).abs().max())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--release", type=Path, required=True, help="local checkout of FuchengSu/WorldStereo")
@@ -133,6 +192,7 @@ def main() -> None:
         print(f"{variant:24s} max |release - ours| / max |release| = {compare(variant, cls, extra):.2e}")
     for name, value in compare_conditioning().items():
         print(f"{name:28s} max |release - ours| = {value:.2e}")
+    print(f"memory-dmd sampling path     max |release - ours| latents = {compare_dmd_pipeline(memory_cls):.2e}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -162,8 +162,8 @@ def _branch_inputs(cond: KeyframeConditions, vae, device: torch.device, dtype: t
 
 def sample_keyframes(transformer, vae, cond: KeyframeConditions, cfg: ReleaseConfig, device: str | torch.device = "cpu",
                      offload: bool = False, scheduler=None, steps: int = 40, guidance: float = 5.0,
-                     seed: int = 0) -> np.ndarray:
-    """Generate the trajectory's keyframes: [F, H, W, 3] uint8.
+                     seed: int = 0, output: Literal["frames", "latents"] = "frames") -> np.ndarray | torch.Tensor:
+    """Generate the trajectory's keyframes: [F, H, W, 3] uint8 (or the final latents [1, z, F, h, w]).
 
     memory-dmd: its own 4-step flow schedule, no CFG. camera / memory: `scheduler` (the base model's
     UniPC, `steps` steps) with classifier-free guidance on the negative prompt.
@@ -198,6 +198,8 @@ def sample_keyframes(transformer, vae, cond: KeyframeConditions, cfg: ReleaseCon
                     v_neg = velocity(t, negative)
                     v = v_neg + guidance * (v - v_neg)
                 latents = scheduler.step(v, t, latents, return_dict=False)[0]
+    if output == "latents":
+        return latents
     with torch.no_grad(), on_device(vae, device, offload):
         video = keyframe_decode(vae, latents)  # [1, 3, F, H, W]
     frames = ((video[0].permute(1, 2, 3, 0).float().cpu() + 1) * 127.5).round().clamp(0, 255)

@@ -120,13 +120,16 @@ def compare_conditioning() -> dict[str, float]:
     return diff
 
 
-def compare_dmd_pipeline(memory_cls) -> float:
-    """The whole memory-dmd sampling path (first-frame condition, keyframe VAE, conditions, 4 steps)
-    against the release's pipeline with the same tiny transformer, VAE, CLIP and noise seed: max |Δ latents|."""
+def compare_pipeline(memory_cls, variant: str) -> float:
+    """The whole sampling path of a memory variant (first-frame condition, keyframe VAE, conditions,
+    4 DMD steps, or 3 UniPC steps with CFG 5) against the release's pipeline with the same tiny
+    transformer, VAE, CLIP, scheduler and noise seed: max |Δ final latents|."""
     import numpy as np
     from diffusers import AutoencoderKLWan
     from models.dmd_scheduler import FlowGeneratorScheduler
-    from models.pipelines.pipeline_dmd_keyframe import RefKFDMDGeneratorPipeline  # the release's pipeline
+    from diffusers import UniPCMultistepScheduler
+    from models.pipelines.pipeline_dmd_keyframe import RefKFDMDGeneratorPipeline  # the release's pipelines
+    from models.pipelines.pipeline_ref_keyframe import KFPCDControllerRefPipeline
     from PIL import Image
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
@@ -134,16 +137,17 @@ def compare_dmd_pipeline(memory_cls) -> float:
     from worldstereo.generate.worldstereo.model import WorldStereoTransformer
     from worldstereo.generate.worldstereo.sampling import build_conditions, encode_image, sample_keyframes
 
+    dmd = variant == "worldstereo-memory-dmd"
     branch = {**BRANCH, "main_camera_embedding": True, "camera_embedding_dim": 7, "ref_embedding": True,
-              "update_ref": False}
+              "update_ref": not dmd}
     theirs = release_model(memory_cls, branch)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in theirs.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    raw = {"base_model": "-", "controlnet_cfg": branch, "dmd_start_steps": 250, "dmd_end_steps": 1000, "dmd_steps": 4,
-           "gen_shift": 5.0}
-    cfg = parse_release_config(raw, Path("config.json"), "worldstereo-memory-dmd")
+    raw = {"base_model": "-", "controlnet_cfg": branch}
+    raw |= {"dmd_start_steps": 250, "dmd_end_steps": 1000, "dmd_steps": 4, "gen_shift": 5.0} if dmd else {}
+    cfg = parse_release_config(raw, Path("config.json"), variant)
     ours = WorldStereoTransformer(**BASE_KW)
     ours.attach_branch(cfg.branch, cfg.variant)
     ours.load_state_dict(theirs.state_dict(), strict=True)
@@ -158,23 +162,31 @@ def compare_dmd_pipeline(memory_cls) -> float:
     w2c = torch.eye(4).repeat(n, 1, 1)
     w2c[:, 0, 3] = -torch.linspace(0, 1, n)
     K = torch.tensor([[30.0, 0, w / 2], [0, 30, h / 2], [0, 0, 1]]).repeat(n, 1, 1)
-    prompt = torch.randn(1, 512, 32)
+    prompt, negative = torch.randn(1, 512, 32), torch.randn(1, 512, 32)
     cond = build_conditions(torch.from_numpy(image_u8).float().permute(2, 0, 1) / 127.5 - 1,
                             torch.rand(n, 3, h, w) * 2 - 1, torch.rand(n, h, w) > 0.6, K, w2c, prompt,
                             encode_image(proc, clip, image_u8, torch.device("cpu")),
+                            negative_prompt_embeds=None if dmd else negative,
                             reference=torch.rand(2, 3, h, w) * 2 - 1, ref_index=[0, 5], w2c_ref=w2c[[1, 7]])
+    unipc = dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0, num_train_timesteps=1000)
+    common = dict(tokenizer=None, text_encoder=None, image_encoder=clip, image_processor=proc, transformer=theirs, vae=vae)
+    kw = dict(image=Image.fromarray(image_u8), render_video=cond.render, render_mask=cond.hole,
+              camera_embedding=cond.plucker, reference_video=cond.reference, ref_index=cond.ref_index,
+              camera_qt=cond.camera_qt, camera_qt_ref=cond.camera_qt_ref, prompt_embeds=prompt, height=h, width=w,
+              num_frames=81, generator=torch.Generator("cpu").manual_seed(3), output_type="latent",
+              latent_cond_mode="full_vae")
     with torch.no_grad():
-        mine = sample_keyframes(ours, vae, cond, cfg, seed=3, output="latents")
-        pipe = RefKFDMDGeneratorPipeline(
-            tokenizer=None, text_encoder=None, image_encoder=clip, image_processor=proc, transformer=theirs, vae=vae,
-            scheduler=FlowGeneratorScheduler(start_timesteps=250, num_train_timesteps=1000, shift=5.0,
-                                             use_timestep_transform=True, dmd_steps=4, rank=1),
-            device=torch.device("cpu"))
-        ref = pipe(image=Image.fromarray(image_u8), render_video=cond.render, render_mask=cond.hole,
-                   camera_embedding=cond.plucker, reference_video=cond.reference, ref_index=cond.ref_index,
-                   camera_qt=cond.camera_qt, camera_qt_ref=cond.camera_qt_ref, prompt_embeds=prompt, mode="test",
-                   height=h, width=w, num_frames=81, generator=torch.Generator("cpu").manual_seed(3),
-                   output_type="latent", latent_cond_mode="full_vae").frames
+        if dmd:
+            mine = sample_keyframes(ours, vae, cond, cfg, seed=3, output="latents")
+            pipe = RefKFDMDGeneratorPipeline(**common, device=torch.device("cpu"), scheduler=FlowGeneratorScheduler(
+                start_timesteps=250, num_train_timesteps=1000, shift=5.0, use_timestep_transform=True, dmd_steps=4,
+                rank=1))
+            ref = pipe(**kw, mode="test").frames
+        else:
+            mine = sample_keyframes(ours, vae, cond, cfg, seed=3, output="latents", steps=3, guidance=5.0,
+                                    scheduler=UniPCMultistepScheduler(**unipc))
+            pipe = KFPCDControllerRefPipeline(**common, scheduler=UniPCMultistepScheduler(**unipc))
+            ref = pipe(**kw, negative_prompt_embeds=negative, num_inference_steps=3, guidance_scale=5.0).frames
     return float((ref - mine).abs().max())
 
 
@@ -192,7 +204,9 @@ def main() -> None:
         print(f"{variant:24s} max |release - ours| / max |release| = {compare(variant, cls, extra):.2e}")
     for name, value in compare_conditioning().items():
         print(f"{name:28s} max |release - ours| = {value:.2e}")
-    print(f"memory-dmd sampling path     max |release - ours| latents = {compare_dmd_pipeline(memory_cls):.2e}")
+    for variant in ("worldstereo-memory-dmd", "worldstereo-memory"):
+        print(f"{variant} sampling path: max |release - ours| final latents = "
+              f"{compare_pipeline(memory_cls, variant):.2e}")
 
 
 if __name__ == "__main__":

@@ -180,6 +180,17 @@ def test_mask_embedding_reduces_8x8_pixel_cells_to_the_patch_grid():
     assert emb(video).shape == (1, 3 * 2 * 3, INNER)  # one token per 16 × 16 pixels = per 2 × 2 latent patch
 
 
+def test_reference_inputs_must_come_one_per_reference():
+    cond_kw = dict(image=torch.zeros(3, 16, 16), render=torch.zeros(21, 3, 16, 16), hole=torch.zeros(21, 16, 16),
+                   K=torch.eye(3).expand(21, 3, 3), w2c=torch.eye(4).expand(21, 4, 4).clone(),
+                   prompt_embeds=torch.zeros(1, 512, 32), image_embeds=torch.zeros(1, 5, 8))
+    with pytest.raises(ValueError, match="one ref_index and one w2c each"):
+        build_conditions(**cond_kw, reference=torch.zeros(2, 3, 16, 16), ref_index=[0, 3], w2c_ref=torch.eye(4)[None])
+    ok = build_conditions(**cond_kw, reference=torch.zeros(2, 3, 16, 16), ref_index=[0, 3],
+                          w2c_ref=torch.eye(4).expand(2, 4, 4).clone())
+    assert ok.reference.shape == (1, 3, 2, 16, 16) and ok.camera_qt_ref.shape == (1, 2, 7)
+
+
 def test_dmd_timesteps_by_hand():
     # linspace(250, 1000, 4) = 1000, 750, 500, 250 reversed; σ' = 5σ / (1 + 4σ)
     expect = [1000.0, 1000 * 3.75 / 4.0, 1000 * 2.5 / 3.0, 1000 * 1.25 / 2.0]

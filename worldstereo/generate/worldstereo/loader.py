@@ -88,7 +88,10 @@ def build_transformer(base: BaseModelLayout, cfg: ReleaseConfig, weights: Path,
     """Base transformer from its local folder + the release's branch + the release's tensors."""
     model = WorldStereoTransformer.from_pretrained(str(base.root), subfolder="transformer", torch_dtype=dtype,
                                                    local_files_only=True)
-    model.attach_branch(cfg.branch, cfg.variant)
+    try:
+        model.attach_branch(cfg.branch, cfg.variant)
+    except ValueError as e:  # a branch config that does not fit this base model
+        raise InputError(weights.parent / "config.json", str(e)) from None
     report = load_checkpoint_into(model, weights)
     return model.eval().requires_grad_(False), report
 

@@ -138,7 +138,7 @@ def build_conditions(image: torch.Tensor, render: torch.Tensor, hole: torch.Tens
         plucker=plucker_rays(K, normalize_cameras(w2c), h, w)[None], prompt_embeds=prompt_embeds,
         image_embeds=image_embeds, negative_prompt_embeds=negative_prompt_embeds)
     if reference is not None:
-        if ref_index is None or w2c_ref is None or len(ref_index) != reference.shape[0] != w2c_ref.shape[0]:
+        if ref_index is None or w2c_ref is None or not len(ref_index) == reference.shape[0] == w2c_ref.shape[0]:
             raise ValueError("references need one ref_index and one w2c each")
         tgt, ref = normalize_cameras_with_references(w2c, w2c_ref)
         cond.reference = reference.permute(1, 0, 2, 3)[None]

@@ -120,18 +120,30 @@ def compare_conditioning() -> dict[str, float]:
     return diff
 
 
+def tiny_vae_and_clip():
+    """A tiny random Wan VAE (8× spatial, 4× temporal) and CLIP vision model with its processor."""
+    from diffusers import AutoencoderKLWan
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True]).eval()
+    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=8, intermediate_size=32, num_hidden_layers=3,
+                                            num_attention_heads=2, image_size=32, patch_size=8)).eval()
+    proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_rescale=False)
+    return vae, clip, proc
+
+
 def compare_pipeline(memory_cls, variant: str) -> float:
     """The whole sampling path of a memory variant (first-frame condition, keyframe VAE, conditions,
     4 DMD steps, or 3 UniPC steps with CFG 5) against the release's pipeline with the same tiny
     transformer, VAE, CLIP, scheduler and noise seed: max |Δ final latents|."""
     import numpy as np
-    from diffusers import AutoencoderKLWan
     from models.dmd_scheduler import FlowGeneratorScheduler
     from diffusers import UniPCMultistepScheduler
     from models.pipelines.pipeline_dmd_keyframe import RefKFDMDGeneratorPipeline  # the release's pipelines
     from models.pipelines.pipeline_ref_keyframe import KFPCDControllerRefPipeline
     from PIL import Image
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     from worldstereo.generate.worldstereo.config import parse_release_config
     from worldstereo.generate.worldstereo.model import WorldStereoTransformer
@@ -151,12 +163,7 @@ def compare_pipeline(memory_cls, variant: str) -> float:
     ours = WorldStereoTransformer(**BASE_KW)
     ours.attach_branch(cfg.branch, cfg.variant)
     ours.load_state_dict(theirs.state_dict(), strict=True)
-    torch.manual_seed(0)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True]).eval()
-    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=8, intermediate_size=32, num_hidden_layers=3,
-                                            num_attention_heads=2, image_size=32, patch_size=8)).eval()
-    proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_rescale=False)
+    vae, clip, proc = tiny_vae_and_clip()
     n, h, w = 21, 32, 48
     image_u8 = (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
     w2c = torch.eye(4).repeat(n, 1, 1)

@@ -4,16 +4,23 @@ directions at once, without flying pixels at depth edges and without crowding at
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from worldstereo.memory.cache import PointCache, depth_edges
-from worldstereo.panorama.equirect import equirect_rays, pixel_solid_angle
+from worldstereo.panorama.equirect import angles_to_dirs, pixel_solid_angle, pixel_to_angles
+
+if TYPE_CHECKING:
+    from worldstereo.memory.cache import PointCache
 
 
 def equirect_depth_edges(distance_m: np.ndarray, rel_thresh: float) -> np.ndarray:
     """[H, W] bool: memory.cache.depth_edges on the distance map with the seam closed (column 0
     and column W − 1 are neighbours). Across the poles no neighbour is checked."""
+    # memory.cache imports the point renderer (torch): imported here, so that reading a
+    # panorama or cutting its views stays light
+    from worldstereo.memory.cache import depth_edges
+
     padded = np.concatenate([distance_m[:, -1:], distance_m, distance_m[:, :1]], axis=1)
     return depth_edges(padded, rel_thresh)[:, 1:-1]
 
@@ -50,18 +57,20 @@ def panorama_point_mask(distance_m: np.ndarray, edge_rel_thresh: float | None = 
 
 def points_from_panorama(rgb: np.ndarray, distance_m: np.ndarray, conf: float = 1.0, step: int = 0,
                          frame: int = 0, edge_rel_thresh: float | None = 0.04,
-                         even_density: bool = True) -> PointCache:
+                         even_density: bool = True) -> "PointCache":
     """Equirect colour [H, 2H, 3] uint8 + distance along each ray [H, 2H] (metres, 0 / inf =
     unknown) → cache points in the panorama's world frame: X = distance · d(u, v).
 
     `size` (the world footprint used for splatting) is distance · π/H, the angular spacing of
     the kept points; `frame` is recorded for every point (the pipeline uses 0 for the input).
     """
+    from worldstereo.memory.cache import PointCache
+
     H, W = distance_m.shape
     keep = panorama_point_mask(distance_m, edge_rel_thresh, even_density)
     vs, us = np.nonzero(keep)
     dist = distance_m[vs, us].astype(np.float64)
-    rays = equirect_rays(H, W)[vs, us]  # [N, 3] unit
+    rays = angles_to_dirs(*pixel_to_angles(us, vs, W, H))  # [N, 3] unit
     n = len(vs)
     return PointCache((rays * dist[:, None]).astype(np.float32), rgb[vs, us].astype(np.uint8),
                       np.full(n, conf, np.float32), (dist * math.pi / H).astype(np.float32),

@@ -144,8 +144,7 @@ def views_to_equirect(images: Sequence[np.ndarray], cameras: Sequence[Camera], h
         rip = RipMap(np.asarray(img), "plain")
         lookup = plan_lookup(mu_b, mv_b, rip.width, "plain", rip.max_x, rip.max_y, valid=wb > 0)
         vals = read(rip, lookup).astype(np.float64)
-        target = (rows, cols[k0:k1])
-        out[target[0], target[1]] += vals * (wb[..., None] if vals.ndim == 3 else wb)
-        wsum[target[0], target[1]] += wb
+        out[rows, cols[k0:k1]] += vals * (wb[..., None] if vals.ndim == 3 else wb)  # columns unique: += is safe
+        wsum[rows, cols[k0:k1]] += wb
     safe = np.maximum(wsum, 1e-12)
     return (out / (safe[..., None] if out.ndim == 3 else safe)).astype(np.float32), wsum

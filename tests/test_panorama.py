@@ -20,7 +20,8 @@ from worldstereo.geometry import project_points
 from worldstereo.memory.cache import depth_edges
 from worldstereo.panorama import (MIDDLE_VIEWS, PanoPlannerConfig, bank_cameras, load_panorama_view, make_bank,
                                   pivot_depths_from_distance, plan_panorama, points_from_panorama,
-                                  read_bank_cameras, views_to_equirect, write_bank_cameras)
+                                  read_bank_cameras, read_pano_bank, views_to_equirect, write_bank_cameras,
+                                  write_pano_bank)
 from worldstereo.panorama.bank import R_OURS_FROM_RELEASE, yaw_pitch_c2w
 from worldstereo.panorama.cache import equirect_depth_edges, panorama_point_mask
 from worldstereo.panorama.equirect import (angles_to_dirs, dirs_to_pixel, equirect_rays, pixel_solid_angle,
@@ -105,6 +106,37 @@ def test_bank_layout_matches_the_release_cameras_json(tmp_path):
         assert (b.width, b.height) == (832, 480)
         assert np.allclose(b.c2w, c.c2w, atol=1e-6) and np.allclose(b.K, c.K, rtol=1e-6)
     assert np.allclose(cams[0].c2w, np.eye(4)) and cams[0].K[0, 2] == 415.5  # our centres at integers
+
+
+def test_pano_bank_folder_round_trip(tmp_path):
+    views = make_bank(smooth_panorama(128))
+    write_pano_bank(tmp_path / "pano_bank", views)
+    assert sorted(p.name for p in (tmp_path / "pano_bank" / "images").iterdir()) == [f"{i:04d}.png" for i in range(27)]
+    back = read_pano_bank(tmp_path / "pano_bank")
+    for a, b in zip(views, back, strict=True):
+        assert np.array_equal(a.rgb, b.rgb) and b.depth_m is None
+        assert np.allclose(a.camera.c2w, b.camera.c2w, atol=1e-9) and np.allclose(a.camera.K, b.camera.K)
+        assert (b.camera.width, b.camera.height) == (832, 480)
+    small = tmp_path / "pano_bank" / "images" / "0007.png"
+    cv2.imwrite(str(small), np.zeros((10, 20, 3), np.uint8))
+    with pytest.raises(InputError, match="0007.png: view is 20x10, the bank's first view 832x480"):
+        read_pano_bank(tmp_path / "pano_bank")
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"0000": {"intrinsic": [[240, 0, 416], [0, 240, 240], [0, 0, 1]]}}', "view '0000' lacks 'intrinsic' or 'extrinsic'"),
+    ('{"0000": {"intrinsic": [[240, 0, 416], [0, 240, 240], [0, 0, 1]], "extrinsic": [[2, 0, 0, 0], [0, 1, 0, 0], '
+     '[0, 0, 1, 0], [0, 0, 0, 1]]}}', "view 0000 extrinsic is not a rigid world-to-camera transform"),
+    ('{"0000": {"intrinsic": [[240, 0], [0, 240]], "extrinsic": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]}}',
+     "view 0000 intrinsic must be a finite 3x3 matrix, got shape (2, 2)"),
+    ("[1, 2]", 'expected a non-empty object {"0000": {"intrinsic", "extrinsic"}, ...}'),
+])
+def test_bad_cameras_json_is_one_line(tmp_path, content, problem):
+    path = tmp_path / "cameras.json"
+    path.write_text(content)
+    with pytest.raises(InputError) as e:
+        read_bank_cameras(path)
+    assert e.value.one_line() == f"{path}: {problem}"
 
 
 @pytest.mark.skipif(not os.environ.get("WORLDSTEREO_RELEASE_PANO_BANK"),

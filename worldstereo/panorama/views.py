@@ -1,16 +1,21 @@
 """Equirect ↔ perspective views: cut the bank's views out of a panorama (colour filtered, depth
-nearest and converted to z-depth) and paste views back into an equirect (feathered blend)."""
+nearest and converted to z-depth), paste views back into an equirect (feathered blend), and
+read / write the release's pano_bank folder."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from worldstereo.cameras import Camera
+from worldstereo.errors import InputError
 from worldstereo.geometry import pixel_grid
-from worldstereo.panorama.bank import RELEASE_LAYOUT, BankLayout, bank_cameras, yaw_pitch_c2w
+from worldstereo.panorama.bank import (RELEASE_LAYOUT, BankLayout, bank_cameras, read_bank_cameras, write_bank_cameras,
+                                       yaw_pitch_c2w)
 from worldstereo.panorama.equirect import dirs_to_pixel, equirect_rays
 from worldstereo.panorama.sampling import Lookup, RipMap, plan_lookup, read, sample, sample_nearest
 
@@ -148,3 +153,39 @@ def views_to_equirect(images: Sequence[np.ndarray], cameras: Sequence[Camera], h
         wsum[rows, cols[k0:k1]] += wb
     safe = np.maximum(wsum, 1e-12)
     return (out / (safe[..., None] if out.ndim == 3 else safe)).astype(np.float32), wsum
+
+
+# --------------------------------------------------------------------------- the release's folder
+
+
+def write_pano_bank(folder: str | Path, views: Sequence[PanoView]) -> None:
+    """The release's layout: <folder>/cameras.json + images/0000.png … (colour only; the
+    release's bank carries no depth)."""
+    from worldstereo.io.images import write_image
+
+    folder = Path(folder)
+    for v in views:
+        write_image(folder / "images" / f"{v.index:04d}.png", v.rgb)
+    write_bank_cameras(folder / "cameras.json", [v.camera for v in views])
+
+
+def read_pano_bank(folder: str | Path) -> list[PanoView]:
+    """Read a release-style pano_bank folder (cameras.json + images/<key>.png) into views in our
+    frame and convention (depth None). Each image must exist and have one size for all views."""
+    from worldstereo.io.images import read_image
+
+    folder = Path(folder)
+    if not (folder / "cameras.json").is_file():
+        raise InputError(folder, "not a pano_bank folder: cameras.json missing")
+    cams = read_bank_cameras(folder / "cameras.json")  # validates the file
+    keys = sorted(json.loads((folder / "cameras.json").read_text()))
+    h, w = read_image(folder / "images" / f"{keys[0]}.png").shape[:2]
+    views = []
+    for i, (key, cam) in enumerate(zip(keys, cams)):
+        path = folder / "images" / f"{key}.png"
+        rgb = read_image(path)
+        cam = Camera(cam.K, cam.c2w, w, h)
+        if rgb.shape[:2] != (h, w):
+            raise InputError(path, f"view is {rgb.shape[1]}x{rgb.shape[0]}, the bank's first view {w}x{h}")
+        views.append(PanoView(i, cam, rgb, None))
+    return views

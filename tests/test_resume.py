@@ -227,3 +227,59 @@ def test_reconstruct_input_video_skips_when_its_files_are_unchanged(work, tmp_pa
     assert r.returncode == 0, r.stderr
     assert "[import] up to date" in r.stdout and "[reconstruct] up to date" in r.stdout
     assert (tmp_path / "imp" / "align" / "canonical.ply").stat().st_mtime_ns == mtime
+
+
+def test_intrinsics_accepts_the_comma_form(work):
+    scene = work / "scenes" / "comma"
+    r = cli("run_pipeline.py", "--image", "photo.png", "--depth", "photo_depth.npy", "--intrinsics", ",".join(INTR),
+            "--long-side", "96", "--frames", "4", "--scene", scene, "--until", "prepare", cwd=work)
+    assert r.returncode == 0, r.stderr
+    ref = json.loads((work / "scenes" / "ref" / "scene.json").read_text())["K"]
+    assert np.allclose(json.loads((scene / "scene.json").read_text())["K"], ref)
+
+
+def test_any_forced_sequence_ends_as_a_fresh_run(work, tmp_path, torch_one_thread):
+    """Property: random sequences of stage commands with --force (and a config change on the way)
+    followed by the final run end in the same files as one fresh run with the final config."""
+    import dataclasses
+
+    from configs.pipeline import GenerationConfig, InputConfig, PlanConfig
+    from worldstereo.cameras import PlannerConfig
+    from worldstereo.pipeline.config import STAGES
+    from worldstereo.pipeline.driver import open_scene, run_pipeline
+    from worldstereo.pipeline.stages import stage_export, stage_generate, stage_update_cache
+
+    def cfg(frames: int) -> GenerationConfig:
+        return GenerationConfig(input=InputConfig(image=work / "photo.png", depth=work / "photo_depth.npy",
+                                                  intrinsics=tuple(map(float, INTR)), long_side=96),
+                                plan=PlanConfig(planner=PlannerConfig(frames=frames)))
+
+    final = cfg(4)
+    names = ["orbit", "up", "right", "left"]
+    commands = [
+        lambda s, c, rng: run_pipeline(s, c, force=(str(rng.choice(STAGES)),)),
+        lambda s, c, rng: run_pipeline(s, c, until=str(rng.choice(STAGES)), force=(str(rng.choice(STAGES)),)),
+        lambda s, c, rng: stage_generate(s, c, str(rng.choice(names)), force=True),
+        lambda s, c, rng: stage_update_cache(s, c, str(rng.choice(names)), force=True),
+        lambda s, c, rng: stage_export(s, c, force=True),
+        lambda s, c, rng: run_pipeline(s, cfg(3)),  # a config change on the way
+    ]
+    rng = np.random.default_rng(7)
+    for trial in range(3):
+        scene = open_scene(tmp_path / f"seq{trial}", create=True)
+        run_pipeline(scene, final)
+        for k in rng.choice(len(commands), size=3):
+            try:
+                commands[k](scene, final, rng)
+            except Exception as e:  # a stage whose inputs are stale refuses, in one InputError
+                from worldstereo.errors import InputError
+
+                assert isinstance(e, InputError) and "stale" in str(e), e
+        run_pipeline(scene, final)
+        assert_same_files(scene.root, work / "scenes" / "ref")
+
+
+def test_viewer_rejects_a_port_out_of_range(work):
+    r = subprocess.run([sys.executable, "-m", "utils.view", "--scene", str(work / "scenes" / "ref"), "--port", "99999"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --port must be from 0 to 65535, got 99999", r.stderr

@@ -40,8 +40,11 @@ def pipeline_command(entry: ManifestEntry, setup: BenchSetup) -> list[str]:
 
 
 def _current(scene, stage: str) -> bool:
-    """The stage's outputs exist and nothing it consumed was rerun since (a stale one is redone)."""
-    return scene.exists() and scene.status(stage).current
+    """Our scene: the stage's outputs exist and nothing it consumed was rerun since (a stale one is
+    redone). A folder without scene.json holds outside results: finished when results.npz is there."""
+    if not scene.exists():
+        return stage == "export" and scene.results_npz.exists()
+    return scene.status(stage).current
 
 
 def run_entry(entry: ManifestEntry, setup: BenchSetup, logs: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from worldstereo.render.camera import camera_centres
 from worldstereo.render.gaussians import (ALPHA_MAX, ALPHA_MIN, EPS2D, FILTER_2DGS, T_MIN, quat_to_rotmat,
                                           sh_to_colour)
 
@@ -25,8 +26,7 @@ def rasterize_ref(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
     R, t = w2c[:3, :3], w2c[:3, 3]
     pc = means @ R.T + t  # [N, 3] camera frame
     if sh_degree is not None:
-        campos = -R.T @ t
-        colours = sh_to_colour(colours, means - campos, sh_degree)
+        colours = sh_to_colour(colours, means - camera_centres(w2c), sh_degree)
     ys, xs = torch.meshgrid(torch.arange(height, dtype=dtype), torch.arange(width, dtype=dtype), indexing="ij")
     px, py = xs.reshape(-1, 1), ys.reshape(-1, 1)  # [HW, 1] pixel centres at integers
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]

@@ -599,7 +599,7 @@ def render_outputs(scene: SceneDir, model: GaussianModel, views: Views, mode: Mo
             traj = load_trajectory(tj)
             s = min(1.0, cfg.data.long_side / max(traj.width, traj.height))
             w, h = max(1, round(traj.width * s)), max(1, round(traj.height * s))
-            cams = [(torch.from_numpy(np.linalg.inv(c.c2w)).float(),
+            cams = [(torch.from_numpy(c.w2c).float(),
                      torch.from_numpy(scale_intrinsics(c.K, w / traj.width, h / traj.height)).float())
                     for c in traj.cameras]
             frames = _render_cameras(model, cams, w, h, mode, cfg, device)

@@ -33,6 +33,7 @@ from worldstereo.errors import InputError
 from worldstereo.io.atomic import atomic_dir, atomic_save, atomic_write_text
 from worldstereo.io.ply import read_ply
 from worldstereo.io.results import load_results
+from worldstereo.render.camera import camera_centres
 from worldstereo.render.gaussians import Backend, RenderOutput, rasterize
 from worldstereo.scene import SceneDir, config_hash
 from worldstereo.splat.losses import distortion, lpips_if_available, normal_consistency, psnr, ssim
@@ -211,8 +212,7 @@ def init_points(scene: SceneDir, cfg: DataConfig, seed: int) -> tuple[np.ndarray
 def scene_scale(views: Views, xyz: np.ndarray) -> float:
     """1.1 × the radius of the camera centres (3DGS), or the median point distance when the cameras
     barely move (a single photo's orbit)."""
-    c2w = torch.linalg.inv(views.w2c.double())
-    centres = c2w[:, :3, 3].numpy()
+    centres = camera_centres(views.w2c.double()).numpy()
     radius = 1.1 * float(np.linalg.norm(centres - centres.mean(0), axis=1).max())
     median = float(np.median(np.linalg.norm(xyz - centres.mean(0), axis=1)))
     return max(radius, 0.5 * median, 1e-6)

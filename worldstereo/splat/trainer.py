@@ -157,14 +157,19 @@ class Views:
     K: Tensor  # [N, 3, 3]
     width: int
     height: int
-    scale: float  # training size / results.npz size
+
+
+def training_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(w, h) of an image downscaled so its long side is at most `long_side` (never upscaled)."""
+    s = min(1.0, long_side / max(width, height))
+    return max(1, round(width * s)), max(1, round(height * s))
 
 
 def load_views(scene: SceneDir, long_side: int) -> Views:
+    """results.npz frames at training size, w2c padded to [N, 4, 4], K scaled to the new size."""
     r = load_results(scene.results_npz)
     N, H, W = r.depth.shape
-    s = min(1.0, long_side / max(H, W))
-    w, h = max(1, round(W * s)), max(1, round(H * s))
+    w, h = training_size(W, H, long_side)
     img = torch.from_numpy(r.image).float().div(255)
     if (w, h) != (W, H):
         img = F.interpolate(img.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", antialias=True,
@@ -172,7 +177,7 @@ def load_views(scene: SceneDir, long_side: int) -> Views:
     K = np.stack([scale_intrinsics(k, w / W, h / H) for k in r.K])
     w2c = np.tile(np.eye(4), (N, 1, 1))
     w2c[:, :3] = r.extrinsics_w2c
-    return Views(img.contiguous(), torch.from_numpy(w2c).float(), torch.from_numpy(K).float(), w, h, w / W)
+    return Views(img.contiguous(), torch.from_numpy(w2c).float(), torch.from_numpy(K).float(), w, h)
 
 
 def split_frames(n: int, holdout_every: int) -> tuple[list[int], list[int]]:
@@ -285,8 +290,8 @@ class TrainMetrics:
 
 
 def render(model: GaussianModel, w2c: Tensor, K: Tensor, width: int, height: int, mode: Mode,
-           cfg: TrainerConfig, sh_degree: int, means: Tensor | None = None, with_distortion: bool = False,
-           background: Tensor | None = None) -> RenderOutput:
+           cfg: TrainerConfig, sh_degree: int, means: Tensor | None = None,
+           with_distortion: bool = False) -> RenderOutput:
     """Render the model (optionally with warped `means`) from one camera."""
     means = model.means if means is None else means
     extra = None
@@ -295,7 +300,7 @@ def render(model: GaussianModel, w2c: Tensor, K: Tensor, width: int, height: int
         z = means @ R[2] + t[2]
         extra = (z * z)[:, None]
     return rasterize(means, model.quats, model.scales, model.opacities, model.sh, w2c, K, width, height,
-                     mode=mode, sh_degree=sh_degree, background=background, extra=extra,
+                     mode=mode, sh_degree=sh_degree, extra=extra,
                      backend=cfg.backend, tile=cfg.tile)
 
 
@@ -597,8 +602,7 @@ def render_outputs(scene: SceneDir, model: GaussianModel, views: Views, mode: Mo
     with atomic_dir(out) as tmp:
         for tj in sorted((scene.root / "trajectories").glob("*.json")):
             traj = load_trajectory(tj)
-            s = min(1.0, cfg.data.long_side / max(traj.width, traj.height))
-            w, h = max(1, round(traj.width * s)), max(1, round(traj.height * s))
+            w, h = training_size(traj.width, traj.height, cfg.data.long_side)
             cams = [(torch.from_numpy(c.w2c).float(),
                      torch.from_numpy(scale_intrinsics(c.K, w / traj.width, h / traj.height)).float())
                     for c in traj.cameras]

@@ -162,3 +162,21 @@ def test_load_warp_reads_the_deformations_file(tmp_path):
     assert warp.frame_indices == [3]
     means = torch.zeros(2, 3, dtype=torch.float64)
     assert torch.allclose(warp(3, means), torch.tensor([[1.0, -2.0, 0.5]] * 2, dtype=torch.float64))
+
+
+def test_lpips_is_reported_when_available(tmp_path, monkeypatch):
+    import worldstereo.splat.trainer as trainer
+
+    class FakeLpips(torch.nn.Module):  # stands in for LPIPS(alex): inputs in [-1, 1], [1, 3, H, W]
+        def forward(self, a, b):
+            return (a - b).abs().mean() / 2
+
+    monkeypatch.setattr(trainer, "lpips_if_available", lambda: FakeLpips())
+    scene = make_synthetic_scene(tmp_path / "l", width=32, height=24, n_views=5, spacing=0.12)
+    cfg = reduced_config(2)
+    cfg.output.render_trajectories = False
+    res = train_gaussians(scene, "3dgs", cfg)
+    on_disk = json.loads((scene.gs_dir("3dgs") / "metrics.json").read_text())
+    assert on_disk["lpips"] == "on"
+    assert on_disk["heldout"]["lpips"] == res.metrics.heldout.lpips > 0  # mean |error| of the held-out view
+    assert list(on_disk["train"]) == ["psnr", "ssim", "frames", "lpips"]

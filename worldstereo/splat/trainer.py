@@ -557,12 +557,11 @@ def train_gaussians(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: boo
 def evaluate_run(scene: SceneDir, mode: Mode, cfg: TrainerConfig, data: TrainData, state: TrainState,
                  lpips_fn) -> TrainMetrics:
     """Metrics of the finished model at full SH degree (sets model.sh_degree); `seconds` left 0.
-    `lpips` records whether LPIPS was loaded; the splits get PSNR / SSIM only (no `lpips_fn` is
-    given to `evaluate`)."""
+    PSNR / SSIM per split, and LPIPS when its backbone is cached (`lpips_fn` not None)."""
     model = state.model
     model.sh_degree = cfg.sh_degree
-    train = evaluate(model, data.views, data.train_ids, mode, cfg, data.warp, data.device)
-    heldout = evaluate(model, data.views, data.test_ids, mode, cfg, data.warp, data.device)
+    train = evaluate(model, data.views, data.train_ids, mode, cfg, data.warp, data.device, lpips_fn)
+    heldout = evaluate(model, data.views, data.test_ids, mode, cfg, data.warp, data.device, lpips_fn)
     return TrainMetrics(
         renderer=mode, steps=state.step, gaussians=len(model), train=train, heldout=heldout,
         image_size=[data.views.width, data.views.height], init=str(data.init_path.relative_to(scene.root)),

@@ -25,10 +25,10 @@ def main(cfg: TrainGSConfig) -> None:
         if res is None:
             timer.skipped(str(scene.gs_dir(mode)))
             continue
-        tr, ho = res.metrics["train"], res.metrics["heldout"]
-        what = f"{res.n_gaussians} Gaussians, PSNR train {tr.get('psnr', float('nan')):.2f} dB"
+        tr, ho = res.metrics.train, res.metrics.heldout
+        what = f"{res.n_gaussians} Gaussians, PSNR train {tr.psnr if tr else float('nan'):.2f} dB"
         if ho:
-            what += f", held-out {ho['psnr']:.2f} dB"
+            what += f", held-out {ho.psnr:.2f} dB"
         timer.done(str(res.out_dir), what)
 
 

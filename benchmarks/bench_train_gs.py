@@ -46,8 +46,8 @@ def main() -> None:
     print(json.dumps({"scene": kind, "renderer": a.renderer, "device": "cuda" if torch.cuda.is_available() else
                       f"cpu ({a.threads} threads)", "iterations": res.steps, "seconds_total": round(dt, 1),
                       "iterations_per_s": round(res.steps / dt, 2), "gaussians": res.n_gaussians,
-                      "psnr_train": round(m["train"]["psnr"], 2),
-                      "psnr_heldout": round(m["heldout"].get("psnr", float("nan")), 2)}, indent=1))
+                      "psnr_train": round(m.train.psnr, 2),
+                      "psnr_heldout": round(m.heldout.psnr if m.heldout else float("nan"), 2)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from worldstereo.errors import InputError
 from worldstereo.scene import SceneDir
 from worldstereo.splat.strategy import DensifyConfig
 from worldstereo.bench.writers import make_synthetic_scene
-from worldstereo.splat.trainer import (DataConfig, LossConfig, OutputConfig, TrainerConfig, run_stage,
-                                       train_gaussians)
+from worldstereo.splat.trainer import (DataConfig, LossConfig, OutputConfig, TrainerConfig, active_sh_degree,
+                                       means_lr, run_stage, train_gaussians)
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(torch_one_thread):
@@ -43,8 +43,8 @@ def test_training_raises_heldout_psnr(scene, mode, target):
     init = train_gaussians(scene, mode, TrainerConfig(iterations=0, sh_degree=1, data=reduced_config().data,
                                                       output=OutputConfig(render_trajectories=False)))
     res = train_gaussians(scene, mode, reduced_config())
-    before, after = init.metrics["heldout"]["psnr"], res.metrics["heldout"]["psnr"]
-    assert res.metrics["heldout"]["frames"] == 2
+    before, after = init.metrics.heldout.psnr, res.metrics.heldout.psnr
+    assert res.metrics.heldout.frames == 2
     assert after > target, (before, after)
     assert after > before + 5, (before, after)
     out = scene.gs_dir(mode)
@@ -98,7 +98,7 @@ def test_warp_is_applied_per_frame(tmp_path):
     cfg.data.holdout_every = 0
     cfg.output.render_trajectories = False
     res = train_gaussians(scene, "3dgs", cfg, warp=warp)
-    assert set(seen) == {0, 1, 2} and res.metrics["deformation"]
+    assert set(seen) == {0, 1, 2} and res.metrics.deformation
 
 
 def test_cli_bad_scene_exits_2(tmp_path, capsys):
@@ -108,3 +108,75 @@ def test_cli_bad_scene_exits_2(tmp_path, capsys):
         train_gs.cli_entry(train_gs.main)(train_gs.parse(["--scene", str(tmp_path / "nope")]))
     assert e.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_metrics_json_is_the_metrics_dataclass(tmp_path):
+    scene = make_synthetic_scene(tmp_path / "m", width=32, height=24, n_views=5, spacing=0.12)
+    cfg = reduced_config(4)
+    cfg.output.render_trajectories = False
+    res = train_gaussians(scene, "3dgs", cfg)
+    on_disk = json.loads((scene.gs_dir("3dgs") / "metrics.json").read_text())
+    assert list(on_disk) == ["renderer", "steps", "gaussians", "train", "heldout", "image_size", "init",
+                             "deformation", "backend", "lpips", "seconds"]
+    assert list(on_disk["heldout"]) == ["psnr", "ssim", "frames"]  # no lpips key without LPIPS
+    assert on_disk["heldout"]["psnr"] == res.metrics.heldout.psnr
+    assert on_disk["train"]["frames"] == res.metrics.train.frames == 4 and res.metrics.steps == 4
+    assert on_disk["image_size"] == [32, 24] and on_disk["init"] == "cache.ply"
+
+
+def test_no_heldout_frames_write_an_empty_split(tmp_path):
+    scene = make_synthetic_scene(tmp_path / "n", width=32, height=24, n_views=4, spacing=0.12)
+    cfg = reduced_config(2)
+    cfg.data.holdout_every = 0
+    cfg.output.render_trajectories = False
+    res = train_gaussians(scene, "3dgs", cfg)
+    assert res.metrics.heldout is None
+    assert json.loads((scene.gs_dir("3dgs") / "metrics.json").read_text())["heldout"] == {}
+
+
+def test_schedules():
+    cfg = TrainerConfig(iterations=11, sh_degree=2, sh_every=3)
+    lr0, lr1 = cfg.optim.means_lr, cfg.optim.means_lr_final
+    assert means_lr(1, cfg, 2.0) == pytest.approx(2 * lr0)
+    assert means_lr(11, cfg, 2.0) == pytest.approx(2 * lr1)
+    assert means_lr(6, cfg, 2.0) == pytest.approx(2 * (lr0 * lr1) ** 0.5)  # halfway: geometric mean
+    assert [active_sh_degree(s, cfg) for s in (1, 3, 4, 6, 7, 11)] == [0, 0, 1, 1, 2, 2]
+
+
+def test_load_warp_reads_the_deformations_file(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from worldstereo.align.inverse import save_deformations
+    from worldstereo.splat.trainer import load_warp
+
+    assert load_warp(tmp_path) is None  # no align/deformations.npz: no warp
+    c2w = np.eye(4)
+    c2w[:3, 3] = [1.0, -2.0, 0.5]
+    frames = [SimpleNamespace(index=3, c2w_given=c2w)]
+    states = [SimpleNamespace(grid=None, A=np.eye(4))]
+    (tmp_path / "align").mkdir()
+    save_deformations(tmp_path / "align" / "deformations.npz", frames, states, [SimpleNamespace(grid=None)], 1.0)
+    warp = load_warp(tmp_path)
+    assert warp.frame_indices == [3]
+    means = torch.zeros(2, 3, dtype=torch.float64)
+    assert torch.allclose(warp(3, means), torch.tensor([[1.0, -2.0, 0.5]] * 2, dtype=torch.float64))
+
+
+def test_lpips_is_reported_when_available(tmp_path, monkeypatch):
+    import worldstereo.splat.trainer as trainer
+
+    class FakeLpips(torch.nn.Module):  # stands in for LPIPS(alex): inputs in [-1, 1], [1, 3, H, W]
+        def forward(self, a, b):
+            return (a - b).abs().mean() / 2
+
+    monkeypatch.setattr(trainer, "lpips_if_available", lambda: FakeLpips())
+    scene = make_synthetic_scene(tmp_path / "l", width=32, height=24, n_views=5, spacing=0.12)
+    cfg = reduced_config(2)
+    cfg.output.render_trajectories = False
+    res = train_gaussians(scene, "3dgs", cfg)
+    on_disk = json.loads((scene.gs_dir("3dgs") / "metrics.json").read_text())
+    assert on_disk["lpips"] == "on"
+    assert on_disk["heldout"]["lpips"] == res.metrics.heldout.lpips > 0  # mean |error| of the held-out view
+    assert list(on_disk["train"]) == ["psnr", "ssim", "frames", "lpips"]

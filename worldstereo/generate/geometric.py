@@ -106,10 +106,3 @@ class GeometricGenerator:
             rgb_out[j], depth_out[j], conf_out[j] = rgb, depth, conf
         return GeneratedFrames(rgb_out, depth_out, conf_out, self.name,
                                notes="cache render + reference transfer + background/inpaint hole filling")
-
-
-def make_generator(backend: str, geometric: GeometricConfig):
-    """Backends load lazily: a diffusion backend (weights from a local folder) plugs in here."""
-    if backend == "geometric":
-        return GeometricGenerator(geometric)
-    raise ValueError(f"unknown generator backend {backend!r}")

@@ -22,7 +22,7 @@ from worldstereo.cameras import Camera, Trajectory, load_trajectory, plan_trajec
 from worldstereo.console import StageTimer, progress
 from worldstereo.errors import InputError
 from worldstereo.generate.base import GenerationRequest
-from worldstereo.generate.geometric import make_generator
+from worldstereo.generate.registry import make_generator
 from worldstereo.io.atomic import atomic_copy, atomic_dir, atomic_write_text
 from worldstereo.io.dataclass_json import to_jsonable
 from worldstereo.io.images import read_image, write_image

@@ -39,6 +39,8 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
+from worldstereo.render.camera import camera_centres
+
 Mode = Literal["3dgs", "2dgs"]
 Backend = Literal["auto", "torch", "gsplat"]
 
@@ -647,8 +649,7 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     project = project_3dgs if mode == "3dgs" else project_2dgs
     proj = project(means, quats, scales, opacities, w2c, K, width, height, near, far)
     if sh_degree is not None:
-        campos = -w2c[:3, :3].T @ w2c[:3, 3]
-        colours = sh_to_colour(colours, means - campos, sh_degree)
+        colours = sh_to_colour(colours, means - camera_centres(w2c), sh_degree)
     feats = [colours, proj.depths[:, None]]
     if proj.normals is not None:
         feats.append(proj.normals)
@@ -707,8 +708,7 @@ def _rasterize_gsplat(means, quats, scales, opacities, colours, w2c, K, width, h
     E = 0 if extra is None else extra.shape[1]
     if E:  # extra channels ride along with the colours, so SH are evaluated here
         if sh_degree is not None:
-            campos = -view[:3, :3].T @ view[:3, 3]
-            colours = sh_to_colour(colours, means - campos, sh_degree)
+            colours = sh_to_colour(colours, means - camera_centres(view), sh_degree)
             sh_degree = None
         colours = torch.cat([colours, extra.to(colours.dtype)], -1)
     bg = None

@@ -62,6 +62,18 @@ def render_points(
     u, v, z = _project(xyz, K, w2c)
     f = 0.5 * (float(K[0, 0]) + float(K[1, 1]))
     r = (0.5 * splat_scale * size * f / z.clamp_min(1e-9)).clamp(0.5, max_radius_px)
+    key, lin, owner, zcat = _covered_pixels(u, v, z, r, W, H, tie_penalty, near)
+    index, depth = _zbuffer(key, lin, owner, zcat, H * W)
+    hole = index < 0
+    out_rgb = np.take(rgb_np, np.maximum(index, 0), axis=0)
+    out_rgb[hole] = 0
+    return PointRender(out_rgb.reshape(H, W, 3), depth.reshape(H, W), hole.reshape(H, W), index.reshape(H, W))
+
+
+def _covered_pixels(u: torch.Tensor, v: torch.Tensor, z: torch.Tensor, r: torch.Tensor, W: int, H: int,
+                    tp: float, near: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every (point, covered pixel) pair of splats of half-width r [N] centred at (u, v) [N]:
+    (key z·(1 + tp·dist), flat pixel index (H·W: off screen), owner point, z), each [P]."""
     # Each splat covers the pixel centres inside [u - r, u + r] × [v - r, v + r]. Most points cover
     # one pixel; only the rest are expanded into their pixel lists.
     x_lo = torch.ceil(u - r).clamp_min(0)
@@ -71,7 +83,6 @@ def render_points(
     nx = (x_hi - x_lo + 1).clamp_min(0)
     ny = (y_hi - y_lo + 1).clamp_min(0)
     count = torch.where(z > near, nx * ny, torch.zeros_like(nx)).long()
-    tp = tie_penalty
     # first covered pixel of every point: elementwise over all points, no gathers
     du0, dv0 = x_lo - u, y_lo - v
     key0 = torch.where(count > 0, z * (1.0 + tp * torch.sqrt(du0 * du0 + dv0 * dv0)), float("inf"))
@@ -89,20 +100,22 @@ def render_points(
     key = torch.cat([key0, g[:, 2] * (1.0 + tp * torch.sqrt(du * du + dv * dv))])
     lin = torch.cat([lin0, (py * W + px).long()])
     owner = torch.cat([torch.arange(len(z)), owner_e])
-    zcat = torch.cat([z, g[:, 2]])
-    index = np.full(H * W + 1, -1, np.int64)
-    depth = np.zeros(H * W + 1, np.float32)
+    return key, lin, owner, torch.cat([z, g[:, 2]])
+
+
+def _zbuffer(key: torch.Tensor, lin: torch.Tensor, owner: torch.Tensor, zcat: torch.Tensor,
+             n_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel the pair with the smallest key: (winning point index [n_pixels], -1 where none;
+    its depth [n_pixels], 0 where none)."""
+    index = np.full(n_pixels + 1, -1, np.int64)
+    depth = np.zeros(n_pixels + 1, np.float32)
     if len(key):
-        zbuf = torch.full((H * W + 1,), float("inf")).scatter_reduce_(0, lin, key, reduce="amin")
+        zbuf = torch.full((n_pixels + 1,), float("inf")).scatter_reduce_(0, lin, key, reduce="amin")
         win = key == zbuf[lin]
         lin_w = lin[win].numpy()
         index[lin_w] = owner[win].numpy()
         depth[lin_w] = zcat[win].numpy()
-    index, depth = index[:-1], depth[:-1]
-    hole = index < 0
-    out_rgb = np.take(rgb_np, np.maximum(index, 0), axis=0)
-    out_rgb[hole] = 0
-    return PointRender(out_rgb.reshape(H, W, 3), depth.reshape(H, W), hole.reshape(H, W), index.reshape(H, W))
+    return index[:-1], depth[:-1]
 
 
 def render_points_reference(xyz, rgb, size, K, w2c, width, height, splat_scale=1.0, max_radius_px=4.0,

@@ -4,19 +4,21 @@ cache point cloud; write gs_<renderer>/ (checkpoints, renders, metrics.json, spl
     cfg = TrainerConfig(iterations=3000)
     result = train_gaussians(SceneDir("scenes/my"), "3dgs", cfg)
 
-Deformation-aware training: when `warp(frame_idx, means [N,3]) -> means [N,3]` is given (loaded by
-`load_warp` from worldstereo.align.inverse when that module exists), the canonical Gaussians are
-moved into each frame before rendering it; novel views (trajectories, fly-through) render canonical.
+The loop is setup (`setup_training` → `TrainData` fixed for the run + `TrainState` that steps
+change) / step (`train_step`) / log (`log_step`, `log_eval`); metrics.json is a `TrainMetrics`.
+
+Deformation-aware training: when `warp(frame_idx, means [N,3]) -> means [N,3]` is given (or
+`load_warp` finds align/deformations.npz from reconstruct.py), the canonical Gaussians are moved
+into each frame before rendering it; novel views (trajectories, fly-through) render canonical.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -32,6 +34,7 @@ from worldstereo.io.atomic import atomic_dir, atomic_save, atomic_write_text
 from worldstereo.io.ply import read_ply
 from worldstereo.io.results import load_results
 from worldstereo.io.video import write_video
+from worldstereo.render.camera import camera_centres
 from worldstereo.render.gaussians import Backend, RenderOutput, rasterize
 from worldstereo.scene import SceneDir, config_hash, file_digest
 from worldstereo.splat.losses import distortion, lpips_if_available, normal_consistency, psnr, ssim
@@ -155,14 +158,19 @@ class Views:
     K: Tensor  # [N, 3, 3]
     width: int
     height: int
-    scale: float  # training size / results.npz size
+
+
+def training_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(w, h) of an image downscaled so its long side is at most `long_side` (never upscaled)."""
+    s = min(1.0, long_side / max(width, height))
+    return max(1, round(width * s)), max(1, round(height * s))
 
 
 def load_views(scene: SceneDir, long_side: int) -> Views:
+    """results.npz frames at training size, w2c padded to [N, 4, 4], K scaled to the new size."""
     r = load_results(scene.results_npz)
     N, H, W = r.depth.shape
-    s = min(1.0, long_side / max(H, W))
-    w, h = max(1, round(W * s)), max(1, round(H * s))
+    w, h = training_size(W, H, long_side)
     img = torch.from_numpy(r.image).float().div(255)
     if (w, h) != (W, H):
         img = F.interpolate(img.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", antialias=True,
@@ -170,7 +178,7 @@ def load_views(scene: SceneDir, long_side: int) -> Views:
     K = np.stack([scale_intrinsics(k, w / W, h / H) for k in r.K])
     w2c = np.tile(np.eye(4), (N, 1, 1))
     w2c[:, :3] = r.extrinsics_w2c
-    return Views(img.contiguous(), torch.from_numpy(w2c).float(), torch.from_numpy(K).float(), w, h, w / W)
+    return Views(img.contiguous(), torch.from_numpy(w2c).float(), torch.from_numpy(K).float(), w, h)
 
 
 def split_frames(n: int, holdout_every: int) -> tuple[list[int], list[int]]:
@@ -210,25 +218,22 @@ def init_points(scene: SceneDir, cfg: DataConfig, seed: int) -> tuple[np.ndarray
 def scene_scale(views: Views, xyz: np.ndarray) -> float:
     """1.1 × the radius of the camera centres (3DGS), or the median point distance when the cameras
     barely move (a single photo's orbit)."""
-    c2w = torch.linalg.inv(views.w2c.double())
-    centres = c2w[:, :3, 3].numpy()
+    centres = camera_centres(views.w2c.double()).numpy()
     radius = 1.1 * float(np.linalg.norm(centres - centres.mean(0), axis=1).max())
     median = float(np.median(np.linalg.norm(xyz - centres.mean(0), axis=1)))
     return max(radius, 0.5 * median, 1e-6)
 
 
 def load_warp(scene_root: Path) -> Warp | None:
-    """`worldstereo.align.inverse.load_inverse_deformations(scene_root)` when that module exists and
-    returns a warp; None otherwise (the reconstruct stage is optional)."""
-    try:
-        mod = importlib.import_module("worldstereo.align.inverse")
-    except ModuleNotFoundError:
+    """The inverse deformations of reconstruct.py (align/deformations.npz) as a warp; None when the
+    scene has none (the reconstruct stage is optional)."""
+    # imported here, not at the top: the align stack costs ~0.4 s and only scenes with
+    # deformations need it
+    from worldstereo.align.inverse import DEFORMATIONS_FILE, load_inverse_deformations
+
+    if not (Path(scene_root) / "align" / DEFORMATIONS_FILE).exists():
         return None
-    fn = getattr(mod, "load_inverse_deformations", None)
-    marker = Path(scene_root) / "align" / getattr(mod, "DEFORMATIONS_FILE", "deformations.npz")
-    if fn is None or not marker.exists():
-        return None
-    return fn(scene_root)
+    return load_inverse_deformations(scene_root)
 
 
 def _covered(warp: Warp | None, ids: list[int]) -> list[int]:
@@ -237,12 +242,52 @@ def _covered(warp: Warp | None, ids: list[int]) -> list[int]:
     return ids if warp is None or known is None else [i for i in ids if i in set(known)]
 
 
-# --------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class EvalMetrics:
+    """Image metrics averaged over a set of frames."""
+
+    psnr: float
+    ssim: float
+    frames: int
+    lpips: float | None = None  # only when the LPIPS backbone is cached locally
+
+    def to_json(self) -> dict:
+        d = {"psnr": self.psnr, "ssim": self.ssim, "frames": self.frames}
+        return d if self.lpips is None else {**d, "lpips": self.lpips}
+
+
+@dataclass
+class TrainMetrics:
+    """What gs_<renderer>/metrics.json holds (same keys, same order)."""
+
+    renderer: Mode
+    steps: int
+    gaussians: int
+    train: EvalMetrics | None  # None: no frames in that split (written as {})
+    heldout: EvalMetrics | None
+    image_size: list[int]  # [width, height] of the training images
+    init: str  # initial point cloud, relative to the scene folder
+    deformation: bool  # trained with a per-frame warp
+    backend: str
+    lpips: str  # "on", or why not
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["train"] = self.train.to_json() if self.train else {}
+        d["heldout"] = self.heldout.to_json() if self.heldout else {}
+        return d
+
+
+# --------------------------------------------------------------------------- training: operations
 
 
 def render(model: GaussianModel, w2c: Tensor, K: Tensor, width: int, height: int, mode: Mode,
-           cfg: TrainerConfig, sh_degree: int, means: Tensor | None = None, with_distortion: bool = False,
-           background: Tensor | None = None) -> RenderOutput:
+           cfg: TrainerConfig, sh_degree: int, means: Tensor | None = None,
+           with_distortion: bool = False) -> RenderOutput:
     """Render the model (optionally with warped `means`) from one camera."""
     means = model.means if means is None else means
     extra = None
@@ -251,7 +296,7 @@ def render(model: GaussianModel, w2c: Tensor, K: Tensor, width: int, height: int
         z = means @ R[2] + t[2]
         extra = (z * z)[:, None]
     return rasterize(means, model.quats, model.scales, model.opacities, model.sh, w2c, K, width, height,
-                     mode=mode, sh_degree=sh_degree, background=background, extra=extra,
+                     mode=mode, sh_degree=sh_degree, extra=extra,
                      backend=cfg.backend, tile=cfg.tile)
 
 
@@ -261,6 +306,37 @@ def _optimizers(model: GaussianModel, cfg: OptimConfig, scale: float) -> dict[st
     return {k: torch.optim.Adam([model.params[k]], lr=lr, eps=1e-15) for k, lr in lrs.items()}
 
 
+def means_lr(step: int, cfg: TrainerConfig, scale: float) -> float:
+    """Position learning rate at `step` (1-based): exponential from means_lr to means_lr_final (× scale)."""
+    t = (step - 1) / max(cfg.iterations - 1, 1)
+    return math.exp((1 - t) * math.log(cfg.optim.means_lr * scale) + t * math.log(cfg.optim.means_lr_final * scale))
+
+
+def active_sh_degree(step: int, cfg: TrainerConfig) -> int:
+    """SH degree used at `step`: one more every `sh_every` steps, up to `sh_degree`."""
+    return min(cfg.sh_degree, (step - 1) // max(cfg.sh_every, 1))
+
+
+def distortion_on(step: int, mode: Mode, cfg: LossConfig) -> bool:
+    return mode == "2dgs" and cfg.distortion_weight > 0 and step >= cfg.distortion_start
+
+
+def image_loss(o: RenderOutput, gt: Tensor, K: Tensor, step: int, mode: Mode, cfg: LossConfig, scale: float,
+               lpips_fn=None) -> tuple[Tensor, Tensor]:
+    """(total loss, L1) of one rendered view against its image gt [H, W, 3]:
+    (1 − w)·L1 + w·(1 − SSIM), plus the 2DGS normal and distortion terms and LPIPS when switched on."""
+    l1 = (o.colour - gt).abs().mean()
+    loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(o.colour, gt))
+    if mode == "2dgs" and cfg.normal_weight > 0 and step >= cfg.normal_start:
+        loss = loss + cfg.normal_weight * normal_consistency(o.normals, o.depth, o.alpha, K)
+    if distortion_on(step, mode, cfg):
+        loss = loss + cfg.distortion_weight * distortion(o.alpha, o.depth, o.extra) / scale ** 2
+    if lpips_fn is not None and cfg.lpips_weight > 0:
+        loss = loss + cfg.lpips_weight * lpips_fn(o.colour.permute(2, 0, 1)[None] * 2 - 1,
+                                                  gt.permute(2, 0, 1)[None] * 2 - 1).mean()
+    return loss, l1
+
+
 @dataclass
 class TrainResult:
     """What a training run produced."""
@@ -268,7 +344,7 @@ class TrainResult:
     out_dir: Path
     steps: int
     n_gaussians: int
-    metrics: dict
+    metrics: TrainMetrics
     seconds: float
     outputs: list[Path]
 
@@ -288,10 +364,10 @@ def save_checkpoint(out: Path, step: int, model: GaussianModel, optimizers, meta
 
 
 def evaluate(model: GaussianModel, views: Views, frames: list[int], mode: Mode, cfg: TrainerConfig,
-             warp: Warp | None, device, lpips_fn=None) -> dict:
-    """Mean PSNR / SSIM (and LPIPS when available) over `frames`."""
+             warp: Warp | None, device, lpips_fn=None) -> EvalMetrics | None:
+    """Mean PSNR / SSIM (and LPIPS when available) over `frames`; None without frames."""
     if not frames:
-        return {}
+        return None
     ps, ss, lp = [], [], []
     with torch.no_grad():
         for i in frames:
@@ -304,21 +380,52 @@ def evaluate(model: GaussianModel, views: Views, frames: list[int], mode: Mode, 
             ss.append(float(ssim(img, gt)))
             if lpips_fn is not None:
                 lp.append(float(lpips_fn(img.permute(2, 0, 1)[None] * 2 - 1, gt.permute(2, 0, 1)[None] * 2 - 1)))
-    res = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "frames": len(frames)}
-    if lp:
-        res["lpips"] = float(np.mean(lp))
-    return res
+    return EvalMetrics(float(np.mean(ps)), float(np.mean(ss)), len(frames), float(np.mean(lp)) if lp else None)
 
 
-def train_gaussians(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: bool = False,
-                    warp: Warp | None = None) -> TrainResult:
-    """Train one renderer and write all its outputs under scene.gs_dir(mode)."""
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
-    out = scene.gs_dir(mode)
+# --------------------------------------------------------------------------- training: setup / step / log
+
+
+@dataclass
+class TrainData:
+    """What a run trains on, fixed once set up."""
+
+    views: Views
+    train_ids: list[int]
+    test_ids: list[int]
+    init_path: Path  # the point cloud the Gaussians started from
+    scale: float  # scene scale: unit of the position LR, the densify sizes and the distortion depths
+    warp: Warp | None
+    device: torch.device
+
+
+@dataclass
+class TrainState:
+    """Everything a step changes. A checkpoint holds the model, the optimizers and `step`."""
+
+    model: GaussianModel
+    optimizers: dict[str, torch.optim.Optimizer]
+    densify: DensifyState
+    step: int  # last completed step (0: none)
+    order: list[int] = field(default_factory=list)  # training frames left in this epoch, taken from the end
+
+
+@dataclass
+class StepLog:
+    """What one step reports for logging (detached)."""
+
+    loss: Tensor
+    l1: Tensor
+    densify: dict[str, int]  # counts of cloned / split / pruned Gaussians when it refined
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                        ("cpu" if name == "auto" else name))
+
+
+def load_data(scene: SceneDir, cfg: TrainerConfig, warp: Warp | None) -> tuple[TrainData, np.ndarray, np.ndarray]:
+    """Training views, frame split, scene scale and warp; plus the initial points xyz, rgb [N, 3]."""
     views = load_views(scene, cfg.data.long_side)
     train_ids, test_ids = split_frames(len(views.images), cfg.data.holdout_every)
     xyz, rgb, init_path = init_points(scene, cfg.data, cfg.seed)
@@ -329,90 +436,142 @@ def train_gaussians(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: boo
         train_ids, test_ids = _covered(warp, train_ids), _covered(warp, test_ids)
         if not train_ids:
             raise InputError(scene.align_dir, "the inverse deformations cover none of the training frames: rerun reconstruct.py")
-    model = GaussianModel.from_points(xyz, rgb, cfg.sh_degree, mode, cfg.data.init_opacity).to(device)
-    optimizers = _optimizers(model, cfg.optim, scale)
+    return TrainData(views, train_ids, test_ids, init_path, scale, warp, _device(cfg.device)), xyz, rgb
+
+
+def _resume_or_reset(out: Path, model: GaussianModel, cfg: TrainerConfig, data: TrainData, mode: Mode,
+                     resume: bool) -> tuple[dict[str, torch.optim.Optimizer], int]:
+    """(optimizers, start step): from the newest checkpoint with `resume`, else fresh; a fresh run
+    deletes the old checkpoints so they cannot outrank its own."""
+    optimizers = _optimizers(model, cfg.optim, data.scale)
     start = 0
     ckpts = _checkpoints(out)
     if resume and ckpts:
-        blob = torch.load(ckpts[-1], map_location=device, weights_only=False)
-        model.replace({k: v.to(device) for k, v in blob["params"].items()})
-        optimizers = _optimizers(model, cfg.optim, scale)
+        blob = torch.load(ckpts[-1], map_location=data.device, weights_only=False)
+        model.replace({k: v.to(data.device) for k, v in blob["params"].items()})
+        optimizers = _optimizers(model, cfg.optim, data.scale)
         for k, o in optimizers.items():
             o.load_state_dict(blob["optim"][k])
         start = int(blob["step"])
         info(f"[train_gs {mode}] resuming from {ckpts[-1].name} ({len(model)} Gaussians)")
     elif resume:
         warn(f"--resume: no checkpoint under {out / 'checkpoints'}; starting from scratch")
-    if start == 0:  # a fresh run replaces the previous one: its checkpoints must not outrank ours
+    if start == 0:
         for old in ckpts:
             old.unlink()
-    from torch.utils.tensorboard import SummaryWriter
+    return optimizers, start
 
-    writer = SummaryWriter(str(out / "tb"), purge_step=start if start else None)
-    state = DensifyState.empty(len(model), device)
-    lpips_fn = lpips_if_available()  # metric when its weights are cached; loss only with lpips_weight > 0
-    lpips_fn = lpips_fn.to(device) if lpips_fn is not None else None
-    order: list[int] = []
-    meta = {"mode": mode, "scene_scale": scale, "init": str(init_path)}
-    step = start
+
+def setup_training(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: bool,
+                   warp: Warp | None) -> tuple[TrainData, TrainState]:
+    """Seed, load the data, build the Gaussians and their optimizers (or restore a checkpoint)."""
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    data, xyz, rgb = load_data(scene, cfg, warp)
+    model = GaussianModel.from_points(xyz, rgb, cfg.sh_degree, mode, cfg.data.init_opacity).to(data.device)
+    optimizers, start = _resume_or_reset(scene.gs_dir(mode), model, cfg, data, mode, resume)
+    return data, TrainState(model, optimizers, DensifyState.empty(len(model), data.device), start)
+
+
+def train_step(state: TrainState, data: TrainData, step: int, mode: Mode, cfg: TrainerConfig,
+               lpips_fn=None) -> StepLog:
+    """Step `step` on the next training view: render, loss, backward, Adam, then densify / prune on
+    schedule (`strategy.refine`). Updates `state` in place."""
+    if not state.order:
+        state.order = random.sample(data.train_ids, len(data.train_ids))
+    i = state.order.pop()
+    state.optimizers["means"].param_groups[0]["lr"] = means_lr(step, cfg, data.scale)
+    views, device, model = data.views, data.device, state.model
+    w2c, K, gt = views.w2c[i].to(device), views.K[i].to(device), views.images[i].to(device)
+    means = data.warp(i, model.means) if data.warp is not None else None
+    o = render(model, w2c, K, views.width, views.height, mode, cfg, active_sh_degree(step, cfg), means,
+               distortion_on(step, mode, cfg.loss))
+    o.retain_densify_grad()
+    loss, l1 = image_loss(o, gt, K, step, mode, cfg.loss, data.scale, lpips_fn)
+    loss.backward()
+    state.densify.accumulate(o.densify_grad(), o.radii, views.width, views.height)
+    for opt in state.optimizers.values():
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    state.densify, stats = refine(cfg.densify, model, state.optimizers, state.densify, step, data.scale, mode)
+    state.step = step
+    return StepLog(loss.detach(), l1.detach(), stats)
+
+
+def log_step(writer, step: int, log: StepLog, n_gaussians: int) -> None:
+    """TensorBoard scalars of one step."""
+    writer.add_scalar("train/loss", log.loss.item(), step)
+    writer.add_scalar("train/l1", log.l1.item(), step)
+    writer.add_scalar("train/gaussians", n_gaussians, step)
+    for k, v in log.densify.items():
+        writer.add_scalar(f"densify/{k}", v, step)
+
+
+def log_eval(writer, step: int, metrics: TrainMetrics) -> None:
+    """TensorBoard scalars of the final evaluation."""
+    for split, m in (("train", metrics.train), ("heldout", metrics.heldout)):
+        if m is not None:
+            writer.add_scalar(f"eval/{split}_psnr", m.psnr, step)
+            writer.add_scalar(f"eval/{split}_ssim", m.ssim, step)
+
+
+def _lpips_on(device: torch.device):
+    """The LPIPS module when its weights are cached (metric; loss only with lpips_weight > 0), else None."""
+    lpips_fn = lpips_if_available()
+    return lpips_fn.to(device) if lpips_fn is not None else None
+
+
+def train_gaussians(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: bool = False,
+                    warp: Warp | None = None) -> TrainResult:
+    """Train one renderer and write all its outputs under scene.gs_dir(mode)."""
+    from torch.utils.tensorboard import SummaryWriter  # imported when training: it takes ~1 s
+
+    t0 = time.perf_counter()
+    data, state = setup_training(scene, mode, cfg, resume, warp)
+    out = scene.gs_dir(mode)
+    writer = SummaryWriter(str(out / "tb"), purge_step=state.step if state.step else None)
+    lpips_fn = _lpips_on(data.device)
+    meta = {"mode": mode, "scene_scale": data.scale, "init": str(data.init_path)}
+    start = state.step
     for step in progress(range(start + 1, cfg.iterations + 1), desc=f"train_gs {mode}", total=cfg.iterations - start):
-        if not order:
-            order = random.sample(train_ids, len(train_ids))
-        i = order.pop()
-        t = (step - 1) / max(cfg.iterations - 1, 1)
-        lr = math.exp((1 - t) * math.log(cfg.optim.means_lr * scale) + t * math.log(cfg.optim.means_lr_final * scale))
-        optimizers["means"].param_groups[0]["lr"] = lr
-        sh_degree = min(cfg.sh_degree, (step - 1) // max(cfg.sh_every, 1))
-        w2c, K, gt = views.w2c[i].to(device), views.K[i].to(device), views.images[i].to(device)
-        use_dist = mode == "2dgs" and cfg.loss.distortion_weight > 0 and step >= cfg.loss.distortion_start
-        means = warp(i, model.means) if warp is not None else None
-        o = render(model, w2c, K, views.width, views.height, mode, cfg, sh_degree, means, use_dist)
-        o.retain_densify_grad()
-        l1 = (o.colour - gt).abs().mean()
-        loss = (1 - cfg.loss.ssim_weight) * l1 + cfg.loss.ssim_weight * (1 - ssim(o.colour, gt))
-        if mode == "2dgs" and cfg.loss.normal_weight > 0 and step >= cfg.loss.normal_start:
-            loss = loss + cfg.loss.normal_weight * normal_consistency(o.normals, o.depth, o.alpha, K)
-        if use_dist:
-            loss = loss + cfg.loss.distortion_weight * distortion(o.alpha, o.depth, o.extra) / scale ** 2
-        if lpips_fn is not None and cfg.loss.lpips_weight > 0:
-            loss = loss + cfg.loss.lpips_weight * lpips_fn(o.colour.permute(2, 0, 1)[None] * 2 - 1,
-                                                           gt.permute(2, 0, 1)[None] * 2 - 1).mean()
-        loss.backward()
-        state.accumulate(o.densify_grad(), o.radii, views.width, views.height)
-        for opt in optimizers.values():
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        state, stats = refine(cfg.densify, model, optimizers, state, step, scale, mode)
+        log = train_step(state, data, step, mode, cfg, lpips_fn)
         if step % cfg.output.log_every == 0 or step == cfg.iterations:
-            writer.add_scalar("train/loss", loss.item(), step)
-            writer.add_scalar("train/l1", l1.item(), step)
-            writer.add_scalar("train/gaussians", len(model), step)
-            for k, v in stats.items():
-                writer.add_scalar(f"densify/{k}", v, step)
+            log_step(writer, step, log, len(state.model))
         if step % cfg.output.checkpoint_every == 0 and step < cfg.iterations:
-            save_checkpoint(out, step, model, optimizers, meta, cfg.output.keep_checkpoints)
-    outputs = [save_checkpoint(out, step, model, optimizers, meta, cfg.output.keep_checkpoints)]
-    model.sh_degree = cfg.sh_degree
-    metrics = {
-        "renderer": mode, "steps": step, "gaussians": len(model), "train": evaluate(model, views, train_ids, mode, cfg, warp, device),
-        "heldout": evaluate(model, views, test_ids, mode, cfg, warp, device), "image_size": [views.width, views.height],
-        "init": str(init_path.relative_to(scene.root)), "deformation": warp is not None, "backend": cfg.backend,
-        "lpips": "on" if lpips_fn is not None else "off (backbone weights not cached locally)",
-    }
-    for split, m in (("train", metrics["train"]), ("heldout", metrics["heldout"])):
-        for k in ("psnr", "ssim"):
-            if k in m:
-                writer.add_scalar(f"eval/{split}_{k}", m[k], step)
+            save_checkpoint(out, step, state.model, state.optimizers, meta, cfg.output.keep_checkpoints)
+    outputs = [save_checkpoint(out, state.step, state.model, state.optimizers, meta, cfg.output.keep_checkpoints)]
+    metrics = evaluate_run(scene, mode, cfg, data, state, lpips_fn)
+    log_eval(writer, state.step, metrics)
     writer.close()
-    ply = out / "splats.ply"
-    write_splats_ply(ply, {k: v.cpu() for k, v in model.raw().items()})
-    outputs.append(ply)
-    if cfg.output.render_trajectories:
-        outputs.append(render_outputs(scene, model, views, mode, cfg, device))
-    metrics["seconds"] = round(time.perf_counter() - t0, 2)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    outputs += write_outputs(scene, mode, cfg, data, state.model)
+    metrics.seconds = round(time.perf_counter() - t0, 2)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics.to_json(), indent=1))
     outputs.append(out / "metrics.json")
-    return TrainResult(out, step, len(model), metrics, time.perf_counter() - t0, outputs)
+    return TrainResult(out, state.step, len(state.model), metrics, time.perf_counter() - t0, outputs)
+
+
+def evaluate_run(scene: SceneDir, mode: Mode, cfg: TrainerConfig, data: TrainData, state: TrainState,
+                 lpips_fn) -> TrainMetrics:
+    """Metrics of the finished model at full SH degree (sets model.sh_degree); `seconds` left 0.
+    PSNR / SSIM per split, and LPIPS when its backbone is cached (`lpips_fn` not None)."""
+    model = state.model
+    model.sh_degree = cfg.sh_degree
+    train = evaluate(model, data.views, data.train_ids, mode, cfg, data.warp, data.device, lpips_fn)
+    heldout = evaluate(model, data.views, data.test_ids, mode, cfg, data.warp, data.device, lpips_fn)
+    return TrainMetrics(
+        renderer=mode, steps=state.step, gaussians=len(model), train=train, heldout=heldout,
+        image_size=[data.views.width, data.views.height], init=str(data.init_path.relative_to(scene.root)),
+        deformation=data.warp is not None, backend=cfg.backend,
+        lpips="on" if lpips_fn is not None else "off (backbone weights not cached locally)")
+
+
+def write_outputs(scene: SceneDir, mode: Mode, cfg: TrainerConfig, data: TrainData, model: GaussianModel) -> list[Path]:
+    """splats.ply and (when asked) the renders along the trajectories."""
+    ply = scene.gs_dir(mode) / "splats.ply"
+    write_splats_ply(ply, {k: v.cpu() for k, v in model.raw().items()})
+    if not cfg.output.render_trajectories:
+        return [ply]
+    return [ply, render_outputs(scene, model, data.views, mode, cfg, data.device)]
 
 
 # --------------------------------------------------------------------------- renders
@@ -438,9 +597,8 @@ def render_outputs(scene: SceneDir, model: GaussianModel, views: Views, mode: Mo
     with atomic_dir(out) as tmp:
         for tj in sorted((scene.root / "trajectories").glob("*.json")):
             traj = load_trajectory(tj)
-            s = min(1.0, cfg.data.long_side / max(traj.width, traj.height))
-            w, h = max(1, round(traj.width * s)), max(1, round(traj.height * s))
-            cams = [(torch.from_numpy(np.linalg.inv(c.c2w)).float(),
+            w, h = training_size(traj.width, traj.height, cfg.data.long_side)
+            cams = [(torch.from_numpy(c.w2c).float(),
                      torch.from_numpy(scale_intrinsics(c.K, w / traj.width, h / traj.height)).float())
                     for c in traj.cameras]
             frames = _render_cameras(model, cams, w, h, mode, cfg, device)
@@ -501,6 +659,8 @@ def run_stage(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: bool = Fa
         return None
     with scene.lock():
         res = train_gaussians(scene, mode, cfg, resume=resume)
+        m = res.metrics
         scene.record_stage(stage_name(mode), chash, res.outputs, res.seconds, inputs=inputs, gaussians=res.n_gaussians,
-                           psnr_train=res.metrics["train"].get("psnr"), psnr_heldout=res.metrics["heldout"].get("psnr"))
+                           psnr_train=m.train.psnr if m.train else None,
+                           psnr_heldout=m.heldout.psnr if m.heldout else None)
     return res

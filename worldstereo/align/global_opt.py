@@ -63,12 +63,12 @@ def global_optimise(frames: list[FramePoints], res: AlignResult, icp: ICPConfig,
 
     n = len(frames)
     jobs = [(s, i) for s in range(cfg.sweeps) for i in range(1, n)]
-    for _, i in (progress(jobs, total=len(jobs)) if progress else jobs):
+    for sweep, i in (progress(jobs, total=len(jobs)) if progress else jobs):
         res.model.remove(res.contributions[i])
         nbrs = [j for j in range(max(0, i - cfg.window), min(n, i + cfg.window + 1)) if j != i]
         matches = gather_matches(frames[i], [(frames[j], pointmap(j)) for j in nbrs], icp, rng)
         align_frame(frames[i], res.states[i], res.model, matches, icp_g, deform_g, scale,
-                    anchor=anchors[i], anchor_weight=cfg.anchor_weight)
+                    anchor=anchors[i], anchor_weight=cfg.anchor_weight, pass_index=sweep + 1)
         res.contributions[i] = merge_frame(res.model, frames[i], res.states[i])
         maps.pop(i, None)
     after = _loo_residual(frames, res, cut)

@@ -318,11 +318,6 @@ def _regulariser(res: int, smoothness: float, damping: float) -> np.ndarray:
     return _REG_CACHE[key]
 
 
-def cost_seed(state: FrameState) -> int:
-    """A seed that changes every iteration (from the current pose), so subsets differ."""
-    return abs(hash(state.A.tobytes())) % (2**32)
-
-
 def _huber(r: np.ndarray, floor: float) -> np.ndarray:
     sigma = max(1.4826 * float(np.median(np.abs(r))), floor) if len(r) else floor
     k = 1.345 * sigma
@@ -340,8 +335,15 @@ class StepStats:
 
 def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: Matches, anchor: Matches,
             icp: ICPConfig, deform: DeformConfig, scale: float, cutoff: float,
-            anchor_weight: float = 0.0, corr_weight: float | None = None) -> StepStats:
-    """One Gauss–Newton update of `state` (in place) for fixed nearest neighbours."""
+            anchor_weight: float = 0.0, corr_weight: float | None = None,
+            subset_rng: np.random.Generator | None = None) -> StepStats:
+    """One Gauss–Newton update of `state` (in place) for fixed nearest neighbours.
+
+    `subset_rng` draws the random subset of point-to-plane pairs (default: seeded by icp.seed and
+    the frame index); pass one generator through all iterations so each draws a fresh subset.
+    """
+    if subset_rng is None:
+        subset_rng = np.random.default_rng([icp.seed, frame.index])
     mx, mrgb, mn, _ = model.arrays()
     R_A = state.A[:3, :3]
     X0 = state.world(frame.xyz)
@@ -351,7 +353,7 @@ def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: M
     rel = frame.xyz[:, 2] / frame_scale(frame)  # cutoffs grow with the point's depth
     ok = (d < cutoff * rel) & (np.sum(nrm_w * n_q, axis=1) > icp.normal_cos)
     if ok.sum() > icp.gn_points:  # a random subset per iteration is enough for the normal equations
-        keep = np.random.default_rng(int(cost_seed(state))).choice(np.nonzero(ok)[0], icp.gn_points, replace=False)
+        keep = subset_rng.choice(np.nonzero(ok)[0], icp.gn_points, replace=False)
         ok = np.zeros_like(ok)
         ok[keep] = True
     c = X0[ok].mean(axis=0) if ok.any() else X0.mean(axis=0)
@@ -468,16 +470,22 @@ def init_from_matches(frame: FramePoints, state: FrameState, matches: Matches, s
 
 def align_frame(frame: FramePoints, state: FrameState, model: VoxelModel, matches: Matches, icp: ICPConfig,
                 deform: DeformConfig, scale: float, anchor: Matches | None = None,
-                anchor_weight: float = 0.0) -> dict:
-    """Iterate `gn_step` with a shrinking cutoff until the update is below tol. Returns stats."""
+                anchor_weight: float = 0.0, pass_index: int = 0) -> dict:
+    """Iterate `gn_step` with a shrinking cutoff until the update is below tol. Returns stats.
+
+    The random pair subsets come from a generator seeded by (icp.seed, frame index, pass_index):
+    the same run gives the same result in every process; each pass (global-opt sweep) differs.
+    """
     anchor = anchor or Matches.empty()
+    subset_rng = np.random.default_rng([icp.seed, frame.index, pass_index])
     half = max(icp.max_iters // 2, 1)
     it, st = 0, None
     for it in range(icp.max_iters):
         frac = min(it / half, 1.0)
         cutoff = scale * icp.max_dist_init * (icp.max_dist_final / icp.max_dist_init) ** frac
         lam_c = icp.corr_weight * (icp.corr_weight_final / icp.corr_weight) ** frac if icp.corr_weight > 0 else 0.0
-        st = gn_step(frame, state, model, matches, anchor, icp, deform, scale, cutoff, anchor_weight, lam_c)
+        st = gn_step(frame, state, model, matches, anchor, icp, deform, scale, cutoff, anchor_weight, lam_c,
+                     subset_rng)
         if it + 1 >= icp.min_iters and frac >= 1.0 and st.update < icp.tol:
             break
     out = {"iters": it + 1, "pairs": st.n_pairs if st else 0}

@@ -2,8 +2,10 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from worldstereo.cameras import Camera, look_at
-from worldstereo.geometry import (frustum_overlap, invert_rigid, project_points, robust_umeyama, umeyama,
-                                  unproject_depth, voxel_downsample)
+import pytest
+
+from worldstereo.geometry import (as_4x4, c2w_to_w2c, frustum_overlap, invert_rigid, project_points, robust_umeyama,
+                                  umeyama, unproject_depth, voxel_downsample, w2c_to_c2w)
 
 
 def test_umeyama_exact():
@@ -66,3 +68,19 @@ def test_voxel_downsample_means():
     out, inv = voxel_downsample(pts, 0.1)
     assert len(out) == 2 and inv[0] == inv[1] != inv[2]
     assert np.allclose(out[inv[0]], [0.02, 0.02, 0.02])
+
+
+def test_w2c_3x4_to_c2w_and_back():
+    # camera at (1, 2, 3) looking along world −x: c2w columns are the camera axes in world
+    c2w = np.array([[0.0, 0, -1, 1], [0, 1, 0, 2], [1, 0, 0, 3], [0, 0, 0, 1]])
+    w2c = np.array([[0.0, 0, 1, -3], [0, 1, 0, -2], [-1, 0, 0, 1]])  # Rᵀ, −Rᵀt, by hand
+    np.testing.assert_allclose(w2c_to_c2w(w2c), c2w, atol=1e-12)
+    np.testing.assert_allclose(w2c_to_c2w(as_4x4(w2c)), c2w, atol=1e-12)
+    np.testing.assert_allclose(c2w_to_w2c(c2w), w2c, atol=1e-12)
+    batch = np.stack([w2c, w2c.astype(np.float32)])  # float32 as results.npz stores it
+    out = w2c_to_c2w(batch)
+    assert out.shape == (2, 4, 4) and out.dtype == np.float64
+    np.testing.assert_allclose(out[1], c2w, atol=1e-6)
+    assert as_4x4(batch)[:, 3].tolist() == [[0, 0, 0, 1]] * 2
+    with pytest.raises(ValueError, match="3, 4"):
+        as_4x4(np.eye(3))

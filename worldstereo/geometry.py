@@ -62,6 +62,33 @@ def invert_rigid(T: np.ndarray) -> np.ndarray:
     return out
 
 
+def as_4x4(T: np.ndarray) -> np.ndarray:
+    """[..., 3, 4] or [..., 4, 4] transform(s) → [..., 4, 4] float64 with bottom row [0 0 0 1]."""
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape[-2:] == (4, 4):
+        return T.copy()
+    if T.shape[-2:] != (3, 4):
+        raise ValueError(f"expected [..., 3, 4] or [..., 4, 4] transforms, got shape {T.shape}")
+    out = np.broadcast_to(np.eye(4), T.shape[:-2] + (4, 4)).copy()
+    out[..., :3, :] = T
+    return out
+
+
+def w2c_to_c2w(w2c: np.ndarray) -> np.ndarray:
+    """World-to-camera [..., 3, 4] or [..., 4, 4] (results.npz stores 3×4) → camera-to-world [..., 4, 4].
+
+    A general inverse, not `invert_rigid`: stored w2c are float32, orthonormal only to ~1e-7, and
+    this is the exact inverse of what is stored (what every reader of results.npz has always used).
+    """
+    return np.linalg.inv(as_4x4(w2c))
+
+
+def c2w_to_w2c(c2w: np.ndarray) -> np.ndarray:
+    """Camera-to-world [..., 3|4, 4] → world-to-camera [..., 3, 4], the results.npz layout (general
+    inverse, as `w2c_to_c2w`)."""
+    return np.linalg.inv(as_4x4(c2w))[..., :3, :]
+
+
 def is_rigid(T: np.ndarray, atol: float = 1e-4) -> bool:
     """True when T is 4×4 with an orthonormal, right-handed rotation and bottom row [0 0 0 1]."""
     T = np.asarray(T, dtype=np.float64)

@@ -16,7 +16,7 @@ import numpy as np
 
 from worldstereo.depth.mvs import MVSConfig
 from worldstereo.errors import InputError
-from worldstereo.geometry import unproject_depth
+from worldstereo.geometry import c2w_to_w2c, unproject_depth, w2c_to_c2w
 from worldstereo.io.results import FrameResults, load_results, save_results
 
 
@@ -124,12 +124,10 @@ def frame_points(r: FrameResults, i: int, cfg: PreprocessConfig) -> FramePoints:
     if len(u) > cfg.points_per_frame:
         pick = np.sort(rng.choice(len(u), cfg.points_per_frame, replace=False))
         u, v = u[pick], v[pick]
-    w2c = np.eye(4)
-    w2c[:3] = r.extrinsics_w2c[i]
     return FramePoints(
         index=int(i), xyz=pts[v, u], normal=normals[v, u], rgb=r.image[i][v, u].astype(np.float64) / 255.0,
         conf=np.maximum(r.conf[i][v, u].astype(np.float64), 1e-3), pix=np.stack([u, v], axis=1),
-        c2w_given=np.linalg.inv(w2c), K=K, depth=depth, image=r.image[i],
+        c2w_given=w2c_to_c2w(r.extrinsics_w2c[i]), K=K, depth=depth, image=r.image[i],
     )
 
 
@@ -209,7 +207,7 @@ def _depth_from_model(frames: list[np.ndarray], cfg: PreprocessConfig, traj) -> 
     n, h, w = depth.shape
     images = _resize_frames(frames, w, h)
     K, c2w = _scaled_cameras(traj, w, h)
-    w2c = np.linalg.inv(c2w)[:, :3]
+    w2c = c2w_to_w2c(c2w)
     return FrameResults(depth.astype(np.float32), np.ones_like(depth, dtype=np.float32),
                         w2c.astype(np.float32), K.astype(np.float32), images)
 
@@ -228,7 +226,7 @@ def _depth_from_mvs(frames: list[np.ndarray], cfg: PreprocessConfig, traj, camer
     if not (depth > 0).any():
         raise InputError(cameras, "MVS found no reliable depth in any frame "
                                   "(do the cameras move, and do they belong to this video?)")
-    w2c = np.linalg.inv(c2w)[:, :3]
+    w2c = c2w_to_w2c(c2w)
     return FrameResults(depth, conf, w2c.astype(np.float32), K.astype(np.float32), images)
 
 

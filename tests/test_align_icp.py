@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from worldstereo.align.deform import DeformConfig
-from worldstereo.align.icp import ICPConfig, VoxelModel, sequential_align
+from worldstereo.align.icp import ICPConfig, sequential_align
 from worldstereo.align.preprocess import PreprocessConfig, frame_points, select_frames
 from worldstereo.align.synthetic_bench import SyntheticConfig, make_inconsistent, naive_fusion, pose_errors, score
+from worldstereo.align.voxel_model import VoxelModel
 
 
 def _frames(data, n_pts=5000):

@@ -7,14 +7,13 @@ preset's fields.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from worldstereo.align.deform import DeformConfig
 from worldstereo.align.global_opt import GlobalOptConfig
-from worldstereo.align.icp import ICPConfig
+from worldstereo.align.icp import CorrespondenceConfig, ICPConfig
 from worldstereo.align.inverse import InverseConfig
 from worldstereo.align.preprocess import PreprocessConfig
 
@@ -51,7 +50,7 @@ def fast() -> ReconstructConfig:
 def extensive() -> ReconstructConfig:
     return ReconstructConfig(
         preset="extensive",
-        icp=ICPConfig(max_iters=40, corr_frames=3, corr_points=8000),
+        icp=ICPConfig(max_iters=40, corr=CorrespondenceConfig(frames=3, points=8000)),
         deform=DeformConfig(resolution=8),
         global_opt=GlobalOptConfig(enabled=True, sweeps=2),
         inverse=InverseConfig(resolution=14, samples_per_axis=18),
@@ -70,7 +69,3 @@ def preset_from_args(args: list[str]) -> ReconstructConfig:
         elif a.startswith("--preset="):
             name = a.split("=", 1)[1]
     return PRESETS.get(name, fast)()
-
-
-def with_overrides(cfg: ReconstructConfig, **kw) -> ReconstructConfig:
-    return dataclasses.replace(cfg, **kw)

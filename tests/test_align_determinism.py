@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 # the global optimisation's anchors all draw random numbers
 ARGS = ["--preprocess.frames", "4", "--preprocess.stride", "1", "--preprocess.points-per-frame", "2000",
         "--preset", "extensive", "--icp.max-iters", "8", "--deform.kind", "hashgrid",
-        "--deform.hash-iters", "5", "--global-opt.sweeps", "1", "--global-opt.iters", "3", "--no-tensorboard"]
+        "--deform.hash.iters", "5", "--global-opt.sweeps", "1", "--global-opt.iters", "3", "--no-tensorboard"]
 
 
 def _start(scene: Path, hash_seed: str) -> subprocess.Popen:

@@ -94,9 +94,12 @@ def test_presets_parse():
     from configs.reconstruct import ReconstructConfig, preset_from_args
     import tyro
 
-    args = ["--scene", "x", "--preset", "extensive", "--icp.max-iters", "3"]
+    args = ["--scene", "x", "--preset", "extensive", "--icp.max-iters", "3", "--icp.corr.frames", "5",
+            "--deform.hash.iters", "7"]
     cfg = tyro.cli(ReconstructConfig, default=preset_from_args(args), args=args)
     assert cfg.global_opt.enabled and cfg.icp.max_iters == 3
+    # nested sub-configs: a flag overrides one field, the preset keeps the others
+    assert cfg.icp.corr.frames == 5 and cfg.icp.corr.points == 8000 and cfg.deform.hash.iters == 7
 
 
 def test_extensive_with_hashgrid_smoke(tmp_path, v2w_scene):
@@ -104,7 +107,7 @@ def test_extensive_with_hashgrid_smoke(tmp_path, v2w_scene):
 
     shutil.copytree(v2w_scene / "exports", tmp_path / "exports")
     reconstruct.entrypoint(["--scene", str(tmp_path), "--preset", "extensive", "--deform.kind", "hashgrid",
-                            "--deform.hash-iters", "5", "--global-opt.sweeps", "1", "--global-opt.iters", "3", *SMALL])
+                            "--deform.hash.iters", "5", "--global-opt.sweeps", "1", "--global-opt.iters", "3", *SMALL])
     m = json.loads((tmp_path / "align" / "metrics.json").read_text())
     assert m["global_opt"]["p2plane_after"] is not None
     assert (tmp_path / "align" / "hash_fields.pt").exists()

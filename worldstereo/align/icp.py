@@ -38,6 +38,24 @@ from worldstereo.geometry import robust_umeyama, unproject_depth
 
 
 @dataclass
+class CorrespondenceConfig:
+    """Dense 2D matches of a frame to earlier aligned frames (the λ_c term)."""
+
+    method: Literal["flow", "sift", "none"] = "flow"
+    """OpenCV DIS optical flow, SIFT, or none."""
+    frames: int = 2
+    """Match against this many earlier (aligned) frames."""
+    points: int = 4000
+    """At most this many matched pixels per frame pair."""
+    weight: float = 1.0
+    """λ_c of the correspondence term at the first iteration."""
+    weight_final: float = 1e-4
+    """λ_c once the cutoff has shrunk (matches are ~1 px accurate; point-to-plane is finer)."""
+    cutoff: float = 0.1
+    """Reject correspondences farther than this (after the initial similarity fit)."""
+
+
+@dataclass
 class ICPConfig:
     """Frame-to-model ICP. Distances are fractions of the scene scale (median depth of frame 0)."""
 
@@ -59,18 +77,8 @@ class ICPConfig:
     """Mix of the colour agreement weight on nearest-neighbour pairs (0 = off)."""
     colour_sigma: float = 0.15
     """Colour difference scale (RGB in [0, 1])."""
-    correspondences: Literal["flow", "sift", "none"] = "flow"
-    """Dense 2D matches to earlier frames: OpenCV DIS optical flow, SIFT, or none."""
-    corr_frames: int = 2
-    """Match against this many earlier (aligned) frames."""
-    corr_points: int = 4000
-    """At most this many matched pixels per frame pair."""
-    corr_weight: float = 1.0
-    """λ_c of the correspondence term at the first iteration."""
-    corr_weight_final: float = 1e-4
-    """λ_c once the cutoff has shrunk (matches are ~1 px accurate; point-to-plane is finer)."""
-    corr_cutoff: float = 0.1
-    """Reject correspondences farther than this (after the initial similarity fit)."""
+    corr: CorrespondenceConfig = field(default_factory=CorrespondenceConfig)
+    """Dense 2D correspondences (--icp.corr.*)."""
     init_from_matches: bool = True
     """Start each frame from a robust Sim(3) fit of its matches (scale goes into the grid)."""
     gn_points: int = 6000
@@ -194,8 +202,8 @@ def world_pointmap(frame: FramePoints, state: FrameState, max_jump: float) -> np
 def frame_matches(frame: FramePoints, ref: FramePoints, ref_map: np.ndarray, cfg: ICPConfig,
                   rng: np.random.Generator) -> Matches:
     """Matches of frame's sampled points to the aligned point map of an earlier frame."""
-    sel = rng.choice(len(frame.xyz), min(cfg.corr_points, len(frame.xyz)), replace=False)
-    pb, rows = pixel_matches(frame.image, ref.image, frame.pix[sel], cfg.correspondences)
+    sel = rng.choice(len(frame.xyz), min(cfg.corr.points, len(frame.xyz)), replace=False)
+    pb, rows = pixel_matches(frame.image, ref.image, frame.pix[sel], cfg.corr.method)
     if len(rows) == 0:
         return Matches.empty()
     rb = np.round(pb).astype(np.int64)
@@ -309,14 +317,14 @@ def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: M
         resid.append(r)
         weights.append(w / w.sum())
     # point-to-point terms: dense matches and the anchor
-    lam_c = icp.corr_weight if corr_weight is None else corr_weight
+    lam_c = icp.corr.weight if corr_weight is None else corr_weight
     for m, lam in ((matches, lam_c), (anchor, anchor_weight)):
         if len(m) < 3 or lam <= 0:
             continue
         Xm = state.world(m.x)
         e = Xm - m.Y
         dist = np.linalg.norm(e, axis=1)
-        keep = dist < (icp.corr_cutoff * scale * m.x[:, 2] / frame_scale(frame) if m is matches else np.inf)
+        keep = dist < (icp.corr.cutoff * scale * m.x[:, 2] / frame_scale(frame) if m is matches else np.inf)
         if keep.sum() < 3:
             continue
         e, a, x = e[keep], Xm[keep] - c, m.x[keep]
@@ -413,7 +421,7 @@ def align_frame(frame: FramePoints, state: FrameState, model: VoxelModel, matche
     for it in range(icp.max_iters):
         frac = min(it / half, 1.0)
         cutoff = scale * icp.max_dist_init * (icp.max_dist_final / icp.max_dist_init) ** frac
-        lam_c = icp.corr_weight * (icp.corr_weight_final / icp.corr_weight) ** frac if icp.corr_weight > 0 else 0.0
+        lam_c = icp.corr.weight * (icp.corr.weight_final / icp.corr.weight) ** frac if icp.corr.weight > 0 else 0.0
         st = gn_step(frame, state, model, matches, anchor, icp, deform, scale, cutoff, anchor_weight, lam_c,
                      subset_rng)
         if it + 1 >= icp.min_iters and frac >= 1.0 and st.update < icp.tol:
@@ -434,10 +442,11 @@ def fit_hash_field(frame: FramePoints, state: FrameState, model: VoxelModel, mat
     from worldstereo.align.hashgrid import HashDeformField
 
     lo, hi = (state.grid.lo, state.grid.hi) if state.grid is not None else (frame.xyz.min(0), frame.xyz.max(0))
-    field_ = HashDeformField(lo, hi, deform.hash_levels, deform.hash_features, deform.hash_log2_table,
-                             deform.hash_base_res, deform.hash_max_res, deform.mlp_hidden, seed=frame.index)
+    hc = deform.hash
+    field_ = HashDeformField(lo, hi, hc.levels, hc.features, hc.log2_table, hc.base_res, hc.max_res, hc.mlp_hidden,
+                             seed=frame.index)
     field_.scale.fill_(scale)
-    opt = torch.optim.Adam([p for p in field_.parameters() if p.requires_grad], lr=deform.hash_lr)
+    opt = torch.optim.Adam([p for p in field_.parameters() if p.requires_grad], lr=hc.lr)
     mx, mrgb, mn, _ = model.arrays()
     R = torch.as_tensor(state.A[:3, :3], dtype=torch.float64)
     t = torch.as_tensor(state.A[:3, 3], dtype=torch.float64)
@@ -449,7 +458,7 @@ def fit_hash_field(frame: FramePoints, state: FrameState, model: VoxelModel, mat
     rgb = torch.as_tensor(frame.rgb)
     cutoff = icp.max_dist_final * scale
     gen = torch.Generator().manual_seed(0)
-    for step in range(deform.hash_iters):
+    for step in range(hc.iters):
         if step % 20 == 0:  # re-associate
             with torch.no_grad():
                 X = ((x + gdisp + field_(x)) @ R.T + t).numpy()
@@ -468,11 +477,11 @@ def fit_hash_field(frame: FramePoints, state: FrameState, model: VoxelModel, mat
             loss = loss + icp.colour_weight * 1e-3 * torch.mean(torch.sum((col - rgb) ** 2, 1)[ok])
         if len(matches):
             Xm = (xm + gm + field_(xm)) @ R.T + t
-            loss = loss + icp.corr_weight * torch.mean(torch.sum((Xm - Ym) ** 2, 1)) / scale**2
+            loss = loss + icp.corr.weight * torch.mean(torch.sum((Xm - Ym) ** 2, 1)) / scale**2
         e = torch.nn.functional.normalize(torch.randn(len(x), 3, generator=gen, dtype=x.dtype), dim=1)
         h = 0.05 * scale
         curv = field_(x + h * e) + field_(x - h * e) - 2 * field_(x)
-        loss = loss + deform.hash_smoothness * torch.mean(torch.sum(curv**2, 1)) / h**2
+        loss = loss + hc.smoothness * torch.mean(torch.sum(curv**2, 1)) / h**2
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -505,7 +514,7 @@ def merge_frame(model: VoxelModel, frame: FramePoints, state: FrameState) -> Con
 
 def gather_matches(frame: FramePoints, refs: list[tuple[FramePoints, np.ndarray]], icp: ICPConfig,
                    rng: np.random.Generator) -> Matches:
-    if icp.correspondences == "none":
+    if icp.corr.method == "none":
         return Matches.empty()
     return Matches.cat([frame_matches(frame, ref, pm, icp, rng) for ref, pm in refs])
 
@@ -530,7 +539,7 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         prev = states[i - 1]
         st.A = (prev.A @ np.linalg.inv(frames[i - 1].c2w_given)) @ f.c2w_given  # carry the drift
         before, _ = p2plane_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
-        refs = [(frames[j], pointmaps[j]) for j in range(max(0, i - icp.corr_frames), i)]
+        refs = [(frames[j], pointmaps[j]) for j in range(max(0, i - icp.corr.frames), i)]
         matches = gather_matches(f, refs, icp, rng)
         if icp.init_from_matches:
             init_from_matches(f, st, matches, scale)
@@ -539,7 +548,7 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         states.append(st)
         contribs.append(merge_frame(model, f, st))
         pointmaps[i] = world_pointmap(f, st, max_jump)
-        pointmaps.pop(i - icp.corr_frames - 1, None)
+        pointmaps.pop(i - icp.corr.frames - 1, None)
         rec = {"frame": f.index, "p2plane_before": before, "p2plane_after": after, "inlier_frac": inl,
                "matches": len(matches), "seconds": time.perf_counter() - t1, **stats}
         per_frame.append(rec)

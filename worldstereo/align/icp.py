@@ -282,94 +282,128 @@ def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: M
     """
     if subset_rng is None:
         subset_rng = np.random.default_rng([icp.seed, frame.index])
-    mx, mrgb, mn, _ = model.arrays()
-    R_A = state.A[:3, :3]
     X0 = state.world(frame.xyz)
+    ok, nn = _plane_pairs(frame, state, model, X0, icp, cutoff, subset_rng)
+    c = X0[ok].mean(axis=0) if ok.any() else X0.mean(axis=0)  # rotation centre of the twist
+    n_cols = 6 + (3 * state.grid.n_nodes if state.grid is not None else 0)
+    terms: list[_Term] = []
+    if ok.sum() >= 10:
+        terms.append(_plane_term(frame, state, model, X0, ok, nn, c, icp, scale, n_cols))
+    lam_c = icp.corr.weight if corr_weight is None else corr_weight
+    for m, lam, robust in ((matches, lam_c, True), (anchor, anchor_weight, False)):
+        if len(m) >= 3 and lam > 0:
+            terms += _point_terms(frame, state, m, lam, robust, c, icp, scale, n_cols)
+    if not terms:
+        return StepStats(np.nan, 0, np.nan, 0.0)
+    delta, cost = _solve(terms, state, icp, deform, scale, n_cols)
+    upd = _apply_update(state, delta, c, scale)
+    p2p = float(np.median(np.abs(terms[0].resid))) if ok.sum() >= 10 else np.nan
+    return StepStats(cost, int(ok.sum()), p2p, float(upd))
+
+
+@dataclass
+class _Term:
+    """Weighted least-squares rows of one energy term: Jacobian J [R, n_cols], residual r [R], weight w [R]."""
+
+    J: sp.csr_matrix
+    resid: np.ndarray
+    weight: np.ndarray
+
+
+def _plane_pairs(frame: FramePoints, state: FrameState, model: VoxelModel, X0: np.ndarray, icp: ICPConfig,
+                 cutoff: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(ok [P] bool: points paired with their nearest model point, nn [P] model index): within the
+    depth-scaled cutoff, normals agreeing, at most icp.gn_points of them (a random subset)."""
+    _, _, mn, _ = model.arrays()
     d, nn = model.tree().query(X0, workers=-1)
-    nrm_w = frame.normal @ R_A.T
-    n_q = mn[nn]
+    nrm_w = frame.normal @ state.A[:3, :3].T
     rel = frame.xyz[:, 2] / frame_scale(frame)  # cutoffs grow with the point's depth
-    ok = (d < cutoff * rel) & (np.sum(nrm_w * n_q, axis=1) > icp.normal_cos)
+    ok = (d < cutoff * rel) & (np.sum(nrm_w * mn[nn], axis=1) > icp.normal_cos)
     if ok.sum() > icp.gn_points:  # a random subset per iteration is enough for the normal equations
-        keep = subset_rng.choice(np.nonzero(ok)[0], icp.gn_points, replace=False)
+        keep = rng.choice(np.nonzero(ok)[0], icp.gn_points, replace=False)
         ok = np.zeros_like(ok)
         ok[keep] = True
-    c = X0[ok].mean(axis=0) if ok.any() else X0.mean(axis=0)
-    has_grid = state.grid is not None
-    n_cols = 6 + (3 * state.grid.n_nodes if has_grid else 0)
-    blocks, resid, weights = [], [], []
+    return ok, nn
 
-    # point-to-plane
-    if ok.sum() >= 10:
-        n = n_q[ok]
-        r = np.sum(n * (X0[ok] - mx[nn[ok]]), axis=1)
-        a = X0[ok] - c
-        w = _huber(r, 1e-4 * scale) * frame.conf[ok]
-        if icp.colour_weight > 0:
-            cd = np.sum((frame.rgb[ok] - mrgb[nn[ok]]) ** 2, axis=1)
-            w *= (1 - icp.colour_weight) + icp.colour_weight * np.exp(-cd / (2 * icp.colour_sigma**2))
-        pose = np.concatenate([np.cross(a, n), n], axis=1)
-        gc = idx = None
-        if has_grid:
-            idx, gw = state.grid.weights(frame.xyz[ok])
-            gc = gw[:, :, None] * (n @ R_A)[:, None, :]
-        blocks.append(_rows(pose, gc, idx, n_cols))
-        resid.append(r)
-        weights.append(w / w.sum())
-    # point-to-point terms: dense matches and the anchor
-    lam_c = icp.corr.weight if corr_weight is None else corr_weight
-    for m, lam in ((matches, lam_c), (anchor, anchor_weight)):
-        if len(m) < 3 or lam <= 0:
-            continue
-        Xm = state.world(m.x)
-        e = Xm - m.Y
-        dist = np.linalg.norm(e, axis=1)
-        keep = dist < (icp.corr.cutoff * scale * m.x[:, 2] / frame_scale(frame) if m is matches else np.inf)
-        if keep.sum() < 3:
-            continue
-        e, a, x = e[keep], Xm[keep] - c, m.x[keep]
-        w = lam * m.w[keep] * (_huber(dist[keep], 1e-4 * scale) if m is matches else 1.0)
-        w = w / m.w[keep].sum()
-        S = -_skew(a)  # d(ω×a)/dω
-        gc = idx = None
-        if has_grid:
-            idx, gw = state.grid.weights(x)
-        for j in range(3):
-            pose = np.concatenate([S[:, j, :], np.tile(np.eye(3)[j], (len(a), 1))], axis=1)
-            if has_grid:
-                gc = gw[:, :, None] * R_A[j][None, None, :]
-            blocks.append(_rows(pose, gc, idx, n_cols))
-            resid.append(e[:, j])
-            weights.append(w)
-    if not blocks:
-        return StepStats(np.nan, 0, np.nan, 0.0)
-    J = sp.vstack(blocks).tocsr()
-    r = np.concatenate(resid)
-    w = np.concatenate(weights)
+
+def _plane_term(frame: FramePoints, state: FrameState, model: VoxelModel, X0: np.ndarray, ok: np.ndarray,
+                nn: np.ndarray, c: np.ndarray, icp: ICPConfig, scale: float, n_cols: int) -> _Term:
+    """Point-to-plane rows n_q·(X − q), Huber × confidence × colour agreement weights (sum 1)."""
+    mx, mrgb, mn, _ = model.arrays()
+    R_A = state.A[:3, :3]
+    n = mn[nn][ok]
+    r = np.sum(n * (X0[ok] - mx[nn[ok]]), axis=1)
+    a = X0[ok] - c
+    w = _huber(r, 1e-4 * scale) * frame.conf[ok]
+    if icp.colour_weight > 0:
+        cd = np.sum((frame.rgb[ok] - mrgb[nn[ok]]) ** 2, axis=1)
+        w *= (1 - icp.colour_weight) + icp.colour_weight * np.exp(-cd / (2 * icp.colour_sigma**2))
+    pose = np.concatenate([np.cross(a, n), n], axis=1)
+    gc = idx = None
+    if state.grid is not None:
+        idx, gw = state.grid.weights(frame.xyz[ok])
+        gc = gw[:, :, None] * (n @ R_A)[:, None, :]
+    return _Term(_rows(pose, gc, idx, n_cols), r, w / w.sum())
+
+
+def _point_terms(frame: FramePoints, state: FrameState, m: Matches, lam: float, robust: bool, c: np.ndarray,
+                 icp: ICPConfig, scale: float, n_cols: int) -> list[_Term]:
+    """Point-to-point rows X_m − Y_m (one term per axis) of dense matches (robust: cutoff and Huber)
+    or of the anchor (plain least squares); weights λ · w_m / Σ w_m."""
+    Xm = state.world(m.x)
+    e = Xm - m.Y
+    dist = np.linalg.norm(e, axis=1)
+    keep = dist < (icp.corr.cutoff * scale * m.x[:, 2] / frame_scale(frame) if robust else np.inf)
+    if keep.sum() < 3:
+        return []
+    e, a, x = e[keep], Xm[keep] - c, m.x[keep]
+    w = lam * m.w[keep] * (_huber(dist[keep], 1e-4 * scale) if robust else 1.0)
+    w = w / m.w[keep].sum()
+    S = -_skew(a)  # d(ω×a)/dω
+    R_A = state.A[:3, :3]
+    gc = idx = None
+    if state.grid is not None:
+        idx, gw = state.grid.weights(x)
+    terms = []
+    for j in range(3):
+        pose = np.concatenate([S[:, j, :], np.tile(np.eye(3)[j], (len(a), 1))], axis=1)
+        if state.grid is not None:
+            gc = gw[:, :, None] * R_A[j][None, None, :]
+        terms.append(_Term(_rows(pose, gc, idx, n_cols), e[:, j], w))
+    return terms
+
+
+def _solve(terms: list[_Term], state: FrameState, icp: ICPConfig, deform: DeformConfig, scale: float,
+           n_cols: int) -> tuple[np.ndarray, float]:
+    """Damped, regularised normal equations (JᵀWJ + D + R) Δ = −(JᵀWr + R g) → (Δ [n_cols], cost)."""
+    J = sp.vstack([t.J for t in terms]).tocsr()
+    r = np.concatenate([t.resid for t in terms])
+    w = np.concatenate([t.weight for t in terms])
     JW = J.T.multiply(w[None, :]).tocsr()
     H = JW @ J
     b = JW @ r
     damp = np.zeros(n_cols)
     damp[:6] = icp.pose_damping * np.array([scale**2] * 3 + [1.0] * 3)
     H = H + sp.diags(damp)
-    if has_grid:
+    if state.grid is not None:
         reg3 = _regulariser(state.grid.resolution, deform.smoothness, deform.damping)
         H = H + reg3
         b = b + reg3 @ np.concatenate([np.zeros(6), state.grid.values.reshape(-1)])
-    delta = spla.spsolve(H.tocsc(), -b)
-    cost = float(np.sum(w * r**2))
-    # apply: X' = exp(ω)(X − c) + c + v, g += Δg
+    return spla.spsolve(H.tocsc(), -b), float(np.sum(w * r**2))
+
+
+def _apply_update(state: FrameState, delta: np.ndarray, c: np.ndarray, scale: float) -> float:
+    """X' = exp(ω)(X − c) + c + v, g += Δg (in place); returns the largest update (rad or scale fraction)."""
     Rinc = Rotation.from_rotvec(delta[:3]).as_matrix()
     M = np.eye(4)
     M[:3, :3] = Rinc
     M[:3, 3] = c + delta[3:6] - Rinc @ c
     state.A = M @ state.A
     upd = max(np.abs(delta[:3]).max(), np.abs(delta[3:6]).max() / scale)
-    if has_grid:
+    if state.grid is not None:
         state.grid.values += delta[6:].reshape(state.grid.values.shape)
         upd = max(upd, np.abs(delta[6:]).max() / scale)
-    p2p = float(np.median(np.abs(resid[0]))) if ok.sum() >= 10 else np.nan
-    return StepStats(cost, int(ok.sum()), p2p, float(upd))
+    return upd
 
 
 def p2plane_residual(X: np.ndarray, model: VoxelModel, cutoff: float) -> tuple[float, float]:
@@ -406,10 +440,19 @@ def init_from_matches(frame: FramePoints, state: FrameState, matches: Matches, s
         state.A[:3, 3] += (T.s - 1.0) * T.R @ cx
 
 
+@dataclass
+class IterationStats:
+    """How `align_frame` ended: Gauss–Newton iterations run, point-to-plane pairs of the last one."""
+
+    iters: int
+    pairs: int
+
+
 def align_frame(frame: FramePoints, state: FrameState, model: VoxelModel, matches: Matches, icp: ICPConfig,
                 deform: DeformConfig, scale: float, anchor: Matches | None = None,
-                anchor_weight: float = 0.0, pass_index: int = 0) -> dict:
-    """Iterate `gn_step` with a shrinking cutoff until the update is below tol. Returns stats.
+                anchor_weight: float = 0.0, pass_index: int = 0) -> IterationStats:
+    """Iterate `gn_step` with a shrinking cutoff until the update is below tol (then fit the hash
+    field when deform.kind is hashgrid).
 
     The random pair subsets come from a generator seeded by (icp.seed, frame index, pass_index):
     the same run gives the same result in every process; each pass (global-opt sweep) differs.
@@ -426,7 +469,7 @@ def align_frame(frame: FramePoints, state: FrameState, model: VoxelModel, matche
                      subset_rng)
         if it + 1 >= icp.min_iters and frac >= 1.0 and st.update < icp.tol:
             break
-    out = {"iters": it + 1, "pairs": st.n_pairs if st else 0}
+    out = IterationStats(it + 1, st.n_pairs if st else 0)
     if deform.kind == "hashgrid":
         fit_hash_field(frame, state, model, matches, icp, deform, scale)
     return out
@@ -495,13 +538,30 @@ def fit_hash_field(frame: FramePoints, state: FrameState, model: VoxelModel, mat
 
 
 @dataclass
+class FrameMetrics:
+    """One frame of the sequential pass (align/metrics.json "per_frame"). Residuals are medians of
+    |point-to-plane| to the model of the earlier frames (scene units), before (given pose) and after
+    alignment; inlier_frac = fraction of the frame's points within the initial cutoff after."""
+
+    frame: int  # original results.npz index
+    p2plane_before: float
+    p2plane_after: float
+    inlier_frac: float
+    matches: int  # dense 2D correspondences used
+    seconds: float
+    iters: int
+    pairs: int  # point-to-plane pairs of the last iteration
+
+
+@dataclass
 class AlignResult:
-    """States of all aligned frames (same order as `frames`), the merged model and statistics."""
+    """States of all aligned frames (same order as `frames`), the merged model and statistics of
+    frames[1:] (frames[0] is the gauge)."""
 
     states: list[FrameState]
     model: VoxelModel
     contributions: list[Contribution]
-    per_frame: list[dict] = field(default_factory=list)
+    per_frame: list[FrameMetrics] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -520,7 +580,7 @@ def gather_matches(frame: FramePoints, refs: list[tuple[FramePoints, np.ndarray]
 
 
 def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformConfig, scale: float,
-                     max_jump: float = 0.05, on_frame: Callable[[int, dict], None] | None = None,
+                     max_jump: float = 0.05, on_frame: Callable[[int, FrameMetrics], None] | None = None,
                      progress: Callable | None = None) -> AlignResult:
     """Align frames[1:] one by one to the model grown from the frames before; frames[0] is the gauge."""
     t0 = time.perf_counter()
@@ -530,7 +590,7 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
     contribs = [merge_frame(model, frames[0], states[0])]
     pointmaps = {0: world_pointmap(frames[0], states[0], max_jump)}
     cut = icp.max_dist_init * scale
-    per_frame = [{"frame": frames[0].index, "gauge": True}]
+    per_frame: list[FrameMetrics] = []
     order = range(1, len(frames))
     for i in (progress(order, total=len(frames) - 1) if progress else order):
         t1 = time.perf_counter()
@@ -549,8 +609,8 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         contribs.append(merge_frame(model, f, st))
         pointmaps[i] = world_pointmap(f, st, max_jump)
         pointmaps.pop(i - icp.corr.frames - 1, None)
-        rec = {"frame": f.index, "p2plane_before": before, "p2plane_after": after, "inlier_frac": inl,
-               "matches": len(matches), "seconds": time.perf_counter() - t1, **stats}
+        rec = FrameMetrics(f.index, before, after, inl, len(matches), time.perf_counter() - t1, stats.iters,
+                           stats.pairs)
         per_frame.append(rec)
         if on_frame:
             on_frame(i, rec)

@@ -23,7 +23,8 @@ from worldstereo import console
 from worldstereo.align.deform import DeformConfig
 from worldstereo.align.global_opt import GlobalOptConfig, GlobalOptStats, global_optimise
 from worldstereo.align.icp import AlignResult, FrameMetrics, ICPConfig, sequential_align
-from worldstereo.align.inverse import DEFORMATIONS_FILE, InverseConfig, fit_inverse, save_deformations
+from worldstereo.align.inverse import (DEFORMATIONS_FILE, InverseConfig, InverseField, fit_inverse,
+                                       save_deformations)
 from worldstereo.align.preprocess import FramePoints, PreprocessConfig, frame_points, select_frames
 from worldstereo.align.voxel_model import VoxelModel
 from worldstereo.errors import InputError
@@ -139,16 +140,12 @@ def run_reconstruct(scene_root: Path, preprocess: PreprocessConfig, icp: ICPConf
         res, glob = _align(frames, preprocess, icp, deform, global_opt, scale, writer, times)
 
         t = time.perf_counter()
-        inverses, rt = zip(*(fit_inverse(f, st, inverse, scale) for f, st in zip(frames, res.states)))
+        inverses, round_trip = _fit_inverses(frames, res, inverse, scale)
         times["inverse"] = time.perf_counter() - t
-        round_trip = RoundTripSummary(max(r.p95 for r in rt), _nanmed([r.median for r in rt]), inverse.tolerance)
-        if round_trip.p95_max > inverse.tolerance:
-            console.warn(f"inverse deformation round trip p95 {round_trip.p95_max:.2e} of scene scale exceeds "
-                         f"tolerance {inverse.tolerance:.1e} (raise --inverse.resolution)")
 
         t = time.perf_counter()
         _write_canonical(out / "canonical.ply", res.model)
-        save_deformations(out / DEFORMATIONS_FILE, frames, res.states, list(inverses), scale)
+        save_deformations(out / DEFORMATIONS_FILE, frames, res.states, inverses, scale)
         times["write"] = time.perf_counter() - t
         times["total"] = time.perf_counter() - t_all
 
@@ -212,6 +209,17 @@ def _align(frames: list[FramePoints], preprocess: PreprocessConfig, icp: ICPConf
         glob = global_optimise(frames, res, icp, deform, global_opt, scale, preprocess.max_depth_jump, gbar)
         times["global_opt"] = glob.seconds
     return res, glob
+
+
+def _fit_inverses(frames: list[FramePoints], res: AlignResult, inverse: InverseConfig,
+                  scale: float) -> tuple[list[InverseField], RoundTripSummary]:
+    """Inverse deformation of every frame; warns when the round trip exceeds the tolerance."""
+    inverses, rt = zip(*(fit_inverse(f, st, inverse, scale) for f, st in zip(frames, res.states)))
+    round_trip = RoundTripSummary(max(r.p95 for r in rt), _nanmed([r.median for r in rt]), inverse.tolerance)
+    if round_trip.p95_max > inverse.tolerance:
+        console.warn(f"inverse deformation round trip p95 {round_trip.p95_max:.2e} of scene scale exceeds "
+                     f"tolerance {inverse.tolerance:.1e} (raise --inverse.resolution)")
+    return list(inverses), round_trip
 
 
 def _write_canonical(path: Path, model: VoxelModel) -> None:

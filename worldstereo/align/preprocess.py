@@ -14,9 +14,12 @@ from typing import Literal
 
 import numpy as np
 
+from worldstereo.depth.model import DepthOutput
 from worldstereo.depth.mvs import MVSConfig
+from worldstereo.depth.video import depth_from_model, depth_from_mvs
 from worldstereo.errors import InputError
-from worldstereo.geometry import c2w_to_w2c, unproject_depth, w2c_to_c2w
+from worldstereo.geometry import unproject_depth, w2c_to_c2w
+from worldstereo.io.images import resize_images
 from worldstereo.io.results import FrameResults, load_results, save_results
 
 
@@ -45,8 +48,11 @@ class PreprocessConfig:
     (model and mvs take the poses from --cameras)."""
     depth_model_dir: Path | None = None
     """Local folder of a transformers depth model (AutoModelForDepthEstimation; never downloaded)."""
-    depth_model_output: Literal["depth", "disparity"] = "depth"
-    """What the depth model predicts; disparity is inverted (1/x) and scaled to median depth 1."""
+    depth_model_output: DepthOutput = "metric"
+    """What the depth model predicts: metres (used as is), relative disparity or relative depth (both
+    scaled per frame to --preprocess.depth-model-median-m); the same conversion as run_pipeline.py's."""
+    depth_model_median_m: float = 1.0
+    """Median depth given to each frame's relative output (disparity, depth)."""
     seed: int = 0
     """Seed of the point sampling."""
     mvs: MVSConfig = field(default_factory=MVSConfig)
@@ -156,26 +162,19 @@ def import_video(video: Path, out_npz: Path, cfg: PreprocessConfig, depth_npz: P
         elif len(r) != len(keep):
             raise InputError(depth_npz, f"holds {len(r)} frames; the video has {len(frames)} "
                                         f"({len(keep)} after subsampling by {step})")
-        images = _resize_frames([frames[k] for k in keep], r.depth.shape[2], r.depth.shape[1])
+        images = resize_images([frames[k] for k in keep], r.depth.shape[2], r.depth.shape[1])
         r = FrameResults(r.depth, r.conf, r.extrinsics_w2c, r.K, images)
     elif cfg.depth_source == "model":
         if cfg.depth_model_dir is None or not Path(cfg.depth_model_dir).is_dir():
             raise InputError(cfg.depth_model_dir, "--preprocess.depth-model-dir must be a local model folder")
         traj = _video_cameras(cameras, video, len(frames), keep, "a depth model gives no poses")
-        r = _depth_from_model([frames[k] for k in keep], cfg, traj)
+        r = depth_from_model([frames[k] for k in keep], cfg.depth_model_dir, cfg.depth_model_output,
+                             cfg.depth_model_median_m, traj)
     else:
         traj = _video_cameras(cameras, video, len(frames), keep, "MVS needs known cameras")
-        r = _depth_from_mvs([frames[k] for k in keep], cfg, traj, cameras)
+        r = depth_from_mvs([frames[k] for k in keep], cfg.mvs, traj, cameras)
     save_results(out_npz, r)
     return r
-
-
-def _resize_frames(frames: list[np.ndarray], width: int, height: int) -> np.ndarray:
-    import cv2
-
-    out = [f if f.shape[:2] == (height, width) else cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA)
-           for f in frames]
-    return np.stack([o[..., :3] for o in out]).astype(np.uint8)
 
 
 def _video_cameras(cameras: Path | None, video: Path, n_video: int, keep: np.ndarray, why: str):
@@ -191,60 +190,3 @@ def _video_cameras(cameras: Path | None, video: Path, n_video: int, keep: np.nda
         raise InputError(cameras, f"has {len(traj)} cameras; the video has {n_video} frames "
                                   f"({len(keep)} after subsampling)")
     return traj
-
-
-def _scaled_cameras(traj, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """K [N, 3, 3] for frames resized to width × height, and c2w [N, 4, 4], of a trajectory."""
-    from worldstereo.cameras import scale_intrinsics
-
-    sx, sy = width / traj.width, height / traj.height
-    return np.stack([scale_intrinsics(c.K, sx, sy) for c in traj.cameras]), traj.c2w()
-
-
-def _depth_from_model(frames: list[np.ndarray], cfg: PreprocessConfig, traj) -> FrameResults:
-    """Per-frame depth from a local transformers depth model; poses from a trajectory JSON."""
-    depth = estimate_depth_local(np.stack(frames), Path(cfg.depth_model_dir), cfg.depth_model_output)
-    n, h, w = depth.shape
-    images = _resize_frames(frames, w, h)
-    K, c2w = _scaled_cameras(traj, w, h)
-    w2c = c2w_to_w2c(c2w)
-    return FrameResults(depth.astype(np.float32), np.ones_like(depth, dtype=np.float32),
-                        w2c.astype(np.float32), K.astype(np.float32), images)
-
-
-def _depth_from_mvs(frames: list[np.ndarray], cfg: PreprocessConfig, traj, cameras: Path) -> FrameResults:
-    """Per-frame depth and confidence by plane-sweep MVS with the trajectory's cameras; frames with a
-    side above cfg.mvs.max_side are downscaled first."""
-    from worldstereo.depth.mvs import mvs_sequence
-
-    h0, w0 = frames[0].shape[:2]
-    s = min(1.0, cfg.mvs.max_side / max(h0, w0))
-    w, h = int(round(w0 * s)), int(round(h0 * s))
-    images = _resize_frames(frames, w, h)
-    K, c2w = _scaled_cameras(traj, w, h)
-    depth, conf = mvs_sequence(images, K, c2w, cfg.mvs)
-    if not (depth > 0).any():
-        raise InputError(cameras, "MVS found no reliable depth in any frame "
-                                  "(do the cameras move, and do they belong to this video?)")
-    w2c = c2w_to_w2c(c2w)
-    return FrameResults(depth, conf, w2c.astype(np.float32), K.astype(np.float32), images)
-
-
-def estimate_depth_local(images: np.ndarray, model_dir: Path, output: str = "depth") -> np.ndarray:
-    """Depth [N, H, W] for RGB uint8 images [N, H, W, 3] with a local AutoModelForDepthEstimation."""
-    import torch
-    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-
-    model = AutoModelForDepthEstimation.from_pretrained(str(model_dir), local_files_only=True).eval()
-    proc = AutoImageProcessor.from_pretrained(str(model_dir), local_files_only=True)
-    out = []
-    for img in images:
-        with torch.no_grad():
-            pred = model(**proc(images=img, return_tensors="pt")).predicted_depth  # [1, h, w]
-        pred = torch.nn.functional.interpolate(pred[:, None].float(), size=img.shape[:2], mode="bilinear",
-                                               align_corners=False)[0, 0].numpy()
-        if output == "disparity":
-            pred = 1.0 / np.maximum(pred, 1e-6)
-            pred = pred / np.median(pred)
-        out.append(np.maximum(pred, 1e-6))
-    return np.stack(out)

@@ -1,4 +1,4 @@
-"""Geometry: project / unproject, Umeyama Sim(3), frustum overlap, voxel merge.
+"""Geometry: project / unproject, depth discontinuities, Umeyama Sim(3), frustum overlap, voxel merge.
 
 Conventions (DESIGN.md): OpenCV camera axes (x right, y down, z forward), pixel centres at
 integer coordinates, K in pixels, `c2w` / `w2c` 4×4 rigid matrices. Arrays are numpy float64
@@ -100,6 +100,26 @@ def is_rigid(T: np.ndarray, atol: float = 1e-4) -> bool:
         and abs(np.linalg.det(R) - 1.0) < atol
         and np.allclose(T[3], [0, 0, 0, 1], atol=atol)
     )
+
+
+def depth_discontinuities(depth_m: np.ndarray, rel_thresh: float) -> np.ndarray:
+    """[H, W] bool, True at a depth discontinuity: a valid pixel whose depth differs from a valid
+    4-neighbour's by more than rel_thresh × the nearer of the two depths (both sides are marked).
+
+    Points on both sides of such a jump would become "flying pixels" smeared between foreground
+    and background. Neighbours without depth (≤ 0, inf, NaN) do not count: unknown is not a
+    discontinuity. Invalid pixels are False.
+    """
+    d = np.where(np.isfinite(depth_m) & (depth_m > 0), depth_m, np.nan).astype(np.float64)
+    edge = np.zeros(d.shape, bool)
+    with np.errstate(invalid="ignore"):
+        jump_v = np.abs(d[1:] - d[:-1]) > rel_thresh * np.fmin(d[1:], d[:-1])  # NaN compares False
+        jump_h = np.abs(d[:, 1:] - d[:, :-1]) > rel_thresh * np.fmin(d[:, 1:], d[:, :-1])
+    edge[1:] |= jump_v
+    edge[:-1] |= jump_v
+    edge[:, 1:] |= jump_h
+    edge[:, :-1] |= jump_h
+    return edge
 
 
 # --------------------------------------------------------------------------- Sim(3)

@@ -32,7 +32,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from worldstereo.align.deform import ControlGrid, DeformConfig
-from worldstereo.align.preprocess import FramePoints, edge_mask
+from worldstereo.align.preprocess import FramePoints, surface_pixels
 from worldstereo.align.voxel_model import Contribution, VoxelModel
 from worldstereo.geometry import robust_umeyama, unproject_depth
 
@@ -193,7 +193,7 @@ def pixel_matches(img_a: np.ndarray, img_b: np.ndarray, pix_a: np.ndarray, metho
 def world_pointmap(frame: FramePoints, state: FrameState, max_jump: float) -> np.ndarray:
     """Aligned world positions [H, W, 3] of every valid pixel of a frame (NaN elsewhere)."""
     pts = unproject_depth(frame.depth, frame.K)
-    ok = edge_mask(frame.depth, max_jump)
+    ok = surface_pixels(frame.depth, max_jump)
     out = np.full(pts.shape, np.nan)
     out[ok] = state.world(pts[ok])
     return out

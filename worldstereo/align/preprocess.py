@@ -18,7 +18,7 @@ from worldstereo.depth.model import DepthOutput
 from worldstereo.depth.mvs import MVSConfig
 from worldstereo.depth.video import depth_from_model, depth_from_mvs
 from worldstereo.errors import InputError
-from worldstereo.geometry import unproject_depth, w2c_to_c2w
+from worldstereo.geometry import depth_discontinuities, unproject_depth, w2c_to_c2w
 from worldstereo.io.images import resize_images
 from worldstereo.io.results import FrameResults, load_results, save_results
 
@@ -38,7 +38,8 @@ class PreprocessConfig:
     min_conf: float = 0.0
     """Pixels with conf below this are dropped."""
     max_depth_jump: float = 0.05
-    """Drop pixels whose depth differs from a 4-neighbour by more than this fraction (edges)."""
+    """Drop pixels whose depth differs from a 4-neighbour's by more than this fraction of the nearer
+    depth (both sides of a depth edge; geometry.depth_discontinuities)."""
     video_max_frames: int = 100
     """Outside videos: keep at most this many frames (video_to_world: 100)."""
     video_max_stride: int = 8
@@ -106,15 +107,10 @@ def depth_normals(pts: np.ndarray) -> np.ndarray:
     return n
 
 
-def edge_mask(depth: np.ndarray, max_jump: float) -> np.ndarray:
-    """[H, W] bool: True where all 4-neighbours are within max_jump relative depth."""
-    d = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan)
-    ok = np.isfinite(d)
-    pad = np.pad(d, 1, constant_values=np.nan)
-    for sl in (pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]):
-        with np.errstate(invalid="ignore"):
-            ok &= np.abs(sl - d) <= max_jump * d
-    return ok
+def surface_pixels(depth: np.ndarray, max_jump: float) -> np.ndarray:
+    """[H, W] bool: pixels with depth and no depth discontinuity (relative jump > max_jump) to a
+    4-neighbour: those that may become points."""
+    return np.isfinite(depth) & (depth > 0) & ~depth_discontinuities(depth, max_jump)
 
 
 def frame_points(r: FrameResults, i: int, cfg: PreprocessConfig) -> FramePoints:
@@ -123,7 +119,7 @@ def frame_points(r: FrameResults, i: int, cfg: PreprocessConfig) -> FramePoints:
     K = r.K[i].astype(np.float64)
     pts = unproject_depth(depth, K)
     normals = depth_normals(pts)
-    valid = edge_mask(depth, cfg.max_depth_jump) & (r.conf[i] >= cfg.min_conf)
+    valid = surface_pixels(depth, cfg.max_depth_jump) & (r.conf[i] >= cfg.min_conf)
     valid &= np.all(np.isfinite(normals), axis=-1)
     v, u = np.nonzero(valid)
     rng = np.random.default_rng(cfg.seed + int(i))

@@ -108,9 +108,13 @@ def depth_normals(pts: np.ndarray) -> np.ndarray:
 
 
 def surface_pixels(depth: np.ndarray, max_jump: float) -> np.ndarray:
-    """[H, W] bool: pixels with depth and no depth discontinuity (relative jump > max_jump) to a
-    4-neighbour: those that may become points."""
-    return np.isfinite(depth) & (depth > 0) & ~depth_discontinuities(depth, max_jump)
+    """[H, W] bool: pixels that may become points or match targets: with depth, their 4 neighbours
+    with depth too (normals by central differences need them; image borders are out), and no depth
+    discontinuity (relative jump > max_jump, geometry.depth_discontinuities) to a neighbour."""
+    has = np.isfinite(depth) & (depth > 0)
+    pad = np.pad(has, 1, constant_values=False)
+    neighbours = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    return has & neighbours & ~depth_discontinuities(depth, max_jump)
 
 
 def frame_points(r: FrameResults, i: int, cfg: PreprocessConfig) -> FramePoints:

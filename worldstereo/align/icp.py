@@ -191,7 +191,7 @@ def pixel_matches(img_a: np.ndarray, img_b: np.ndarray, pix_a: np.ndarray, metho
 
 
 def world_pointmap(frame: FramePoints, state: FrameState, max_jump: float) -> np.ndarray:
-    """Aligned world positions [H, W, 3] of every valid pixel of a frame (NaN elsewhere)."""
+    """Aligned world positions [H, W, 3] of a frame's surface pixels (NaN elsewhere)."""
     pts = unproject_depth(frame.depth, frame.K)
     ok = surface_pixels(frame.depth, max_jump)
     out = np.full(pts.shape, np.nan)

@@ -35,9 +35,9 @@ def main(cfg: ReconstructConfig) -> None:
         return
     m = out.metrics
     timer.done(str(out.align_dir / "canonical.ply"),
-               f"{len(m['frames'])} frames, {m['points']} points, point-to-plane median "
-               f"{m['p2plane_median_before']:.3g} → {m['p2plane_median_after']:.3g}, inverse round trip p95 "
-               f"{m['inverse_round_trip']['p95_max']:.1e} of scene scale")
+               f"{len(m.frames)} frames, {m.points} points, point-to-plane median "
+               f"{m.p2plane_median_before:.3g} → {m.p2plane_median_after:.3g}, inverse round trip p95 "
+               f"{m.inverse_round_trip.p95_max:.1e} of scene scale")
 
 
 def entrypoint(argv: list[str] | None = None) -> None:

@@ -71,8 +71,8 @@ def main(a: Args) -> dict:
         "naive": naive, "aligned": ours,
         "fscore_ratio": ours["fscore"] / max(naive["fscore"], 1e-12),
         "chamfer_ratio": naive["chamfer"] / max(ours["chamfer"], 1e-12),
-        "seconds": {"render": t_render, "reconstruct_total": t_align, **out.metrics["seconds"]},
-        "inverse_round_trip_p95": out.metrics["inverse_round_trip"]["p95_max"],
+        "seconds": {"render": t_render, "reconstruct_total": t_align, **out.metrics.seconds},
+        "inverse_round_trip_p95": out.metrics.inverse_round_trip.p95_max,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
     }
     print(json.dumps(fig, indent=1))

@@ -15,7 +15,7 @@ from configs.presets import parse_with_presets
 
 from worldstereo.align.deform import DeformConfig
 from worldstereo.align.global_opt import GlobalOptConfig
-from worldstereo.align.icp import ICPConfig
+from worldstereo.align.icp import CorrespondenceConfig, ICPConfig
 from worldstereo.align.inverse import InverseConfig
 from worldstereo.align.preprocess import PreprocessConfig
 
@@ -49,7 +49,7 @@ def fast() -> ReconstructConfig:
 
 def extensive() -> ReconstructConfig:
     return ReconstructConfig(
-        icp=ICPConfig(max_iters=40, corr_frames=3, corr_points=8000),
+        icp=ICPConfig(max_iters=40, corr=CorrespondenceConfig(frames=3, points=8000)),
         deform=DeformConfig(resolution=8),
         global_opt=GlobalOptConfig(enabled=True, sweeps=2),
         inverse=InverseConfig(resolution=14, samples_per_axis=18),

@@ -46,4 +46,5 @@ def test_inverse_round_trip_below_tolerance():
     frame = FramePoints(3, x, np.tile([0, 0, -1.0], (5000, 1)), np.zeros((5000, 3)), np.ones(5000),
                         np.zeros((5000, 2), int), np.eye(4), np.eye(3), np.ones((2, 2)), np.zeros((2, 2, 3), np.uint8))
     inv, stats = fit_inverse(frame, FrameState(np.eye(4), grid), InverseConfig(), scale=3.5)
-    assert stats["p95"] < ROUND_TRIP_TOL, stats
+    assert stats.frame == 3 and stats.median <= stats.p95 <= stats.max
+    assert stats.p95 < ROUND_TRIP_TOL, stats

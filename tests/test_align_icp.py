@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from worldstereo.align.deform import DeformConfig
-from worldstereo.align.icp import ICPConfig, VoxelModel, sequential_align
+from worldstereo.align.icp import ICPConfig, sequential_align
 from worldstereo.align.preprocess import PreprocessConfig, frame_points, select_frames
+from worldstereo.align.voxel_model import VoxelModel
 from worldstereo.bench.builders import SyntheticConfig, make_inconsistent
 from worldstereo.bench.scoring import naive_fusion, pose_errors, score
 

@@ -148,6 +148,34 @@ def test_missing_and_broken_model_folders(env, tmp_path):
     assert e.value.path == str(broken) and "\n" not in e.value.one_line()
 
 
+@pytest.mark.parametrize("output", ["disparity", "metric"])
+def test_video_frames_get_the_same_depth_as_the_input_view(env, tmp_path, output):
+    """reconstruct.py's outside-video path and run_pipeline.py's input view use one wrapper: the same
+    model gives the same depth for the same frame."""
+    from worldstereo.align.preprocess import PreprocessConfig, import_video
+    from worldstereo.cameras import Camera, Trajectory, intrinsics_from_fov, save_trajectory
+    from worldstereo.io.video import read_video, write_video
+
+    frames = [env.rgb, np.roll(env.rgb, 9, axis=1), env.rgb[::-1].copy()]
+    write_video(tmp_path / "gen.mp4", frames, fps=8)
+    K = intrinsics_from_fov(W, H, 60.0)
+    c2w = [np.eye(4) for _ in frames]
+    for k, T in enumerate(c2w):
+        T[0, 3] = 0.1 * k
+    save_trajectory(Trajectory([Camera(K, T, W, H) for T in c2w]), tmp_path / "cams.json")
+    cfg = PreprocessConfig(depth_source="model", depth_model_dir=env.model_dir, depth_model_output=output,
+                           depth_model_median_m=2.5)
+    r = import_video(tmp_path / "gen.mp4", tmp_path / "results.npz", cfg, None, tmp_path / "cams.json")
+    decoded = read_video(tmp_path / "gen.mp4")
+    assert r.depth.shape == (3, H, W)
+    for k in range(3):
+        np.testing.assert_array_equal(r.depth[k], predict_depth(env.model_dir, decoded[k], output, 2.5))
+    if output == "disparity":
+        assert np.median(r.depth, axis=(1, 2)) == pytest.approx([2.5] * 3, rel=1e-4)
+    else:
+        np.testing.assert_allclose(r.depth[0], raw_prediction(env.model_dir, decoded[0]), rtol=1e-5)
+
+
 # --------------------------------------------------------------------------- the CLI
 
 

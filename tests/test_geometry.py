@@ -2,8 +2,10 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from worldstereo.cameras import Camera, look_at
-from worldstereo.geometry import (frustum_overlap, invert_rigid, project_points, robust_umeyama, umeyama,
-                                  unproject_depth, voxel_downsample)
+import pytest
+
+from worldstereo.geometry import (as_4x4, c2w_to_w2c, depth_discontinuities, frustum_overlap, invert_rigid, project_points, robust_umeyama,
+                                  umeyama, unproject_depth, voxel_downsample, w2c_to_c2w)
 
 
 def test_umeyama_exact():
@@ -66,3 +68,55 @@ def test_voxel_downsample_means():
     out, inv = voxel_downsample(pts, 0.1)
     assert len(out) == 2 and inv[0] == inv[1] != inv[2]
     assert np.allclose(out[inv[0]], [0.02, 0.02, 0.02])
+
+
+def test_w2c_3x4_to_c2w_and_back():
+    # camera at (1, 2, 3) looking along world −x: c2w columns are the camera axes in world
+    c2w = np.array([[0.0, 0, -1, 1], [0, 1, 0, 2], [1, 0, 0, 3], [0, 0, 0, 1]])
+    w2c = np.array([[0.0, 0, 1, -3], [0, 1, 0, -2], [-1, 0, 0, 1]])  # Rᵀ, −Rᵀt, by hand
+    np.testing.assert_allclose(w2c_to_c2w(w2c), c2w, atol=1e-12)
+    np.testing.assert_allclose(w2c_to_c2w(as_4x4(w2c)), c2w, atol=1e-12)
+    np.testing.assert_allclose(c2w_to_w2c(c2w), w2c, atol=1e-12)
+    batch = np.stack([w2c, w2c.astype(np.float32)])  # float32 as results.npz stores it
+    out = w2c_to_c2w(batch)
+    assert out.shape == (2, 4, 4) and out.dtype == np.float64
+    np.testing.assert_allclose(out[1], c2w, atol=1e-6)
+    assert as_4x4(batch)[:, 3].tolist() == [[0, 0, 0, 1]] * 2
+    with pytest.raises(ValueError, match="3, 4"):
+        as_4x4(np.eye(3))
+
+
+def test_depth_discontinuities_mark_both_sides_relative_to_the_nearer_depth():
+    d = np.array([[1.0, 1.0, 1.04, 2.0],
+                  [1.0, 1.0, 1.0, 1.052],
+                  [1.0, 0.0, 1.0, np.nan]])
+    edge = depth_discontinuities(d, 0.05)
+    expect = np.array([[0, 0, 1, 1],   # 1.04 | 2.0 jump; 1.0 | 1.04 is within 5 %
+                       [0, 0, 1, 1],   # 1.0 | 1.052: 5.2 % of the nearer (1.0), so both sides
+                       [0, 0, 0, 0]],  # unknown depth (0, NaN) is never an edge nor makes one
+                      bool)
+    assert (edge == expect).all(), edge.astype(int)
+    # the threshold is on the nearer depth: 1.052 vs 1.0 is 4.9 % of 1.052, still an edge on both sides
+    assert depth_discontinuities(np.array([[1.0, 1.052]]), 0.05).all()
+    assert not depth_discontinuities(np.array([[1.0, 1.049]]), 0.05).any()
+
+
+def test_cache_and_aligner_drop_the_same_edge_pixels():
+    from worldstereo.align.preprocess import surface_pixels
+    from worldstereo.memory.cache import points_from_view
+
+    rng = np.random.default_rng(0)
+    d = np.where(rng.random((24, 32)) < 0.1, 0.0, rng.choice([2.0, 2.01, 3.0], size=(24, 32)))
+    cam = Camera(np.array([[30.0, 0, 16], [0, 30, 12], [0, 0, 1]]), np.eye(4), 32, 24)
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    kept = points_from_view(rgb, d, cam, 1.0, step=0, frame=0, edge_rel_thresh=0.05)
+    surface = surface_pixels(d, 0.05)
+    assert 0 < surface.sum() < (d > 0).sum()
+    # the aligner also needs the 4 neighbours to have depth (normals); otherwise the same pixels
+    pad = np.pad(d > 0, 1)
+    inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    cache_kept = (d > 0) & ~depth_discontinuities(d, 0.05)
+    assert (surface == (cache_kept & inner)).all()
+    assert not surface[0].any() and not surface[:, -1].any()  # image borders
+    assert len(kept) == cache_kept.sum()
+    np.testing.assert_allclose(np.sort(kept.xyz[:, 2]), np.sort(d[cache_kept]).astype(np.float32))

@@ -17,7 +17,7 @@ import pytest
 from worldstereo.cameras import Camera, PlannerConfig, intrinsics_from_fov, plan_trajectory
 from worldstereo.errors import InputError
 from worldstereo.geometry import project_points
-from worldstereo.memory.cache import depth_edges
+from worldstereo.geometry import depth_discontinuities as depth_edges
 from worldstereo.panorama import (MIDDLE_VIEWS, PanoPlannerConfig, bank_cameras, load_panorama_view, make_bank,
                                   pivot_depths_from_distance, plan_panorama, points_from_panorama,
                                   read_bank_cameras, read_pano_bank, views_to_equirect, write_bank_cameras,

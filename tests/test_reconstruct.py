@@ -36,6 +36,34 @@ def test_results_npz_only_folder_is_accepted(v2w_scene):
     assert json.loads((v2w_scene / "scene.json").read_text())["stages"]["reconstruct"]["finished"]
 
 
+def test_rerun_is_skipped_and_reads_back_typed_metrics(tmp_path, v2w_scene):
+    import shutil
+
+    from worldstereo.align.deform import DeformConfig
+    from worldstereo.align.global_opt import GlobalOptConfig
+    from worldstereo.align.icp import ICPConfig
+    from worldstereo.align.inverse import InverseConfig
+    from worldstereo.align.pipeline import run_reconstruct
+    from worldstereo.align.preprocess import PreprocessConfig
+
+    shutil.copytree(v2w_scene / "exports", tmp_path / "exports")
+    cfgs = (PreprocessConfig(frames=3, points_per_frame=2000), ICPConfig(max_iters=4), DeformConfig(),
+            GlobalOptConfig(), InverseConfig())
+    first = run_reconstruct(tmp_path, *cfgs, tensorboard=False)
+    again = run_reconstruct(tmp_path, *cfgs, tensorboard=False)
+    assert not first.skipped and again.skipped
+    m = again.metrics
+    assert m.frames == [0, 2, 4] and [r.frame for r in m.per_frame] == [2, 4] and m.global_opt is None
+    assert m.points == len(read_ply(tmp_path / "align" / "canonical.ply"))
+    assert m.inverse_round_trip.p95_max == first.metrics.inverse_round_trip.p95_max
+    on_disk = json.loads((tmp_path / "align" / "metrics.json").read_text())
+    assert set(on_disk) == {"frames", "scene_scale", "points", "p2plane_median_before", "p2plane_median_after",
+                            "global_opt", "inverse_round_trip", "per_frame", "seconds"}
+    assert set(on_disk["per_frame"][0]) == {"frame", "p2plane_before", "p2plane_after", "inlier_frac", "matches",
+                                            "seconds", "iters", "pairs"}
+    assert m.inverse_round_trip.p95_max == on_disk["inverse_round_trip"]["p95_max"]
+
+
 def test_warp_places_canonical_points_in_frame_world(v2w_scene):
     if not (v2w_scene / "align" / "deformations.npz").exists():
         reconstruct.entrypoint(["--scene", str(v2w_scene), *SMALL])
@@ -100,6 +128,9 @@ def test_presets_parse():
         assert cfg.global_opt.enabled and cfg.icp.max_iters == 3 and str(cfg.scene) == "x"
     fast = parse(["--scene", "x"])
     assert not fast.global_opt.enabled and fast.icp.max_iters != 3
+    cfg = parse(["extensive", "--scene", "x", "--icp.corr.frames", "5", "--deform.hash.iters", "7"])
+    # nested sub-configs: a flag overrides one field, the preset keeps the others
+    assert cfg.icp.corr.frames == 5 and cfg.icp.corr.points == 8000 and cfg.deform.hash.iters == 7
 
 
 def test_extensive_with_hashgrid_smoke(tmp_path, v2w_scene):
@@ -107,8 +138,8 @@ def test_extensive_with_hashgrid_smoke(tmp_path, v2w_scene):
 
     shutil.copytree(v2w_scene / "exports", tmp_path / "exports")
     reconstruct.entrypoint(["--scene", str(tmp_path), "--preset", "extensive", "--deform.kind", "hashgrid",
-                            "--deform.hash-iters", "5", "--global-opt.sweeps", "1", "--global-opt.iters", "3", *SMALL])
+                            "--deform.hash.iters", "5", "--global-opt.sweeps", "1", "--global-opt.iters", "3", *SMALL])
     m = json.loads((tmp_path / "align" / "metrics.json").read_text())
     assert m["global_opt"]["p2plane_after"] is not None
-    assert (tmp_path / "align" / "hash_fields.pt").exists()
+    assert not (tmp_path / "align" / "hash_fields.pt").exists()  # nothing read it: the inverse grids carry the field
     assert m["inverse_round_trip"]["p95_max"] < 0.01

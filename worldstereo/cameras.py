@@ -16,7 +16,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from worldstereo.errors import InputError
-from worldstereo.geometry import invert_rigid, is_rigid
+from worldstereo.geometry import as_4x4, invert_rigid, is_rigid
 
 TrajectoryName = Literal["orbit", "up", "left", "right"]
 WORLD_DOWN = np.array([0.0, 1.0, 0.0])
@@ -213,7 +213,7 @@ def load_trajectory(path: str | Path) -> Trajectory:
         for i, m in enumerate(w2cs):
             m = np.asarray(m, dtype=np.float64)
             if m.shape == (3, 4):
-                m = np.vstack([m, [0, 0, 0, 1]])
+                m = as_4x4(m)
             if not is_rigid(m):
                 raise InputError(path, f"{w2c_key}[{i}] is not a rigid 4x4 transform")
             c2ws.append(invert_rigid(m))

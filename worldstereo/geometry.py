@@ -1,4 +1,4 @@
-"""Geometry: project / unproject, Umeyama Sim(3), frustum overlap, voxel merge.
+"""Geometry: project / unproject, depth discontinuities, Umeyama Sim(3), frustum overlap, voxel merge.
 
 Conventions (DESIGN.md): OpenCV camera axes (x right, y down, z forward), pixel centres at
 integer coordinates, K in pixels, `c2w` / `w2c` 4×4 rigid matrices. Arrays are numpy float64
@@ -62,6 +62,33 @@ def invert_rigid(T: np.ndarray) -> np.ndarray:
     return out
 
 
+def as_4x4(T: np.ndarray) -> np.ndarray:
+    """[..., 3, 4] or [..., 4, 4] transform(s) → [..., 4, 4] float64 with bottom row [0 0 0 1]."""
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape[-2:] == (4, 4):
+        return T.copy()
+    if T.shape[-2:] != (3, 4):
+        raise ValueError(f"expected [..., 3, 4] or [..., 4, 4] transforms, got shape {T.shape}")
+    out = np.broadcast_to(np.eye(4), T.shape[:-2] + (4, 4)).copy()
+    out[..., :3, :] = T
+    return out
+
+
+def w2c_to_c2w(w2c: np.ndarray) -> np.ndarray:
+    """World-to-camera [..., 3, 4] or [..., 4, 4] (results.npz stores 3×4) → camera-to-world [..., 4, 4].
+
+    A general inverse, not `invert_rigid`: stored w2c are float32, orthonormal only to ~1e-7, and
+    this is the exact inverse of what is stored (what every reader of results.npz has always used).
+    """
+    return np.linalg.inv(as_4x4(w2c))
+
+
+def c2w_to_w2c(c2w: np.ndarray) -> np.ndarray:
+    """Camera-to-world [..., 3|4, 4] → world-to-camera [..., 3, 4], the results.npz layout (general
+    inverse, as `w2c_to_c2w`)."""
+    return np.linalg.inv(as_4x4(c2w))[..., :3, :]
+
+
 def is_rigid(T: np.ndarray, atol: float = 1e-4) -> bool:
     """True when T is 4×4 with an orthonormal, right-handed rotation and bottom row [0 0 0 1]."""
     T = np.asarray(T, dtype=np.float64)
@@ -73,6 +100,26 @@ def is_rigid(T: np.ndarray, atol: float = 1e-4) -> bool:
         and abs(np.linalg.det(R) - 1.0) < atol
         and np.allclose(T[3], [0, 0, 0, 1], atol=atol)
     )
+
+
+def depth_discontinuities(depth_m: np.ndarray, rel_thresh: float) -> np.ndarray:
+    """[H, W] bool, True at a depth discontinuity: a valid pixel whose depth differs from a valid
+    4-neighbour's by more than rel_thresh × the nearer of the two depths (both sides are marked).
+
+    Points on both sides of such a jump would become "flying pixels" smeared between foreground
+    and background. Neighbours without depth (≤ 0, inf, NaN) do not count: unknown is not a
+    discontinuity. Invalid pixels are False.
+    """
+    d = np.where(np.isfinite(depth_m) & (depth_m > 0), depth_m, np.nan).astype(np.float64)
+    edge = np.zeros(d.shape, bool)
+    with np.errstate(invalid="ignore"):
+        jump_v = np.abs(d[1:] - d[:-1]) > rel_thresh * np.fmin(d[1:], d[:-1])  # NaN compares False
+        jump_h = np.abs(d[:, 1:] - d[:, :-1]) > rel_thresh * np.fmin(d[:, 1:], d[:, :-1])
+    edge[1:] |= jump_v
+    edge[:-1] |= jump_v
+    edge[:, 1:] |= jump_h
+    edge[:, :-1] |= jump_h
+    return edge
 
 
 # --------------------------------------------------------------------------- Sim(3)

@@ -29,6 +29,30 @@ _CORNERS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)],
 
 
 @dataclass
+class HashFieldConfig:
+    """The optional hash grid + MLP displacement (--deform.kind hashgrid), fitted by Adam per frame."""
+
+    levels: int = 8
+    """Hash grid levels (video_to_world: 16)."""
+    features: int = 2
+    """Features per level."""
+    log2_table: int = 14
+    """log2 of the hash table size per level (video_to_world: 19)."""
+    base_res: int = 4
+    """Coarsest hash grid resolution (video_to_world: 16)."""
+    max_res: int = 64
+    """Finest hash grid resolution (video_to_world: 2048)."""
+    mlp_hidden: int = 32
+    """Hidden width of the MLP after the hash encoding."""
+    iters: int = 60
+    """Adam steps per frame for the hash field."""
+    lr: float = 3e-3
+    """Adam learning rate for the hash field."""
+    smoothness: float = 1e-2
+    """Weight of the finite-difference curvature penalty on the hash field."""
+
+
+@dataclass
 class DeformConfig:
     """Per-frame deformation field (camera space)."""
 
@@ -47,24 +71,8 @@ class DeformConfig:
     """Weight of the second-difference penalty on the grid (affine motions are free)."""
     damping: float = 1e-3
     """Weight of ‖g‖² (prefers the rigid twist over the grid for rigid motion)."""
-    hash_levels: int = 8
-    """Hash grid levels (video_to_world: 16)."""
-    hash_features: int = 2
-    """Features per level."""
-    hash_log2_table: int = 14
-    """log2 of the hash table size per level (video_to_world: 19)."""
-    hash_base_res: int = 4
-    """Coarsest hash grid resolution (video_to_world: 16)."""
-    hash_max_res: int = 64
-    """Finest hash grid resolution (video_to_world: 2048)."""
-    mlp_hidden: int = 32
-    """Hidden width of the MLP after the hash encoding."""
-    hash_iters: int = 60
-    """Adam steps per frame for the hash field."""
-    hash_lr: float = 3e-3
-    """Adam learning rate for the hash field."""
-    hash_smoothness: float = 1e-2
-    """Weight of the finite-difference curvature penalty on the hash field."""
+    hash: HashFieldConfig = field(default_factory=HashFieldConfig)
+    """The hash grid + MLP of kind hashgrid (--deform.hash.*)."""
 
 
 @dataclass

@@ -39,10 +39,20 @@ class GlobalOptConfig:
     """Gauss–Newton iterations per frame per sweep."""
 
 
+@dataclass
+class GlobalOptStats:
+    """Medians over frames ≠ 0 of each frame's |point-to-plane| residual to the model of all other
+    frames (scene units), before and after the sweeps (align/metrics.json "global_opt")."""
+
+    p2plane_before: float
+    p2plane_after: float
+    seconds: float
+
+
 def global_optimise(frames: list[FramePoints], res: AlignResult, icp: ICPConfig, deform: DeformConfig,
                     cfg: GlobalOptConfig, scale: float, max_jump: float = 0.05,
-                    progress: Callable | None = None) -> dict:
-    """Refine `res` in place; returns {"p2plane_before", "p2plane_after", "seconds"} (medians)."""
+                    progress: Callable | None = None) -> GlobalOptStats:
+    """Refine `res` in place; returns the leave-one-out residuals before and after."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(icp.seed + 1)
     cut = icp.max_dist_final * scale * 2
@@ -63,16 +73,16 @@ def global_optimise(frames: list[FramePoints], res: AlignResult, icp: ICPConfig,
 
     n = len(frames)
     jobs = [(s, i) for s in range(cfg.sweeps) for i in range(1, n)]
-    for _, i in (progress(jobs, total=len(jobs)) if progress else jobs):
+    for sweep, i in (progress(jobs, total=len(jobs)) if progress else jobs):
         res.model.remove(res.contributions[i])
         nbrs = [j for j in range(max(0, i - cfg.window), min(n, i + cfg.window + 1)) if j != i]
         matches = gather_matches(frames[i], [(frames[j], pointmap(j)) for j in nbrs], icp, rng)
         align_frame(frames[i], res.states[i], res.model, matches, icp_g, deform_g, scale,
-                    anchor=anchors[i], anchor_weight=cfg.anchor_weight)
+                    anchor=anchors[i], anchor_weight=cfg.anchor_weight, pass_index=sweep + 1)
         res.contributions[i] = merge_frame(res.model, frames[i], res.states[i])
         maps.pop(i, None)
     after = _loo_residual(frames, res, cut)
-    return {"p2plane_before": before, "p2plane_after": after, "seconds": time.perf_counter() - t0}
+    return GlobalOptStats(before, after, time.perf_counter() - t0)
 
 
 def _loo_residual(frames: list[FramePoints], res: AlignResult, cutoff: float) -> float:

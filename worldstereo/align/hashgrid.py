@@ -102,6 +102,18 @@ def _tcnn_available() -> bool:
     return True
 
 
+_MLP_SEED_OFFSET = 2**32  # the MLP's stream differs from every hash table's (seeded by frame index)
+
+
+def _seeded_linear_init(layer: nn.Linear, gen: torch.Generator) -> None:
+    """torch's default nn.Linear initialisation, drawn from `gen` instead of the global generator
+    (whose seed differs in every process, so the same run would give different fields)."""
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=gen)
+    bound = 1.0 / math.sqrt(layer.in_features)
+    with torch.no_grad():
+        layer.bias.uniform_(-bound, bound, generator=gen)
+
+
 class HashDeformField(nn.Module):
     """Displacement δ(x) [N, 3] = MLP(hash(normalise(x))), zero at initialisation.
 
@@ -127,6 +139,7 @@ class HashDeformField(nn.Module):
             self.encoding = HashGrid(levels, features, log2_table, base_res, max_res, seed=seed)
             enc_dim = self.encoding.out_dim
         self.mlp = nn.Sequential(nn.Linear(enc_dim, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+        _seeded_linear_init(self.mlp[0], torch.Generator().manual_seed(seed + _MLP_SEED_OFFSET))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
         self.scale = nn.Parameter(torch.tensor(1.0), requires_grad=False)  # output scale (metres)

@@ -14,8 +14,7 @@ colour weight exp(−‖c_p − c_q‖² / 2σ²) on each nearest-neighbour pair
 the update is below `tol`. The optional hash field (deform.kind = hashgrid) is then fitted by Adam
 on top, with an added colour loss (model colour interpolated at X).
 
-Aligned frames are merged into a `VoxelModel`: per voxel, the confidence-weighted mean position,
-colour and normal (not append-all); a frame's contribution can be removed again (global_opt.py).
+Aligned frames are merged into a `VoxelModel` (voxel_model.py).
 """
 
 from __future__ import annotations
@@ -32,9 +31,28 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from worldstereo.align.deform import ControlGrid, DeformConfig, fit_grid_to_targets
-from worldstereo.align.preprocess import FramePoints, edge_mask
-from worldstereo.geometry import robust_umeyama, unproject_depth, voxel_keys
+from worldstereo.align.deform import ControlGrid, DeformConfig
+from worldstereo.align.preprocess import FramePoints, surface_pixels
+from worldstereo.align.voxel_model import Contribution, VoxelModel
+from worldstereo.geometry import robust_umeyama, unproject_depth
+
+
+@dataclass
+class CorrespondenceConfig:
+    """Dense 2D matches of a frame to earlier aligned frames (the λ_c term)."""
+
+    method: Literal["flow", "sift", "none"] = "flow"
+    """OpenCV DIS optical flow, SIFT, or none."""
+    frames: int = 2
+    """Match against this many earlier (aligned) frames."""
+    points: int = 4000
+    """At most this many matched pixels per frame pair."""
+    weight: float = 1.0
+    """λ_c of the correspondence term at the first iteration."""
+    weight_final: float = 1e-4
+    """λ_c once the cutoff has shrunk (matches are ~1 px accurate; point-to-plane is finer)."""
+    cutoff: float = 0.1
+    """Reject correspondences farther than this (after the initial similarity fit)."""
 
 
 @dataclass
@@ -59,18 +77,8 @@ class ICPConfig:
     """Mix of the colour agreement weight on nearest-neighbour pairs (0 = off)."""
     colour_sigma: float = 0.15
     """Colour difference scale (RGB in [0, 1])."""
-    correspondences: Literal["flow", "sift", "none"] = "flow"
-    """Dense 2D matches to earlier frames: OpenCV DIS optical flow, SIFT, or none."""
-    corr_frames: int = 2
-    """Match against this many earlier (aligned) frames."""
-    corr_points: int = 4000
-    """At most this many matched pixels per frame pair."""
-    corr_weight: float = 1.0
-    """λ_c of the correspondence term at the first iteration."""
-    corr_weight_final: float = 1e-4
-    """λ_c once the cutoff has shrunk (matches are ~1 px accurate; point-to-plane is finer)."""
-    corr_cutoff: float = 0.1
-    """Reject correspondences farther than this (after the initial similarity fit)."""
+    corr: CorrespondenceConfig = field(default_factory=CorrespondenceConfig)
+    """Dense 2D correspondences (--icp.corr.*)."""
     init_from_matches: bool = True
     """Start each frame from a robust Sim(3) fit of its matches (scale goes into the grid)."""
     gn_points: int = 6000
@@ -116,76 +124,6 @@ class FrameState:
 def new_state(frame: FramePoints, deform: DeformConfig) -> FrameState:
     grid = None if deform.kind == "none" else ControlGrid.around(frame.xyz, deform.resolution, deform.margin, deform.space)
     return FrameState(frame.c2w_given.copy(), grid)
-
-
-# --------------------------------------------------------------------------- voxel model
-
-
-@dataclass
-class Contribution:
-    """What one frame added to the model, so it can be subtracted again."""
-
-    keys: np.ndarray  # [V] sorted unique voxel keys
-    sums: np.ndarray  # [V, 10]: w, w·xyz, w·rgb, w·normal
-
-
-class VoxelModel:
-    """Confidence-weighted voxel merge of aligned frames (positions, colours, normals)."""
-
-    def __init__(self, voxel: float):
-        self.voxel = voxel
-        self.keys = np.zeros(0, np.int64)
-        self.sums = np.zeros((0, 10))
-        self.first_frame = np.zeros(0, np.int64)
-        self._tree: cKDTree | None = None
-        self._cache: tuple | None = None
-
-    def contribution(self, X, rgb, normal, w) -> Contribution:
-        keys = voxel_keys(X, self.voxel)
-        uniq, inv = np.unique(keys, return_inverse=True)
-        vals = np.concatenate([w[:, None], w[:, None] * X, w[:, None] * rgb, w[:, None] * normal], axis=1)
-        sums = np.stack([np.bincount(inv, weights=vals[:, k], minlength=len(uniq)) for k in range(10)], axis=1)
-        return Contribution(uniq, sums)
-
-    def add(self, c: Contribution, frame_index: int) -> None:
-        pos = np.searchsorted(self.keys, c.keys)
-        hit = (pos < len(self.keys)) & (self.keys[np.minimum(pos, len(self.keys) - 1)] == c.keys) if len(self.keys) else np.zeros(len(c.keys), bool)
-        self.sums[pos[hit]] += c.sums[hit]
-        new = ~hit
-        keys = np.concatenate([self.keys, c.keys[new]])
-        order = np.argsort(keys, kind="stable")
-        self.keys = keys[order]
-        self.sums = np.concatenate([self.sums, c.sums[new]])[order]
-        self.first_frame = np.concatenate([self.first_frame, np.full(new.sum(), frame_index)])[order]
-        self._invalidate()
-
-    def remove(self, c: Contribution) -> None:
-        pos = np.searchsorted(self.keys, c.keys)
-        self.sums[pos] -= c.sums
-        keep = self.sums[:, 0] > 1e-9
-        self.keys, self.sums, self.first_frame = self.keys[keep], self.sums[keep], self.first_frame[keep]
-        self._invalidate()
-
-    def _invalidate(self) -> None:
-        self._tree = None
-        self._cache = None
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(xyz [M, 3], rgb [M, 3], normal [M, 3], weight [M])."""
-        if self._cache is None:
-            w = self.sums[:, 0]
-            n = self.sums[:, 7:10]
-            n = n / (np.linalg.norm(n, axis=1, keepdims=True) + 1e-12)
-            self._cache = (self.sums[:, 1:4] / w[:, None], self.sums[:, 4:7] / w[:, None], n, w)
-        return self._cache
-
-    def tree(self) -> cKDTree:
-        if self._tree is None:
-            self._tree = cKDTree(self.arrays()[0])
-        return self._tree
-
-    def __len__(self) -> int:
-        return len(self.keys)
 
 
 # --------------------------------------------------------------------------- dense correspondences
@@ -253,9 +191,9 @@ def pixel_matches(img_a: np.ndarray, img_b: np.ndarray, pix_a: np.ndarray, metho
 
 
 def world_pointmap(frame: FramePoints, state: FrameState, max_jump: float) -> np.ndarray:
-    """Aligned world positions [H, W, 3] of every valid pixel of a frame (NaN elsewhere)."""
+    """Aligned world positions [H, W, 3] of a frame's surface pixels (NaN elsewhere)."""
     pts = unproject_depth(frame.depth, frame.K)
-    ok = edge_mask(frame.depth, max_jump)
+    ok = surface_pixels(frame.depth, max_jump)
     out = np.full(pts.shape, np.nan)
     out[ok] = state.world(pts[ok])
     return out
@@ -264,8 +202,8 @@ def world_pointmap(frame: FramePoints, state: FrameState, max_jump: float) -> np
 def frame_matches(frame: FramePoints, ref: FramePoints, ref_map: np.ndarray, cfg: ICPConfig,
                   rng: np.random.Generator) -> Matches:
     """Matches of frame's sampled points to the aligned point map of an earlier frame."""
-    sel = rng.choice(len(frame.xyz), min(cfg.corr_points, len(frame.xyz)), replace=False)
-    pb, rows = pixel_matches(frame.image, ref.image, frame.pix[sel], cfg.correspondences)
+    sel = rng.choice(len(frame.xyz), min(cfg.corr.points, len(frame.xyz)), replace=False)
+    pb, rows = pixel_matches(frame.image, ref.image, frame.pix[sel], cfg.corr.method)
     if len(rows) == 0:
         return Matches.empty()
     rb = np.round(pb).astype(np.int64)
@@ -318,11 +256,6 @@ def _regulariser(res: int, smoothness: float, damping: float) -> np.ndarray:
     return _REG_CACHE[key]
 
 
-def cost_seed(state: FrameState) -> int:
-    """A seed that changes every iteration (from the current pose), so subsets differ."""
-    return abs(hash(state.A.tobytes())) % (2**32)
-
-
 def _huber(r: np.ndarray, floor: float) -> np.ndarray:
     sigma = max(1.4826 * float(np.median(np.abs(r))), floor) if len(r) else floor
     k = 1.345 * sigma
@@ -340,96 +273,137 @@ class StepStats:
 
 def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: Matches, anchor: Matches,
             icp: ICPConfig, deform: DeformConfig, scale: float, cutoff: float,
-            anchor_weight: float = 0.0, corr_weight: float | None = None) -> StepStats:
-    """One Gauss–Newton update of `state` (in place) for fixed nearest neighbours."""
-    mx, mrgb, mn, _ = model.arrays()
-    R_A = state.A[:3, :3]
+            anchor_weight: float = 0.0, corr_weight: float | None = None,
+            subset_rng: np.random.Generator | None = None) -> StepStats:
+    """One Gauss–Newton update of `state` (in place) for fixed nearest neighbours.
+
+    `subset_rng` draws the random subset of point-to-plane pairs (default: seeded by icp.seed and
+    the frame index); pass one generator through all iterations so each draws a fresh subset.
+    """
+    if subset_rng is None:
+        subset_rng = np.random.default_rng([icp.seed, frame.index])
     X0 = state.world(frame.xyz)
+    ok, nn = _plane_pairs(frame, state, model, X0, icp, cutoff, subset_rng)
+    c = X0[ok].mean(axis=0) if ok.any() else X0.mean(axis=0)  # rotation centre of the twist
+    n_cols = 6 + (3 * state.grid.n_nodes if state.grid is not None else 0)
+    terms: list[_Term] = []
+    if ok.sum() >= 10:
+        terms.append(_plane_term(frame, state, model, X0, ok, nn, c, icp, scale, n_cols))
+    lam_c = icp.corr.weight if corr_weight is None else corr_weight
+    for m, lam, robust in ((matches, lam_c, True), (anchor, anchor_weight, False)):
+        if len(m) >= 3 and lam > 0:
+            terms += _point_terms(frame, state, m, lam, robust, c, icp, scale, n_cols)
+    if not terms:
+        return StepStats(np.nan, 0, np.nan, 0.0)
+    delta, cost = _solve(terms, state, icp, deform, scale, n_cols)
+    upd = _apply_update(state, delta, c, scale)
+    p2p = float(np.median(np.abs(terms[0].resid))) if ok.sum() >= 10 else np.nan
+    return StepStats(cost, int(ok.sum()), p2p, float(upd))
+
+
+@dataclass
+class _Term:
+    """Weighted least-squares rows of one energy term: Jacobian J [R, n_cols], residual r [R], weight w [R]."""
+
+    J: sp.csr_matrix
+    resid: np.ndarray
+    weight: np.ndarray
+
+
+def _plane_pairs(frame: FramePoints, state: FrameState, model: VoxelModel, X0: np.ndarray, icp: ICPConfig,
+                 cutoff: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(ok [P] bool: points paired with their nearest model point, nn [P] model index): within the
+    depth-scaled cutoff, normals agreeing, at most icp.gn_points of them (a random subset)."""
+    _, _, mn, _ = model.arrays()
     d, nn = model.tree().query(X0, workers=-1)
-    nrm_w = frame.normal @ R_A.T
-    n_q = mn[nn]
+    nrm_w = frame.normal @ state.A[:3, :3].T
     rel = frame.xyz[:, 2] / frame_scale(frame)  # cutoffs grow with the point's depth
-    ok = (d < cutoff * rel) & (np.sum(nrm_w * n_q, axis=1) > icp.normal_cos)
+    ok = (d < cutoff * rel) & (np.sum(nrm_w * mn[nn], axis=1) > icp.normal_cos)
     if ok.sum() > icp.gn_points:  # a random subset per iteration is enough for the normal equations
-        keep = np.random.default_rng(int(cost_seed(state))).choice(np.nonzero(ok)[0], icp.gn_points, replace=False)
+        keep = rng.choice(np.nonzero(ok)[0], icp.gn_points, replace=False)
         ok = np.zeros_like(ok)
         ok[keep] = True
-    c = X0[ok].mean(axis=0) if ok.any() else X0.mean(axis=0)
-    has_grid = state.grid is not None
-    n_cols = 6 + (3 * state.grid.n_nodes if has_grid else 0)
-    blocks, resid, weights = [], [], []
+    return ok, nn
 
-    # point-to-plane
-    if ok.sum() >= 10:
-        n = n_q[ok]
-        r = np.sum(n * (X0[ok] - mx[nn[ok]]), axis=1)
-        a = X0[ok] - c
-        w = _huber(r, 1e-4 * scale) * frame.conf[ok]
-        if icp.colour_weight > 0:
-            cd = np.sum((frame.rgb[ok] - mrgb[nn[ok]]) ** 2, axis=1)
-            w *= (1 - icp.colour_weight) + icp.colour_weight * np.exp(-cd / (2 * icp.colour_sigma**2))
-        pose = np.concatenate([np.cross(a, n), n], axis=1)
-        gc = idx = None
-        if has_grid:
-            idx, gw = state.grid.weights(frame.xyz[ok])
-            gc = gw[:, :, None] * (n @ R_A)[:, None, :]
-        blocks.append(_rows(pose, gc, idx, n_cols))
-        resid.append(r)
-        weights.append(w / w.sum())
-    # point-to-point terms: dense matches and the anchor
-    lam_c = icp.corr_weight if corr_weight is None else corr_weight
-    for m, lam in ((matches, lam_c), (anchor, anchor_weight)):
-        if len(m) < 3 or lam <= 0:
-            continue
-        Xm = state.world(m.x)
-        e = Xm - m.Y
-        dist = np.linalg.norm(e, axis=1)
-        keep = dist < (icp.corr_cutoff * scale * m.x[:, 2] / frame_scale(frame) if m is matches else np.inf)
-        if keep.sum() < 3:
-            continue
-        e, a, x = e[keep], Xm[keep] - c, m.x[keep]
-        w = lam * m.w[keep] * (_huber(dist[keep], 1e-4 * scale) if m is matches else 1.0)
-        w = w / m.w[keep].sum()
-        S = -_skew(a)  # d(ω×a)/dω
-        gc = idx = None
-        if has_grid:
-            idx, gw = state.grid.weights(x)
-        for j in range(3):
-            pose = np.concatenate([S[:, j, :], np.tile(np.eye(3)[j], (len(a), 1))], axis=1)
-            if has_grid:
-                gc = gw[:, :, None] * R_A[j][None, None, :]
-            blocks.append(_rows(pose, gc, idx, n_cols))
-            resid.append(e[:, j])
-            weights.append(w)
-    if not blocks:
-        return StepStats(np.nan, 0, np.nan, 0.0)
-    J = sp.vstack(blocks).tocsr()
-    r = np.concatenate(resid)
-    w = np.concatenate(weights)
+
+def _plane_term(frame: FramePoints, state: FrameState, model: VoxelModel, X0: np.ndarray, ok: np.ndarray,
+                nn: np.ndarray, c: np.ndarray, icp: ICPConfig, scale: float, n_cols: int) -> _Term:
+    """Point-to-plane rows n_q·(X − q), Huber × confidence × colour agreement weights (sum 1)."""
+    mx, mrgb, mn, _ = model.arrays()
+    R_A = state.A[:3, :3]
+    n = mn[nn][ok]
+    r = np.sum(n * (X0[ok] - mx[nn[ok]]), axis=1)
+    a = X0[ok] - c
+    w = _huber(r, 1e-4 * scale) * frame.conf[ok]
+    if icp.colour_weight > 0:
+        cd = np.sum((frame.rgb[ok] - mrgb[nn[ok]]) ** 2, axis=1)
+        w *= (1 - icp.colour_weight) + icp.colour_weight * np.exp(-cd / (2 * icp.colour_sigma**2))
+    pose = np.concatenate([np.cross(a, n), n], axis=1)
+    gc = idx = None
+    if state.grid is not None:
+        idx, gw = state.grid.weights(frame.xyz[ok])
+        gc = gw[:, :, None] * (n @ R_A)[:, None, :]
+    return _Term(_rows(pose, gc, idx, n_cols), r, w / w.sum())
+
+
+def _point_terms(frame: FramePoints, state: FrameState, m: Matches, lam: float, robust: bool, c: np.ndarray,
+                 icp: ICPConfig, scale: float, n_cols: int) -> list[_Term]:
+    """Point-to-point rows X_m − Y_m (one term per axis) of dense matches (robust: cutoff and Huber)
+    or of the anchor (plain least squares); weights λ · w_m / Σ w_m."""
+    Xm = state.world(m.x)
+    e = Xm - m.Y
+    dist = np.linalg.norm(e, axis=1)
+    keep = dist < (icp.corr.cutoff * scale * m.x[:, 2] / frame_scale(frame) if robust else np.inf)
+    if keep.sum() < 3:
+        return []
+    e, a, x = e[keep], Xm[keep] - c, m.x[keep]
+    w = lam * m.w[keep] * (_huber(dist[keep], 1e-4 * scale) if robust else 1.0)
+    w = w / m.w[keep].sum()
+    S = -_skew(a)  # d(ω×a)/dω
+    R_A = state.A[:3, :3]
+    gc = idx = None
+    if state.grid is not None:
+        idx, gw = state.grid.weights(x)
+    terms = []
+    for j in range(3):
+        pose = np.concatenate([S[:, j, :], np.tile(np.eye(3)[j], (len(a), 1))], axis=1)
+        if state.grid is not None:
+            gc = gw[:, :, None] * R_A[j][None, None, :]
+        terms.append(_Term(_rows(pose, gc, idx, n_cols), e[:, j], w))
+    return terms
+
+
+def _solve(terms: list[_Term], state: FrameState, icp: ICPConfig, deform: DeformConfig, scale: float,
+           n_cols: int) -> tuple[np.ndarray, float]:
+    """Damped, regularised normal equations (JᵀWJ + D + R) Δ = −(JᵀWr + R g) → (Δ [n_cols], cost)."""
+    J = sp.vstack([t.J for t in terms]).tocsr()
+    r = np.concatenate([t.resid for t in terms])
+    w = np.concatenate([t.weight for t in terms])
     JW = J.T.multiply(w[None, :]).tocsr()
     H = JW @ J
     b = JW @ r
     damp = np.zeros(n_cols)
     damp[:6] = icp.pose_damping * np.array([scale**2] * 3 + [1.0] * 3)
     H = H + sp.diags(damp)
-    if has_grid:
+    if state.grid is not None:
         reg3 = _regulariser(state.grid.resolution, deform.smoothness, deform.damping)
         H = H + reg3
         b = b + reg3 @ np.concatenate([np.zeros(6), state.grid.values.reshape(-1)])
-    delta = spla.spsolve(H.tocsc(), -b)
-    cost = float(np.sum(w * r**2))
-    # apply: X' = exp(ω)(X − c) + c + v, g += Δg
+    return spla.spsolve(H.tocsc(), -b), float(np.sum(w * r**2))
+
+
+def _apply_update(state: FrameState, delta: np.ndarray, c: np.ndarray, scale: float) -> float:
+    """X' = exp(ω)(X − c) + c + v, g += Δg (in place); returns the largest update (rad or scale fraction)."""
     Rinc = Rotation.from_rotvec(delta[:3]).as_matrix()
     M = np.eye(4)
     M[:3, :3] = Rinc
     M[:3, 3] = c + delta[3:6] - Rinc @ c
     state.A = M @ state.A
     upd = max(np.abs(delta[:3]).max(), np.abs(delta[3:6]).max() / scale)
-    if has_grid:
+    if state.grid is not None:
         state.grid.values += delta[6:].reshape(state.grid.values.shape)
         upd = max(upd, np.abs(delta[6:]).max() / scale)
-    p2p = float(np.median(np.abs(resid[0]))) if ok.sum() >= 10 else np.nan
-    return StepStats(cost, int(ok.sum()), p2p, float(upd))
+    return upd
 
 
 def p2plane_residual(X: np.ndarray, model: VoxelModel, cutoff: float) -> tuple[float, float]:
@@ -466,21 +440,36 @@ def init_from_matches(frame: FramePoints, state: FrameState, matches: Matches, s
         state.A[:3, 3] += (T.s - 1.0) * T.R @ cx
 
 
+@dataclass
+class IterationStats:
+    """How `align_frame` ended: Gauss–Newton iterations run, point-to-plane pairs of the last one."""
+
+    iters: int
+    pairs: int
+
+
 def align_frame(frame: FramePoints, state: FrameState, model: VoxelModel, matches: Matches, icp: ICPConfig,
                 deform: DeformConfig, scale: float, anchor: Matches | None = None,
-                anchor_weight: float = 0.0) -> dict:
-    """Iterate `gn_step` with a shrinking cutoff until the update is below tol. Returns stats."""
+                anchor_weight: float = 0.0, pass_index: int = 0) -> IterationStats:
+    """Iterate `gn_step` with a shrinking cutoff until the update is below tol (then fit the hash
+    field when deform.kind is hashgrid).
+
+    The random pair subsets come from a generator seeded by (icp.seed, frame index, pass_index):
+    the same run gives the same result in every process; each pass (global-opt sweep) differs.
+    """
     anchor = anchor or Matches.empty()
+    subset_rng = np.random.default_rng([icp.seed, frame.index, pass_index])
     half = max(icp.max_iters // 2, 1)
     it, st = 0, None
     for it in range(icp.max_iters):
         frac = min(it / half, 1.0)
         cutoff = scale * icp.max_dist_init * (icp.max_dist_final / icp.max_dist_init) ** frac
-        lam_c = icp.corr_weight * (icp.corr_weight_final / icp.corr_weight) ** frac if icp.corr_weight > 0 else 0.0
-        st = gn_step(frame, state, model, matches, anchor, icp, deform, scale, cutoff, anchor_weight, lam_c)
+        lam_c = icp.corr.weight * (icp.corr.weight_final / icp.corr.weight) ** frac if icp.corr.weight > 0 else 0.0
+        st = gn_step(frame, state, model, matches, anchor, icp, deform, scale, cutoff, anchor_weight, lam_c,
+                     subset_rng)
         if it + 1 >= icp.min_iters and frac >= 1.0 and st.update < icp.tol:
             break
-    out = {"iters": it + 1, "pairs": st.n_pairs if st else 0}
+    out = IterationStats(it + 1, st.n_pairs if st else 0)
     if deform.kind == "hashgrid":
         fit_hash_field(frame, state, model, matches, icp, deform, scale)
     return out
@@ -496,10 +485,11 @@ def fit_hash_field(frame: FramePoints, state: FrameState, model: VoxelModel, mat
     from worldstereo.align.hashgrid import HashDeformField
 
     lo, hi = (state.grid.lo, state.grid.hi) if state.grid is not None else (frame.xyz.min(0), frame.xyz.max(0))
-    field_ = HashDeformField(lo, hi, deform.hash_levels, deform.hash_features, deform.hash_log2_table,
-                             deform.hash_base_res, deform.hash_max_res, deform.mlp_hidden, seed=frame.index)
+    hc = deform.hash
+    field_ = HashDeformField(lo, hi, hc.levels, hc.features, hc.log2_table, hc.base_res, hc.max_res, hc.mlp_hidden,
+                             seed=frame.index)
     field_.scale.fill_(scale)
-    opt = torch.optim.Adam([p for p in field_.parameters() if p.requires_grad], lr=deform.hash_lr)
+    opt = torch.optim.Adam([p for p in field_.parameters() if p.requires_grad], lr=hc.lr)
     mx, mrgb, mn, _ = model.arrays()
     R = torch.as_tensor(state.A[:3, :3], dtype=torch.float64)
     t = torch.as_tensor(state.A[:3, 3], dtype=torch.float64)
@@ -511,7 +501,7 @@ def fit_hash_field(frame: FramePoints, state: FrameState, model: VoxelModel, mat
     rgb = torch.as_tensor(frame.rgb)
     cutoff = icp.max_dist_final * scale
     gen = torch.Generator().manual_seed(0)
-    for step in range(deform.hash_iters):
+    for step in range(hc.iters):
         if step % 20 == 0:  # re-associate
             with torch.no_grad():
                 X = ((x + gdisp + field_(x)) @ R.T + t).numpy()
@@ -530,11 +520,11 @@ def fit_hash_field(frame: FramePoints, state: FrameState, model: VoxelModel, mat
             loss = loss + icp.colour_weight * 1e-3 * torch.mean(torch.sum((col - rgb) ** 2, 1)[ok])
         if len(matches):
             Xm = (xm + gm + field_(xm)) @ R.T + t
-            loss = loss + icp.corr_weight * torch.mean(torch.sum((Xm - Ym) ** 2, 1)) / scale**2
+            loss = loss + icp.corr.weight * torch.mean(torch.sum((Xm - Ym) ** 2, 1)) / scale**2
         e = torch.nn.functional.normalize(torch.randn(len(x), 3, generator=gen, dtype=x.dtype), dim=1)
         h = 0.05 * scale
         curv = field_(x + h * e) + field_(x - h * e) - 2 * field_(x)
-        loss = loss + deform.hash_smoothness * torch.mean(torch.sum(curv**2, 1)) / h**2
+        loss = loss + hc.smoothness * torch.mean(torch.sum(curv**2, 1)) / h**2
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -548,13 +538,30 @@ def fit_hash_field(frame: FramePoints, state: FrameState, model: VoxelModel, mat
 
 
 @dataclass
+class FrameMetrics:
+    """One frame of the sequential pass (align/metrics.json "per_frame"). Residuals are medians of
+    |point-to-plane| to the model of the earlier frames (scene units), before (given pose) and after
+    alignment; inlier_frac = fraction of the frame's points within the initial cutoff after."""
+
+    frame: int  # original results.npz index
+    p2plane_before: float
+    p2plane_after: float
+    inlier_frac: float
+    matches: int  # dense 2D correspondences used
+    seconds: float
+    iters: int
+    pairs: int  # point-to-plane pairs of the last iteration
+
+
+@dataclass
 class AlignResult:
-    """States of all aligned frames (same order as `frames`), the merged model and statistics."""
+    """States of all aligned frames (same order as `frames`), the merged model and statistics of
+    frames[1:] (frames[0] is the gauge)."""
 
     states: list[FrameState]
     model: VoxelModel
     contributions: list[Contribution]
-    per_frame: list[dict] = field(default_factory=list)
+    per_frame: list[FrameMetrics] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -567,13 +574,13 @@ def merge_frame(model: VoxelModel, frame: FramePoints, state: FrameState) -> Con
 
 def gather_matches(frame: FramePoints, refs: list[tuple[FramePoints, np.ndarray]], icp: ICPConfig,
                    rng: np.random.Generator) -> Matches:
-    if icp.correspondences == "none":
+    if icp.corr.method == "none":
         return Matches.empty()
     return Matches.cat([frame_matches(frame, ref, pm, icp, rng) for ref, pm in refs])
 
 
 def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformConfig, scale: float,
-                     max_jump: float = 0.05, on_frame: Callable[[int, dict], None] | None = None,
+                     max_jump: float = 0.05, on_frame: Callable[[int, FrameMetrics], None] | None = None,
                      progress: Callable | None = None) -> AlignResult:
     """Align frames[1:] one by one to the model grown from the frames before; frames[0] is the gauge."""
     t0 = time.perf_counter()
@@ -583,7 +590,7 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
     contribs = [merge_frame(model, frames[0], states[0])]
     pointmaps = {0: world_pointmap(frames[0], states[0], max_jump)}
     cut = icp.max_dist_init * scale
-    per_frame = [{"frame": frames[0].index, "gauge": True}]
+    per_frame: list[FrameMetrics] = []
     order = range(1, len(frames))
     for i in (progress(order, total=len(frames) - 1) if progress else order):
         t1 = time.perf_counter()
@@ -592,7 +599,7 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         prev = states[i - 1]
         st.A = (prev.A @ np.linalg.inv(frames[i - 1].c2w_given)) @ f.c2w_given  # carry the drift
         before, _ = p2plane_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
-        refs = [(frames[j], pointmaps[j]) for j in range(max(0, i - icp.corr_frames), i)]
+        refs = [(frames[j], pointmaps[j]) for j in range(max(0, i - icp.corr.frames), i)]
         matches = gather_matches(f, refs, icp, rng)
         if icp.init_from_matches:
             init_from_matches(f, st, matches, scale)
@@ -601,9 +608,9 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         states.append(st)
         contribs.append(merge_frame(model, f, st))
         pointmaps[i] = world_pointmap(f, st, max_jump)
-        pointmaps.pop(i - icp.corr_frames - 1, None)
-        rec = {"frame": f.index, "p2plane_before": before, "p2plane_after": after, "inlier_frac": inl,
-               "matches": len(matches), "seconds": time.perf_counter() - t1, **stats}
+        pointmaps.pop(i - icp.corr.frames - 1, None)
+        rec = FrameMetrics(f.index, before, after, inl, len(matches), time.perf_counter() - t1, stats.iters,
+                           stats.pairs)
         per_frame.append(rec)
         if on_frame:
             on_frame(i, rec)

@@ -56,10 +56,21 @@ class InverseField:
     grid: ControlGrid | None
 
 
-def fit_inverse(frame: FramePoints, state: FrameState, cfg: InverseConfig, scale: float) -> tuple[InverseField, dict]:
+@dataclass
+class RoundTripStats:
+    """‖x − x̂‖ of one frame's held-out points after x → X → x̂, as fractions of the scene scale."""
+
+    frame: int
+    median: float
+    p95: float
+    max: float
+
+
+def fit_inverse(frame: FramePoints, state: FrameState, cfg: InverseConfig,
+                scale: float) -> tuple[InverseField, RoundTripStats]:
     """Fit δ' for one frame and measure the round trip x → X → x̂ on the frame's points."""
     if state.grid is None and state.hash_field is None:
-        return InverseField(frame.index, state.A, frame.c2w_given, None), {"frame": frame.index, "median": 0.0, "p95": 0.0, "max": 0.0}
+        return InverseField(frame.index, state.A, frame.c2w_given, None), RoundTripStats(frame.index, 0.0, 0.0, 0.0)
     lo, hi = (state.grid.lo, state.grid.hi) if state.grid is not None else (frame.xyz.min(0), frame.xyz.max(0))
     axes = [np.linspace(lo[d], hi[d], cfg.samples_per_axis) for d in range(3)]
     lattice = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
@@ -72,8 +83,7 @@ def fit_inverse(frame: FramePoints, state: FrameState, cfg: InverseConfig, scale
     grid = fit_grid_to_targets(grid, y, x - y, cfg.smoothness * len(x) / grid.n_nodes)
     yc = state.camera_deformed(check_pts)
     err = np.linalg.norm(yc + grid.displace(yc) - check_pts, axis=1) / scale
-    stats = {"frame": frame.index, "median": float(np.median(err)), "p95": float(np.percentile(err, 95)),
-             "max": float(err.max())}
+    stats = RoundTripStats(frame.index, float(np.median(err)), float(np.percentile(err, 95)), float(err.max()))
     return InverseField(frame.index, state.A, frame.c2w_given, grid), stats
 
 

@@ -10,25 +10,31 @@ is recorded in scene.json as "reconstruct"; a folder that only has exports/npz/r
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from worldstereo import console
 from worldstereo.align.deform import DeformConfig
-from worldstereo.align.global_opt import GlobalOptConfig, global_optimise
-from worldstereo.align.icp import ICPConfig, sequential_align
-from worldstereo.align.inverse import DEFORMATIONS_FILE, InverseConfig, fit_inverse, save_deformations
-from worldstereo.align.preprocess import PreprocessConfig, frame_points, select_frames
+from worldstereo.align.global_opt import GlobalOptConfig, GlobalOptStats, global_optimise
+from worldstereo.align.icp import AlignResult, FrameMetrics, ICPConfig, sequential_align
+from worldstereo.align.inverse import (DEFORMATIONS_FILE, InverseConfig, InverseField, fit_inverse,
+                                       save_deformations)
+from worldstereo.align.preprocess import FramePoints, PreprocessConfig, frame_points, select_frames
+from worldstereo.align.voxel_model import VoxelModel
 from worldstereo.errors import InputError
 from worldstereo.io.atomic import atomic_dir, atomic_write_text
+from worldstereo.io.dataclass_json import to_jsonable
 from worldstereo.io.ply import write_ply
 from worldstereo.io.results import load_results
 from worldstereo.scene import DepthSource, SceneDir, config_hash, file_digest
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 STAGE = "reconstruct"
 OUTPUTS = ("canonical.ply", DEFORMATIONS_FILE, "config.json", "convention.json", "metrics.json")
@@ -48,11 +54,48 @@ CONVENTION = {
 
 
 @dataclass
+class RoundTripSummary:
+    """Inverse deformation round trip over all frames (fractions of the scene scale)."""
+
+    p95_max: float  # largest per-frame p95
+    median: float | None  # median of the per-frame medians
+    tolerance: float
+    units: str = "fraction of scene_scale"
+
+
+@dataclass
+class ReconstructMetrics:
+    """align/metrics.json: residuals are medians of |point-to-plane| in scene units (see FrameMetrics)."""
+
+    frames: list[int]  # original results.npz indices aligned
+    scene_scale: float  # median camera depth of the first frame
+    points: int  # canonical.ply points
+    p2plane_median_before: float | None
+    p2plane_median_after: float | None
+    global_opt: GlobalOptStats | None
+    inverse_round_trip: RoundTripSummary
+    per_frame: list[FrameMetrics]
+    seconds: dict[str, float]  # per stage: preprocess, icp, global_opt (when run), inverse, write, total
+
+    @staticmethod
+    def from_json(d: dict) -> "ReconstructMetrics":
+        """Read back what `to_jsonable(metrics)` wrote (NaN was written as null)."""
+        def floats(r: dict) -> dict:
+            return {k: float("nan") if v is None else v for k, v in r.items()}
+
+        glob = None if d["global_opt"] is None else GlobalOptStats(**floats(d["global_opt"]))
+        return ReconstructMetrics(
+            d["frames"], d["scene_scale"], d["points"], d["p2plane_median_before"], d["p2plane_median_after"],
+            glob, RoundTripSummary(**d["inverse_round_trip"]), [FrameMetrics(**floats(r)) for r in d["per_frame"]],
+            d["seconds"])
+
+
+@dataclass
 class ReconstructOutputs:
     """Paths and figures of a finished run."""
 
     align_dir: Path
-    metrics: dict
+    metrics: ReconstructMetrics
     skipped: bool = False
 
 
@@ -111,7 +154,7 @@ def run_reconstruct(scene_root: Path, preprocess: PreprocessConfig, icp: ICPConf
         scene.load()  # fail early on an unreadable manifest
     chash, inputs = reconstruct_key(scene, preprocess, icp, deform, global_opt, inverse)
     if not force and scene.is_current(STAGE, chash):
-        metrics = json.loads((scene.align_dir / "metrics.json").read_text())
+        metrics = ReconstructMetrics.from_json(json.loads((scene.align_dir / "metrics.json").read_text()))
         return ReconstructOutputs(scene.align_dir, metrics, skipped=True)
     t_all = time.perf_counter()
     idx, frames = _load_frames(npz, preprocess)  # every input problem is found before the first write
@@ -144,70 +187,30 @@ def _reconstruct(scene: SceneDir, chash: str, inputs: dict[str, str], idx: np.nd
 
     with atomic_dir(scene.align_dir) as out:
         writer = _tb_writer(out / "tb") if tensorboard else None
-
-        def log(i: int, rec: dict) -> None:
-            if writer is not None:
-                for k in ("p2plane_before", "p2plane_after", "inlier_frac", "iters", "seconds"):
-                    if k in rec and np.isfinite(rec[k]):
-                        writer.add_scalar(f"icp/{k}", rec[k], rec["frame"])
-
-        bar = lambda it, total: console.progress(it, desc="align frames", total=total)  # noqa: E731
-        res = sequential_align(frames, icp, deform, scale, preprocess.max_depth_jump, on_frame=log, progress=bar)
-        times["icp"] = res.seconds
-        glob = None
-        if global_opt.enabled and len(frames) > 2:
-            gbar = lambda it, total: console.progress(it, desc="global opt", total=total)  # noqa: E731
-            glob = global_optimise(frames, res, icp, deform, global_opt, scale, preprocess.max_depth_jump, gbar)
-            times["global_opt"] = glob["seconds"]
+        res, glob = _align(frames, preprocess, icp, deform, global_opt, scale, writer, times)
 
         t = time.perf_counter()
-        inverses, rt = [], []
-        for f, st in zip(frames, res.states):
-            inv, stats = fit_inverse(f, st, inverse, scale)
-            inverses.append(inv)
-            rt.append(stats)
+        inverses, round_trip = _fit_inverses(frames, res, inverse, scale)
         times["inverse"] = time.perf_counter() - t
-        rt_p95 = max(r["p95"] for r in rt)
-        if rt_p95 > inverse.tolerance:
-            console.warn(f"inverse deformation round trip p95 {rt_p95:.2e} of scene scale exceeds "
-                         f"tolerance {inverse.tolerance:.1e} (raise --inverse.resolution)")
 
         t = time.perf_counter()
-        xyz, rgb, nrm, w = res.model.arrays()
-        write_ply(out / "canonical.ply", {
-            "x": xyz[:, 0].astype(np.float32), "y": xyz[:, 1].astype(np.float32), "z": xyz[:, 2].astype(np.float32),
-            "nx": nrm[:, 0].astype(np.float32), "ny": nrm[:, 1].astype(np.float32), "nz": nrm[:, 2].astype(np.float32),
-            "red": np.clip(rgb[:, 0] * 255 + 0.5, 0, 255).astype(np.uint8),
-            "green": np.clip(rgb[:, 1] * 255 + 0.5, 0, 255).astype(np.uint8),
-            "blue": np.clip(rgb[:, 2] * 255 + 0.5, 0, 255).astype(np.uint8),
-            "conf": w.astype(np.float32), "frame": res.model.first_frame.astype(np.int32),
-        })
+        _write_canonical(out / "canonical.ply", res.model)
         save_deformations(out / DEFORMATIONS_FILE, frames, res.states, inverses, scale)
-        if deform.kind == "hashgrid":
-            _save_hash_fields(out / "hash_fields.pt", frames, res.states)
         times["write"] = time.perf_counter() - t
         times["total"] = time.perf_counter() - t_all
 
-        per = [r for r in res.per_frame if "p2plane_after" in r]
-        metrics = {
-            "frames": [int(i) for i in idx],
-            "scene_scale": scale,
-            "points": int(len(xyz)),
-            "p2plane_median_before": _nanmed([r["p2plane_before"] for r in per]),
-            "p2plane_median_after": _nanmed([r["p2plane_after"] for r in per]),
-            "global_opt": glob,
-            "inverse_round_trip": {"p95_max": rt_p95, "median": _nanmed([r["median"] for r in rt]),
-                                   "tolerance": inverse.tolerance, "units": "fraction of scene_scale"},
-            "per_frame": per,
-            "seconds": times,
-        }
+        metrics = ReconstructMetrics(
+            frames=[int(i) for i in idx], scene_scale=scale, points=len(res.model),
+            p2plane_median_before=_nanmed([r.p2plane_before for r in res.per_frame]),
+            p2plane_median_after=_nanmed([r.p2plane_after for r in res.per_frame]),
+            global_opt=glob, inverse_round_trip=round_trip, per_frame=res.per_frame, seconds=times)
         cfg = {"preprocess": preprocess, "icp": icp, "deform": deform, "global_opt": global_opt,
                "inverse": inverse, "config_hash": chash}
-        atomic_write_text(out / "config.json", json.dumps(_jsonable(cfg), indent=1))
+        atomic_write_text(out / "config.json", json.dumps(to_jsonable(cfg), indent=1))
         atomic_write_text(out / "convention.json", json.dumps(CONVENTION, indent=1))
-        atomic_write_text(out / "metrics.json", json.dumps(_jsonable(metrics), indent=1))
+        atomic_write_text(out / "metrics.json", json.dumps(to_jsonable(metrics), indent=1))
         if writer is not None:
-            writer.add_scalar("summary/p2plane_after", metrics["p2plane_median_after"] or 0.0, 0)
+            writer.add_scalar("summary/p2plane_after", metrics.p2plane_median_after or 0.0, 0)
             writer.close()
     if not scene.exists():
         scene.update(input_kind="external", depth_source=DepthSource("results", scene.relative(npz)))
@@ -220,36 +223,53 @@ def _nanmed(v: list) -> float | None:
     return float(np.nanmedian(a)) if a.size and np.isfinite(a).any() else None
 
 
-def _jsonable(x):
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(x).items()}
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return None if not np.isfinite(x) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, Path):
-        return str(x)
-    return x
+def _align(frames: list[FramePoints], preprocess: PreprocessConfig, icp: ICPConfig, deform: DeformConfig,
+           global_opt: GlobalOptConfig, scale: float, writer: "SummaryWriter | None",
+           times: dict[str, float]) -> tuple[AlignResult, GlobalOptStats | None]:
+    """The sequential pass (per-frame figures to TensorBoard), then the global optimisation when enabled."""
+
+    def log(i: int, rec: FrameMetrics) -> None:
+        if writer is not None:
+            for k in ("p2plane_before", "p2plane_after", "inlier_frac", "iters", "seconds"):
+                if np.isfinite(getattr(rec, k)):
+                    writer.add_scalar(f"icp/{k}", getattr(rec, k), rec.frame)
+
+    bar = lambda it, total: console.progress(it, desc="align frames", total=total)  # noqa: E731
+    res = sequential_align(frames, icp, deform, scale, preprocess.max_depth_jump, on_frame=log, progress=bar)
+    times["icp"] = res.seconds
+    glob = None
+    if global_opt.enabled and len(frames) > 2:
+        gbar = lambda it, total: console.progress(it, desc="global opt", total=total)  # noqa: E731
+        glob = global_optimise(frames, res, icp, deform, global_opt, scale, preprocess.max_depth_jump, gbar)
+        times["global_opt"] = glob.seconds
+    return res, glob
 
 
-def _tb_writer(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # pragma: no cover
-        console.warn("tensorboard is not installed: no TensorBoard log")
-        return None
+def _fit_inverses(frames: list[FramePoints], res: AlignResult, inverse: InverseConfig,
+                  scale: float) -> tuple[list[InverseField], RoundTripSummary]:
+    """Inverse deformation of every frame; warns when the round trip exceeds the tolerance."""
+    inverses, rt = zip(*(fit_inverse(f, st, inverse, scale) for f, st in zip(frames, res.states)))
+    round_trip = RoundTripSummary(max(r.p95 for r in rt), _nanmed([r.median for r in rt]), inverse.tolerance)
+    if round_trip.p95_max > inverse.tolerance:
+        console.warn(f"inverse deformation round trip p95 {round_trip.p95_max:.2e} of scene scale exceeds "
+                     f"tolerance {inverse.tolerance:.1e} (raise --inverse.resolution)")
+    return list(inverses), round_trip
+
+
+def _write_canonical(path: Path, model: VoxelModel) -> None:
+    """canonical.ply: the model's voxels (layout in CONVENTION)."""
+    xyz, rgb, nrm, w = model.arrays()
+    write_ply(path, {
+        "x": xyz[:, 0].astype(np.float32), "y": xyz[:, 1].astype(np.float32), "z": xyz[:, 2].astype(np.float32),
+        "nx": nrm[:, 0].astype(np.float32), "ny": nrm[:, 1].astype(np.float32), "nz": nrm[:, 2].astype(np.float32),
+        "red": np.clip(rgb[:, 0] * 255 + 0.5, 0, 255).astype(np.uint8),
+        "green": np.clip(rgb[:, 1] * 255 + 0.5, 0, 255).astype(np.uint8),
+        "blue": np.clip(rgb[:, 2] * 255 + 0.5, 0, 255).astype(np.uint8),
+        "conf": w.astype(np.float32), "frame": model.first_frame.astype(np.int32),
+    })
+
+
+def _tb_writer(path: Path) -> "SummaryWriter":
+    from torch.utils.tensorboard import SummaryWriter  # tensorboard is a dependency; torch's import is slow
+
     return SummaryWriter(str(path))
-
-
-def _save_hash_fields(path: Path, frames, states) -> None:
-    import torch
-
-    from worldstereo.io.atomic import atomic_path
-
-    blob = {f.index: s.hash_field.state_dict() for f, s in zip(frames, states) if s.hash_field is not None}
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)

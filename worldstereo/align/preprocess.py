@@ -14,9 +14,12 @@ from typing import Literal
 
 import numpy as np
 
+from worldstereo.depth.model import DepthOutput
 from worldstereo.depth.mvs import MVSConfig
+from worldstereo.depth.video import depth_from_model, depth_from_mvs
 from worldstereo.errors import InputError
-from worldstereo.geometry import unproject_depth
+from worldstereo.geometry import depth_discontinuities, unproject_depth, w2c_to_c2w
+from worldstereo.io.images import resize_images
 from worldstereo.io.results import FrameResults, load_results, save_results
 
 
@@ -35,7 +38,8 @@ class PreprocessConfig:
     min_conf: float = 0.0
     """Pixels with conf below this are dropped."""
     max_depth_jump: float = 0.05
-    """Drop pixels whose depth differs from a 4-neighbour by more than this fraction (edges)."""
+    """Drop pixels whose depth differs from a 4-neighbour's by more than this fraction of the nearer
+    depth (both sides of a depth edge; geometry.depth_discontinuities)."""
     video_max_frames: int = 100
     """Outside videos: keep at most this many frames (video_to_world: 100)."""
     video_max_stride: int = 8
@@ -45,8 +49,11 @@ class PreprocessConfig:
     (model and mvs take the poses from --cameras)."""
     depth_model_dir: Path | None = None
     """Local folder of a transformers depth model (AutoModelForDepthEstimation; never downloaded)."""
-    depth_model_output: Literal["depth", "disparity"] = "depth"
-    """What the depth model predicts; disparity is inverted (1/x) and scaled to median depth 1."""
+    depth_model_output: DepthOutput = "metric"
+    """What the depth model predicts: metres (used as is), relative disparity or relative depth (both
+    scaled per frame to --preprocess.depth-model-median-m); the same conversion as run_pipeline.py's."""
+    depth_model_median_m: float = 1.0
+    """Median depth given to each frame's relative output (disparity, depth)."""
     seed: int = 0
     """Seed of the point sampling."""
     mvs: MVSConfig = field(default_factory=MVSConfig)
@@ -100,15 +107,14 @@ def depth_normals(pts: np.ndarray) -> np.ndarray:
     return n
 
 
-def edge_mask(depth: np.ndarray, max_jump: float) -> np.ndarray:
-    """[H, W] bool: True where all 4-neighbours are within max_jump relative depth."""
-    d = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan)
-    ok = np.isfinite(d)
-    pad = np.pad(d, 1, constant_values=np.nan)
-    for sl in (pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]):
-        with np.errstate(invalid="ignore"):
-            ok &= np.abs(sl - d) <= max_jump * d
-    return ok
+def surface_pixels(depth: np.ndarray, max_jump: float) -> np.ndarray:
+    """[H, W] bool: pixels that may become points or match targets: with depth, their 4 neighbours
+    with depth too (normals by central differences need them; image borders are out), and no depth
+    discontinuity (relative jump > max_jump, geometry.depth_discontinuities) to a neighbour."""
+    has = np.isfinite(depth) & (depth > 0)
+    pad = np.pad(has, 1, constant_values=False)
+    neighbours = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    return has & neighbours & ~depth_discontinuities(depth, max_jump)
 
 
 def frame_points(r: FrameResults, i: int, cfg: PreprocessConfig) -> FramePoints:
@@ -117,19 +123,17 @@ def frame_points(r: FrameResults, i: int, cfg: PreprocessConfig) -> FramePoints:
     K = r.K[i].astype(np.float64)
     pts = unproject_depth(depth, K)
     normals = depth_normals(pts)
-    valid = edge_mask(depth, cfg.max_depth_jump) & (r.conf[i] >= cfg.min_conf)
+    valid = surface_pixels(depth, cfg.max_depth_jump) & (r.conf[i] >= cfg.min_conf)
     valid &= np.all(np.isfinite(normals), axis=-1)
     v, u = np.nonzero(valid)
     rng = np.random.default_rng(cfg.seed + int(i))
     if len(u) > cfg.points_per_frame:
         pick = np.sort(rng.choice(len(u), cfg.points_per_frame, replace=False))
         u, v = u[pick], v[pick]
-    w2c = np.eye(4)
-    w2c[:3] = r.extrinsics_w2c[i]
     return FramePoints(
         index=int(i), xyz=pts[v, u], normal=normals[v, u], rgb=r.image[i][v, u].astype(np.float64) / 255.0,
         conf=np.maximum(r.conf[i][v, u].astype(np.float64), 1e-3), pix=np.stack([u, v], axis=1),
-        c2w_given=np.linalg.inv(w2c), K=K, depth=depth, image=r.image[i],
+        c2w_given=w2c_to_c2w(r.extrinsics_w2c[i]), K=K, depth=depth, image=r.image[i],
     )
 
 
@@ -158,26 +162,19 @@ def import_video(video: Path, out_npz: Path, cfg: PreprocessConfig, depth_npz: P
         elif len(r) != len(keep):
             raise InputError(depth_npz, f"holds {len(r)} frames; the video has {len(frames)} "
                                         f"({len(keep)} after subsampling by {step})")
-        images = _resize_frames([frames[k] for k in keep], r.depth.shape[2], r.depth.shape[1])
+        images = resize_images([frames[k] for k in keep], r.depth.shape[2], r.depth.shape[1])
         r = FrameResults(r.depth, r.conf, r.extrinsics_w2c, r.K, images)
     elif cfg.depth_source == "model":
         if cfg.depth_model_dir is None or not Path(cfg.depth_model_dir).is_dir():
             raise InputError(cfg.depth_model_dir, "--preprocess.depth-model-dir must be a local model folder")
         traj = _video_cameras(cameras, video, len(frames), keep, "a depth model gives no poses")
-        r = _depth_from_model([frames[k] for k in keep], cfg, traj)
+        r = depth_from_model([frames[k] for k in keep], cfg.depth_model_dir, cfg.depth_model_output,
+                             cfg.depth_model_median_m, traj)
     else:
         traj = _video_cameras(cameras, video, len(frames), keep, "MVS needs known cameras")
-        r = _depth_from_mvs([frames[k] for k in keep], cfg, traj, cameras)
+        r = depth_from_mvs([frames[k] for k in keep], cfg.mvs, traj, cameras)
     save_results(out_npz, r)
     return r
-
-
-def _resize_frames(frames: list[np.ndarray], width: int, height: int) -> np.ndarray:
-    import cv2
-
-    out = [f if f.shape[:2] == (height, width) else cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA)
-           for f in frames]
-    return np.stack([o[..., :3] for o in out]).astype(np.uint8)
 
 
 def _video_cameras(cameras: Path | None, video: Path, n_video: int, keep: np.ndarray, why: str):
@@ -193,60 +190,3 @@ def _video_cameras(cameras: Path | None, video: Path, n_video: int, keep: np.nda
         raise InputError(cameras, f"has {len(traj)} cameras; the video has {n_video} frames "
                                   f"({len(keep)} after subsampling)")
     return traj
-
-
-def _scaled_cameras(traj, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """K [N, 3, 3] for frames resized to width × height, and c2w [N, 4, 4], of a trajectory."""
-    from worldstereo.cameras import scale_intrinsics
-
-    sx, sy = width / traj.width, height / traj.height
-    return np.stack([scale_intrinsics(c.K, sx, sy) for c in traj.cameras]), traj.c2w()
-
-
-def _depth_from_model(frames: list[np.ndarray], cfg: PreprocessConfig, traj) -> FrameResults:
-    """Per-frame depth from a local transformers depth model; poses from a trajectory JSON."""
-    depth = estimate_depth_local(np.stack(frames), Path(cfg.depth_model_dir), cfg.depth_model_output)
-    n, h, w = depth.shape
-    images = _resize_frames(frames, w, h)
-    K, c2w = _scaled_cameras(traj, w, h)
-    w2c = np.linalg.inv(c2w)[:, :3]
-    return FrameResults(depth.astype(np.float32), np.ones_like(depth, dtype=np.float32),
-                        w2c.astype(np.float32), K.astype(np.float32), images)
-
-
-def _depth_from_mvs(frames: list[np.ndarray], cfg: PreprocessConfig, traj, cameras: Path) -> FrameResults:
-    """Per-frame depth and confidence by plane-sweep MVS with the trajectory's cameras; frames with a
-    side above cfg.mvs.max_side are downscaled first."""
-    from worldstereo.depth.mvs import mvs_sequence
-
-    h0, w0 = frames[0].shape[:2]
-    s = min(1.0, cfg.mvs.max_side / max(h0, w0))
-    w, h = int(round(w0 * s)), int(round(h0 * s))
-    images = _resize_frames(frames, w, h)
-    K, c2w = _scaled_cameras(traj, w, h)
-    depth, conf = mvs_sequence(images, K, c2w, cfg.mvs)
-    if not (depth > 0).any():
-        raise InputError(cameras, "MVS found no reliable depth in any frame "
-                                  "(do the cameras move, and do they belong to this video?)")
-    w2c = np.linalg.inv(c2w)[:, :3]
-    return FrameResults(depth, conf, w2c.astype(np.float32), K.astype(np.float32), images)
-
-
-def estimate_depth_local(images: np.ndarray, model_dir: Path, output: str = "depth") -> np.ndarray:
-    """Depth [N, H, W] for RGB uint8 images [N, H, W, 3] with a local AutoModelForDepthEstimation."""
-    import torch
-    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-
-    model = AutoModelForDepthEstimation.from_pretrained(str(model_dir), local_files_only=True).eval()
-    proc = AutoImageProcessor.from_pretrained(str(model_dir), local_files_only=True)
-    out = []
-    for img in images:
-        with torch.no_grad():
-            pred = model(**proc(images=img, return_tensors="pt")).predicted_depth  # [1, h, w]
-        pred = torch.nn.functional.interpolate(pred[:, None].float(), size=img.shape[:2], mode="bilinear",
-                                               align_corners=False)[0, 0].numpy()
-        if output == "disparity":
-            pred = 1.0 / np.maximum(pred, 1e-6)
-            pred = pred / np.median(pred)
-        out.append(np.maximum(pred, 1e-6))
-    return np.stack(out)

@@ -101,3 +101,10 @@ def read_depth(path: str | Path) -> np.ndarray:
 def resize_depth_nearest(depth: np.ndarray, width: int, height: int) -> np.ndarray:
     """Nearest-neighbour resize: never blends foreground and background depth across an edge."""
     return cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def resize_images(frames: list[np.ndarray], width: int, height: int) -> np.ndarray:
+    """RGB uint8 [N, height, width, 3] of frames [H, W, 3|4] (area interpolation; same-size frames kept)."""
+    out = [f if f.shape[:2] == (height, width) else cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA)
+           for f in frames]
+    return np.stack([o[..., :3] for o in out]).astype(np.uint8)

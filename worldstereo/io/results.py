@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from worldstereo.errors import InputError
+from worldstereo.geometry import w2c_to_c2w
 from worldstereo.io.atomic import atomic_path
 
 RESULTS_KEYS: dict[str, str] = {
@@ -42,9 +43,7 @@ class FrameResults:
 
     def c2w(self) -> np.ndarray:
         """[N, 4, 4] camera-to-world."""
-        w2c = np.tile(np.eye(4), (len(self), 1, 1))
-        w2c[:, :3, :] = self.extrinsics_w2c
-        return np.linalg.inv(w2c)
+        return w2c_to_c2w(self.extrinsics_w2c)
 
     def subset(self, idx) -> "FrameResults":
         return FrameResults(self.depth[idx], self.conf[idx], self.extrinsics_w2c[idx], self.K[idx], self.image[idx])

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from worldstereo.cameras import Camera
-from worldstereo.geometry import Sim3, project_points, robust_umeyama, transform_points, unproject_depth, voxel_keys
+from worldstereo.geometry import (Sim3, depth_discontinuities, project_points, robust_umeyama, transform_points,
+                                  unproject_depth, voxel_keys)
 from worldstereo.io.ply import read_ply, write_ply
 from worldstereo.render.points import PointRender, fill_cracks, render_points
 
@@ -81,30 +82,12 @@ class PointCache:
         )
 
 
-def depth_edges(depth_m: np.ndarray, rel_thresh: float) -> np.ndarray:
-    """[H, W] bool: valid pixels with a relative depth jump > rel_thresh to a valid 4-neighbour.
-
-    Points on both sides of such a jump would become "flying pixels" smeared between foreground
-    and background. Neighbours without depth do not count: unknown is not a discontinuity.
-    """
-    d = np.where(np.isfinite(depth_m) & (depth_m > 0), depth_m, np.nan).astype(np.float64)
-    edge = np.zeros(d.shape, bool)
-    with np.errstate(invalid="ignore"):
-        jump_v = np.abs(d[1:] - d[:-1]) > rel_thresh * np.fmin(d[1:], d[:-1])  # NaN compares False
-        jump_h = np.abs(d[:, 1:] - d[:, :-1]) > rel_thresh * np.fmin(d[:, 1:], d[:, :-1])
-    edge[1:] |= jump_v
-    edge[:-1] |= jump_v
-    edge[:, 1:] |= jump_h
-    edge[:, :-1] |= jump_h
-    return edge
-
-
 def points_from_view(rgb: np.ndarray, depth_m: np.ndarray, cam: Camera, conf: np.ndarray | float, step: int,
                      frame: int, mask: np.ndarray | None = None, edge_rel_thresh: float | None = 0.04) -> PointCache:
     """Unproject a view's valid (and, optionally, non-edge) pixels into cache points."""
     valid = np.isfinite(depth_m) & (depth_m > 0)
     if edge_rel_thresh is not None:
-        valid &= ~depth_edges(depth_m, edge_rel_thresh)
+        valid &= ~depth_discontinuities(depth_m, edge_rel_thresh)
     if mask is not None:
         valid &= mask
     pts = unproject_depth(depth_m, cam.K, cam.c2w)[valid]

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from worldstereo.geometry import unproject_depth
+from worldstereo.geometry import as_4x4, unproject_depth, w2c_to_c2w
 from worldstereo.io.results import FrameResults
 
 
@@ -34,12 +34,6 @@ class QualityScores:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _w2c44(ext: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :] = ext
-    return T
 
 
 def _project(pts: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,12 +64,12 @@ def pair_agreement(r: FrameResults, i: int, j: int, stride: int = 2, rel_tol: fl
     d = r.depth[i, ::stride, ::stride].astype(np.float64)
     K_sub = r.K[i].astype(np.float64).copy()
     K_sub[:2] /= stride  # pixel centres u' = u / stride on the strided grid
-    c2w_i = np.linalg.inv(_w2c44(r.extrinsics_w2c[i]))
+    c2w_i = w2c_to_c2w(r.extrinsics_w2c[i])
     pts = unproject_depth(d, K_sub, c2w_i).reshape(-1, 3)
     col_i = r.image[i, ::stride, ::stride].reshape(-1, 3)
     ok = np.all(np.isfinite(pts), axis=1)
     pts, col_i = pts[ok], col_i[ok]
-    u, v, z = _project(pts, r.K[j].astype(np.float64), _w2c44(r.extrinsics_w2c[j]))
+    u, v, z = _project(pts, r.K[j].astype(np.float64), as_4x4(r.extrinsics_w2c[j]))
     inb = (z > 1e-6) & (u >= -0.5) & (u < W - 0.5) & (v >= -0.5) & (v < H - 0.5)
     u, v, z, col_i = u[inb], v[inb], z[inb], col_i[inb]
     # the 4 pixels around the projection: the best-matching one decides (sampling-robust)
@@ -111,12 +105,12 @@ def score_quality(r: FrameResults, points: np.ndarray | None = None, stride: int
     n, H, W = r.depth.shape
     if points is None:  # all frames' depth, unprojected
         parts = [unproject_depth(r.depth[k].astype(np.float64), r.K[k].astype(np.float64),
-                                 np.linalg.inv(_w2c44(r.extrinsics_w2c[k]))).reshape(-1, 3) for k in range(n)]
+                                 w2c_to_c2w(r.extrinsics_w2c[k])).reshape(-1, 3) for k in range(n)]
         points = np.concatenate(parts)
     points = points[np.all(np.isfinite(points), axis=1)]
     if len(points) > max_points:
         points = points[np.random.default_rng(seed).choice(len(points), max_points, replace=False)]
-    comp = float(np.mean([coverage(points, r.K[k].astype(np.float64), _w2c44(r.extrinsics_w2c[k]), W, H, cell)
+    comp = float(np.mean([coverage(points, r.K[k].astype(np.float64), as_4x4(r.extrinsics_w2c[k]), W, H, cell)
                           for k in range(n)])) if len(points) else 0.0
     pairs = frame_pairs(n)
     agree = conflict = colour = 0

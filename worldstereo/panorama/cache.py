@@ -15,14 +15,14 @@ if TYPE_CHECKING:
 
 
 def equirect_depth_edges(distance_m: np.ndarray, rel_thresh: float) -> np.ndarray:
-    """[H, W] bool: memory.cache.depth_edges on the distance map with the seam closed (column 0
+    """[H, W] bool: geometry.depth_discontinuities on the distance map with the seam closed (column 0
     and column W − 1 are neighbours). Across the poles no neighbour is checked."""
     # memory.cache imports the point renderer (torch): imported here, so that reading a
     # panorama or cutting its views stays light
-    from worldstereo.memory.cache import depth_edges
+    from worldstereo.geometry import depth_discontinuities
 
     padded = np.concatenate([distance_m[:, -1:], distance_m, distance_m[:, :1]], axis=1)
-    return depth_edges(padded, rel_thresh)[:, 1:-1]
+    return depth_discontinuities(padded, rel_thresh)[:, 1:-1]
 
 
 def solid_angle_keep(height: int, width: int) -> np.ndarray:

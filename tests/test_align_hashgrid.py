@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from worldstereo.align.deform import ControlGrid, DeformConfig
+from worldstereo.align.deform import ControlGrid
 from worldstereo.align.hashgrid import HashDeformField, HashGrid, hashgrid_reference
 from worldstereo.align.icp import FrameState
 from worldstereo.align.inverse import InverseConfig, fit_inverse

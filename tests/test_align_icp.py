@@ -1,7 +1,6 @@
 """Non-rigid ICP on the synthetic inconsistency benchmark (tiny sizes)."""
 
 import numpy as np
-import pytest
 
 from worldstereo.align.deform import DeformConfig
 from worldstereo.align.icp import ICPConfig, sequential_align

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,6 @@ from worldstereo.cameras import PlannerConfig, load_trajectory
 from worldstereo.io.results import RESULTS_KEYS, load_results
 from worldstereo.memory.cache import PointCache
 from worldstereo.pipeline.driver import open_scene, run_pipeline
-from worldstereo.scene import SceneDir
 
 from conftest import REPO
 

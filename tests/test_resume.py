@@ -9,7 +9,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -241,7 +240,6 @@ def test_intrinsics_accepts_the_comma_form(work):
 def test_any_forced_sequence_ends_as_a_fresh_run(work, tmp_path, torch_one_thread):
     """Property: random sequences of stage commands with --force (and a config change on the way)
     followed by the final run end in the same files as one fresh run with the final config."""
-    import dataclasses
 
     from configs.pipeline import GenerationConfig, InputConfig, PlanConfig
     from worldstereo.cameras import PlannerConfig

@@ -110,7 +110,7 @@ def test_scancelled_job_is_reported_and_rerun_alone(local_slurm, tmp_path):
     assert proc.returncode == 1, err
     assert re.search(rf"\[batch\] b +failed .*Slurm job {job_b} CANCELLED", out), out
     assert re.search(r"\[batch\] a +done", out), out
-    assert f"CANCELLED AT" in err  # the job log's last lines are shown
+    assert "CANCELLED AT" in err  # the job log's last lines are shown
     again = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "[launch] 1 job(s) to run, 1 already finished (slurm)" in again.stderr

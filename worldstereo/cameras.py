@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from worldstereo.errors import InputError
 from worldstereo.geometry import as_4x4, invert_rigid, is_rigid
+from worldstereo.io.dataclass_json import read_json
 
 TrajectoryName = Literal["orbit", "up", "left", "right"]
 WORLD_DOWN = np.array([0.0, 1.0, 0.0])
@@ -156,7 +157,8 @@ def plan_trajectory(name: TrajectoryName, K: np.ndarray, width: int, height: int
 # --------------------------------------------------------------------------- JSON IO
 
 
-def _as_matrix(value, shape: tuple[int, int], path: Path, what: str) -> np.ndarray:
+def as_matrix(value, shape: tuple[int, int], path: Path, what: str) -> np.ndarray:
+    """`value` as a finite float64 matrix of `shape`; otherwise a one-line InputError naming `what`."""
     try:
         m = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -185,12 +187,7 @@ def load_trajectory(path: str | Path) -> Trajectory:
     """Read a trajectory: ours (`frames` with c2w + K), WorldStereo camera.json (`extrinsic`:
     w2c list) or a Uni3C-style cam_info.json (`extrinsics`/`w2c` lists, `intrinsics`)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "trajectory file not found")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(path, f"not a readable JSON file ({e.__class__.__name__})")
+    data = read_json(path, "trajectory file not found")
     if not isinstance(data, dict):
         raise InputError(path, "expected a JSON object")
     W = data.get("width", data.get("w"))
@@ -221,8 +218,8 @@ def load_trajectory(path: str | Path) -> Trajectory:
         raise InputError(path, "trajectory has no frames or mismatched camera lists")
     cams = []
     for i, (c2w, K) in enumerate(zip(c2ws, Ks)):
-        c2w = _as_matrix(c2w, (4, 4), path, f"frame {i} c2w")
-        K = _as_matrix(K, (3, 3), path, f"frame {i} K")
+        c2w = as_matrix(c2w, (4, 4), path, f"frame {i} c2w")
+        K = as_matrix(K, (3, 3), path, f"frame {i} K")
         if not is_rigid(c2w):
             raise InputError(path, f"frame {i} c2w is not a rigid transform (rotation not orthonormal or bad last row)")
         if K[0, 0] <= 0 or K[1, 1] <= 0:

@@ -10,7 +10,6 @@ any stage therefore makes everything downstream stale, and consumers refuse stal
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -26,7 +25,7 @@ from typing import Any, Iterator, Literal, Optional
 from worldstereo import SCHEMA_VERSION, __version__
 from worldstereo.errors import InputError
 from worldstereo.io.atomic import atomic_write_text, clean_stale_temps
-from worldstereo.io.dataclass_json import from_dict, to_jsonable
+from worldstereo.io.dataclass_json import from_dict, read_json, to_jsonable
 
 LOCK_NAME = ".worldstereo.lock"
 
@@ -216,12 +215,7 @@ class SceneDir:
     def load(self) -> SceneManifest:
         """Read scene.json; an unreadable, foreign or newer-schema manifest is a one-line InputError."""
         path = self.manifest_path
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise InputError(path, "no scene here: run run_pipeline.py first (or check --scene)")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(path, f"unreadable scene manifest ({e.__class__.__name__})")
+        data = read_json(path, "no scene here: run run_pipeline.py first (or check --scene)", "scene manifest")
         if not isinstance(data, dict):
             raise InputError(path, f"scene manifest must be a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")

@@ -18,7 +18,6 @@ the file for other tools and ignored here):
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Optional
 
 from worldstereo.bench.synthetic_scene import SCENE_KINDS
 from worldstereo.errors import InputError
+from worldstereo.io.dataclass_json import read_json
 from worldstereo.scene import SceneDir
 
 
@@ -68,12 +68,7 @@ def single_scene_entry(scene: Path, gt_points: Optional[Path]) -> ManifestEntry:
 
 def read_manifest(path: Path, out: Path) -> list[ManifestEntry]:
     """Every entry of the manifest at `path`, checked; scenes without scene_dir go to <out>/scenes/<name>."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "manifest not found")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(path, f"not a readable JSON manifest ({e.__class__.__name__})")
+    data = read_json(path, "manifest not found", "JSON manifest")
     scenes = data.get("scenes") if isinstance(data, dict) else data
     if not isinstance(scenes, list) or not scenes:
         raise InputError(path, "manifest has no 'scenes' list")

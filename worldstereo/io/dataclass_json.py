@@ -104,3 +104,18 @@ def _coerce(tp: Any, value: Any) -> Any:
     if not isinstance(value, tp):
         raise TypeError(f"expected {tp.__name__}, got {type(value).__name__}")
     return value
+
+
+def read_json(path: str | Path, missing: str = "file not found", what: str = "JSON file") -> Any:
+    """The parsed content of a JSON file; a missing or unreadable one is a one-line InputError."""
+    import json
+
+    from worldstereo.errors import InputError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, missing)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(path, f"not a readable {what} ({e.__class__.__name__})")

@@ -28,9 +28,10 @@ from typing import Sequence
 
 import numpy as np
 
-from worldstereo.cameras import Camera, Trajectory
+from worldstereo.cameras import Camera, Trajectory, as_matrix
 from worldstereo.errors import InputError
 from worldstereo.geometry import invert_rigid, is_rigid
+from worldstereo.io.dataclass_json import read_json
 
 # x_ours = R x_release: release +y (right of view 0) → our +x, release +z (up) → our −y,
 # release −x (view 0's gaze) → our +z. Equal to the rotation of the release's view-0 w2c.
@@ -130,16 +131,6 @@ def write_bank_cameras(path: str | Path, cameras: Sequence[Camera]) -> None:
     atomic_write_text(Path(path), json.dumps(bank_cameras_dict(cameras)))
 
 
-def _matrix(value, shape: tuple[int, int], path: Path, what: str) -> np.ndarray:
-    try:
-        m = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(path, f"{what} is not a numeric matrix")
-    if m.shape != shape or not np.all(np.isfinite(m)):
-        raise InputError(path, f"{what} must be a finite {shape[0]}x{shape[1]} matrix, got shape {m.shape}")
-    return m
-
-
 def read_bank_cameras(path: str | Path, size: tuple[int, int] | None = None) -> list[Camera]:
     """Read a release-style pano_bank/cameras.json into our cameras (frame and K converted).
 
@@ -147,12 +138,7 @@ def read_bank_cameras(path: str | Path, size: tuple[int, int] | None = None) -> 
     release intrinsic. Keys are read in sorted order ("0000", "0001", …).
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "cameras.json not found")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(path, f"not a readable JSON file ({e.__class__.__name__})")
+    data = read_json(path, "cameras.json not found")
     if not isinstance(data, dict) or not data:
         raise InputError(path, "expected a non-empty object {\"0000\": {\"intrinsic\", \"extrinsic\"}, ...}")
     cams = []
@@ -160,8 +146,8 @@ def read_bank_cameras(path: str | Path, size: tuple[int, int] | None = None) -> 
         entry = data[key]
         if not isinstance(entry, dict) or "intrinsic" not in entry or "extrinsic" not in entry:
             raise InputError(path, f"view {key!r} lacks 'intrinsic' or 'extrinsic'")
-        K_rel = _matrix(entry["intrinsic"], (3, 3), path, f"view {key} intrinsic")
-        w2c_rel = _matrix(entry["extrinsic"], (4, 4), path, f"view {key} extrinsic")
+        K_rel = as_matrix(entry["intrinsic"], (3, 3), path, f"view {key} intrinsic")
+        w2c_rel = as_matrix(entry["extrinsic"], (4, 4), path, f"view {key} extrinsic")
         if not is_rigid(w2c_rel):
             raise InputError(path, f"view {key} extrinsic is not a rigid world-to-camera transform")
         if K_rel[0, 0] <= 0 or K_rel[1, 1] <= 0:

@@ -57,14 +57,6 @@ def release_intrinsics(K: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int
     return rescale_intrinsics(K_edge.reshape(-1, 3, 3), src_wh, dst_wh)
 
 
-def cap_references(retrieved: list[int], max_refs: int) -> list[int | None]:
-    """Keep the `max_refs` memory frames retrieved by most target frames (first retrieval breaks ties);
-    frames whose choice is dropped get no reference of their own. Ours: the release re-selects with DINOv2."""
-    counts = {i: retrieved.count(i) for i in dict.fromkeys(retrieved)}
-    keep = set(sorted(counts, key=lambda i: -counts[i])[:max_refs])
-    return [i if i in keep else None for i in retrieved]
-
-
 class WorldStereoGenerator:
     """Generator protocol implementation for the three released variants."""
 

@@ -70,3 +70,29 @@ def write_inputs(folder: Path, n: int = 10, width: int = 96, height: int = 72, f
     traj = {"width": width, "height": height, "frames": [{"c2w": c.tolist(), "K": K.tolist()} for c in poses]}
     (folder / "trajectory.json").write_text(json.dumps(traj))
     return {"K": K, "c2w": poses, "images": np.stack(frames), "depth": np.stack(depths)}
+
+
+def _cast(o: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Ray parameter [N] where rays o + t·d [N, 3] from inside leave the room."""
+    with np.errstate(divide="ignore"):
+        t = np.where(d > 0, (ROOM_HI - o) / d, (ROOM_LO - o) / d)
+    return np.where(np.isfinite(t), t, np.inf).min(axis=1)
+
+
+def render_equirect(c2w: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Equirectangular RGB [H, W, 3] from the camera centre: longitude atan2(x, z) across the columns
+    (centre = +z), latitude asin(y) down the rows (camera axes, OpenCV)."""
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    lon = ((u + 0.5) / width - 0.5) * 2 * np.pi
+    lat = ((v + 0.5) / height - 0.5) * np.pi
+    d_cam = np.stack([np.cos(lat) * np.sin(lon), np.sin(lat), np.cos(lat) * np.cos(lon)], -1).reshape(-1, 3)
+    d = d_cam @ c2w[:3, :3].T
+    p = c2w[:3, 3] + _cast(c2w[:3, 3], d)[:, None] * d
+    return albedo(p).reshape(height, width, 3)
+
+
+def write_panorama_video(path: Path, poses: list[np.ndarray], width: int = 192, height: int = 96) -> None:
+    import imageio.v2 as imageio
+
+    imageio.mimwrite(path, [render_equirect(c, width, height) for c in poses], fps=10, codec="libx264",
+                     quality=9, macro_block_size=1)

@@ -42,6 +42,28 @@ class ExportMesh:
     uvs: np.ndarray | None  # [V, 2], v up
     albedo: np.ndarray | None  # [S, S, 3] uint8
     normal_map: np.ndarray | None  # [S, S, 3] uint8
+    tangents: np.ndarray | None = None  # [V, 4]: xyz = dP/du, w = ±1 handedness (bitangent = w · n × t)
+
+
+def vertex_tangents(mesh) -> np.ndarray:
+    """Per-vertex tangents [V, 4] (glTF TANGENT) of a UV mesh: face dP/du summed, orthogonalised
+    against the normal; w = +1 when n × t points along dP/dv (v up), else −1 — the frame the normal
+    map was baked in."""
+    from worldstereo.reconstruction.texture import face_tangents
+
+    t_f, b_f = face_tangents(mesh)
+    t, b = np.zeros_like(mesh.vertices), np.zeros_like(mesh.vertices)
+    for k in range(3):
+        np.add.at(t, mesh.faces[:, k], t_f)
+        np.add.at(b, mesh.faces[:, k], b_f)
+    n = mesh.normals
+    t = t - n * np.einsum("ij,ij->i", t, n)[:, None]
+    norm = np.linalg.norm(t, axis=1, keepdims=True)
+    # a vertex with no usable dP/du gets any unit vector perpendicular to its normal
+    alt = np.cross(n, np.where(np.abs(n[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]]))
+    t = np.where(norm > 1e-12, t / np.maximum(norm, 1e-30), alt / np.linalg.norm(alt, axis=1, keepdims=True))
+    w = np.where(np.einsum("ij,ij->i", np.cross(n, t), b) < 0, -1.0, 1.0)
+    return np.concatenate([t, w[:, None]], axis=1)
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -75,8 +97,12 @@ def prepare_mesh(scene: ReconstructedScene, include_textures: bool, texture_reso
         size = int(texture_resolution or scene.textures["albedo"].shape[0])
         albedo = resample(scene.textures["albedo"], size)
         normal = resample(scene.textures["normal"], size, True) if "normal" in scene.textures else None
+    tangents = None
+    if textured:
+        tangents = vertex_tangents(m)
+        tangents[:, :3] *= flip  # a rotation: the handedness w stays
     return ExportMesh(m.vertices * flip, m.faces.astype(np.int64), m.normals * flip, m.colors,
-                      m.uvs if textured else None, albedo, normal)
+                      m.uvs if textured else None, albedo, normal, tangents)
 
 
 # --------------------------------------------------------------------------- mesh writers
@@ -154,6 +180,8 @@ def gltf_document(em: ExportMesh, bin_uri: str | None, image_uris: dict[str, str
     if em.uvs is not None:
         st = np.stack([em.uvs[:, 0], 1.0 - em.uvs[:, 1]], 1).astype(np.float32)  # glTF: v down
         attrs.TEXCOORD_0 = accessor(st, g.FLOAT, g.VEC2, g.ARRAY_BUFFER)
+        if em.tangents is not None and em.normal_map is not None:
+            attrs.TANGENT = accessor(em.tangents.astype(np.float32), g.FLOAT, g.VEC4, g.ARRAY_BUFFER)
         for key, img in (("albedo", em.albedo), ("normal", em.normal_map)):
             if img is None:
                 continue

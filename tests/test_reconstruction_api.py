@@ -271,3 +271,35 @@ def test_optimize_textures_is_measurable(room_scene):
     assert rep["super_resolution"]["size_after"] == 512 and o.textures["albedo"].shape == (512, 512, 3)
     assert rep["super_resolution"]["round_trip_psnr_db"] > 30
     assert room_scene.textures["albedo"].shape == (256, 256, 3)  # the input scene is unchanged
+
+
+def test_normal_map_decodes_to_the_cloud_normal_with_the_exported_tangents():
+    """Bake a tilted normal onto a flat grid, decode it the glTF way (t, w·n×t, n) with the TANGENT
+    attribute export_mesh writes: the tilted normal comes back."""
+    from worldstereo.reconstruction.export import vertex_tangents
+    from worldstereo.reconstruction.fusion import vertex_normals
+    from worldstereo.reconstruction.texture import bake_normal_map, rasterise_uv, uv_atlas
+    from worldstereo.reconstruction.types import PointCloud
+
+    g = np.stack(np.meshgrid(np.linspace(0, 1, 8), np.linspace(0, 1, 8)), -1).reshape(-1, 2)
+    V = np.concatenate([g, np.full((64, 1), 2.0)], 1)
+    i = np.arange(64).reshape(8, 8)[:-1, :-1].ravel()
+    F = np.concatenate([np.stack([i, i + 8, i + 1], 1), np.stack([i + 1, i + 8, i + 9], 1)])
+    mesh = Mesh(V, F, vertex_normals(V, F))
+    assert np.allclose(mesh.normals, [0, 0, -1])  # facing a camera at the origin
+    mesh = uv_atlas(mesh, 64)
+    n0 = np.array([0.3, -0.2, -0.9])
+    n0 /= np.linalg.norm(n0)
+    cloud = PointCloud(mesh.vertices, np.zeros((len(mesh.vertices), 3), np.uint8), np.tile(n0, (len(mesh.vertices), 1)))
+    tex = rasterise_uv(mesh, 64)
+    covered = np.zeros((64, 64), bool)
+    covered[tex.rows, tex.cols] = True
+    nmap = bake_normal_map(mesh, tex, cloud, covered)
+    ts = nmap[tex.rows, tex.cols].astype(float) / 127.5 - 1.0
+    tan = tex.interpolate(mesh, vertex_tangents(mesh))
+    N = tex.interpolate(mesh, mesh.normals)
+    T = tan[:, :3]
+    B = np.sign(tan[:, 3:]) * np.cross(N, T)
+    decoded = ts[:, :1] * T + ts[:, 1:2] * B + ts[:, 2:3] * N
+    decoded /= np.linalg.norm(decoded, axis=1, keepdims=True)
+    assert np.degrees(np.arccos(np.clip(decoded @ n0, -1, 1))).max() < 2.0

@@ -4,7 +4,6 @@ refine_mesh, optimize_textures, the CLI, and the issue's snippets."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,9 +19,6 @@ from worldstereo.reconstruction import (Mesh, ReconstructionConfig, load_scene, 
                                         refine_mesh)
 from worldstereo.reconstruction import fusion
 from worldstereo.reconstruction.types import Frames
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):

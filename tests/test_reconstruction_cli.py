@@ -110,7 +110,7 @@ def test_issue_snippets_run_as_written(tmp_path, monkeypatch, capsys):
     assert ns["optimized"].metadata["texture_optimization"]["super_resolution"]["size_after"] == 2048
     m = trimesh.load(tmp_path / "scene.obj", process=False, maintain_order=True)
     assert len(m.faces) > 100 and m.visual.material.image.size == (2048, 2048)
-    for f in ("scene.gltf", "scene.ply", "final_scene.gltf", "final_scene_albedo.png", "pano/scene.npz",
+    for f in ("scene.gltf", "scene.ply", "final_scene.gltf", "final_scene_gltf_albedo.png", "pano/scene.npz",
               "reconstruction/mesh.glb"):
         assert (tmp_path / f).exists(), f
     pano = ns["scene"]

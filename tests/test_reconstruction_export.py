@@ -54,7 +54,7 @@ def test_obj_trimesh(scene, tmp_path):
     import trimesh
 
     export_mesh(scene, tmp_path / "scene.obj", format="obj", include_textures=True, texture_resolution=128)
-    assert {p.name for p in tmp_path.iterdir()} == {"scene.obj", "scene.mtl", "scene_albedo.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {"scene.obj", "scene.mtl", "scene_obj_albedo.png"}
     m = trimesh.load(tmp_path / "scene.obj", process=False, maintain_order=True)
     assert len(m.vertices) == len(scene.mesh.vertices) and len(m.faces) == len(scene.mesh.faces)
     np.testing.assert_allclose(m.vertices, scene.mesh.vertices * FLIP, atol=1e-6)
@@ -122,6 +122,15 @@ def test_gltf_pygltflib(scene, tmp_path, fmt):
     np.testing.assert_array_equal(png, scene.textures["albedo"])
 
 
+def test_formats_of_one_stem_keep_their_own_maps(scene, tmp_path):
+    from PIL import Image
+
+    export_mesh(scene, tmp_path / "s.obj", texture_resolution=128)
+    export_mesh(scene, tmp_path / "s.gltf", texture_resolution=32)
+    assert Image.open(tmp_path / "s_obj_albedo.png").size == (128, 128)
+    assert Image.open(tmp_path / "s_gltf_albedo.png").size == (32, 32)
+
+
 def test_glb_vertex_colours_without_textures(scene, tmp_path):
     export_mesh(scene, tmp_path / "plain.glb", include_textures=False)
     _, _, a = _gltf_arrays(tmp_path / "plain.glb")
@@ -158,13 +167,14 @@ def test_usd_pxr(scene, tmp_path, fmt):
     mat, _ = UsdShade.MaterialBindingAPI(mesh.GetPrim()).ComputeBoundMaterial()
     assert mat.GetPath() == "/World/Material"
     tex = UsdShade.Shader(stage.GetPrimAtPath("/World/Material/Albedo")).GetInput("file").Get()
-    assert tex.path.endswith("scene_albedo.png")
+    assert tex.path.endswith("scene_usd_albedo.png")
     if fmt == "usd":
-        assert (tmp_path / "scene_albedo.png").exists()
+        assert (tmp_path / "scene_usd_albedo.png").exists()
     else:
         import zipfile
 
-        assert {"scene.usdc", "scene_albedo.png"} <= set(zipfile.ZipFile(tmp_path / "scene.usdz").namelist())
+        assert {"scene.usdc", "scene_usd_albedo.png"} <= set(zipfile.ZipFile(tmp_path / "scene.usdz").namelist())
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.usdz"]
 
 
 @pytest.mark.skipif(shutil.which("assimp") is None, reason="assimp-utils not installed (apt-get install -y assimp-utils)")
@@ -174,7 +184,8 @@ def test_fbx_assimp(scene, tmp_path):
     counts = {k: int(v) for k, v in (ln.split(":")[:2] for ln in r.stdout.splitlines()
                                      if ln.startswith(("Vertices:", "Faces:")))}
     assert counts == {"Vertices": len(scene.mesh.vertices), "Faces": len(scene.mesh.faces)}
-    assert (tmp_path / "scene_albedo.png").exists()
+    assert (tmp_path / "scene_fbx_albedo.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.fbx", "scene_fbx_albedo.png", "scene_fbx_normal.png"]
     export_mesh(scene, tmp_path / "bin.fbx", include_textures=False)
     assert (tmp_path / "bin.fbx").read_bytes()[:20] == b"Kaydara FBX Binary  "
 

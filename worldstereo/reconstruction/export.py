@@ -109,13 +109,13 @@ def prepare_mesh(scene: ReconstructedScene, include_textures: bool, texture_reso
 
 
 def write_obj(em: ExportMesh, path: Path) -> None:
-    """OBJ + MTL (+ <stem>_albedo.png, map_Kd) with trimesh; vertex colours in `v` lines when untextured."""
+    """OBJ + MTL (+ <stem>_obj_albedo.png, map_Kd) with trimesh; vertex colours in `v` lines when untextured."""
     import trimesh
     from PIL import Image
 
     if em.uvs is not None:
         # white diffuse: many viewers multiply map_Kd by Kd (trimesh's default Kd is 0.4 grey)
-        mat = trimesh.visual.material.SimpleMaterial(image=Image.fromarray(em.albedo), name=f"{path.stem}_albedo",
+        mat = trimesh.visual.material.SimpleMaterial(image=Image.fromarray(em.albedo), name=f"{path.stem}_obj_albedo",
                                                      diffuse=(255, 255, 255, 255), ambient=(255, 255, 255, 255),
                                                      specular=(0, 0, 0, 255))
         visual = trimesh.visual.TextureVisuals(uv=em.uvs, material=mat)
@@ -207,15 +207,17 @@ def gltf_document(em: ExportMesh, bin_uri: str | None, image_uris: dict[str, str
     return doc, bytes(blob.data)
 
 
-def write_gltf(em: ExportMesh, path: Path, binary: bool) -> None:
-    """glb: one file, textures embedded. gltf: JSON + <stem>.bin + <stem>_albedo.png / _normal.png."""
+def write_gltf(em: ExportMesh, path: Path, binary: bool, prefix: str | None = None) -> None:
+    """glb: one file, textures embedded. gltf: JSON + <stem>.bin + <prefix>_albedo.png / _normal.png
+    (prefix: <stem>_gltf, so other formats of the same stem keep their own maps)."""
     if binary:
         doc, data = gltf_document(em, None, None)
         doc.set_binary_blob(data)
         with atomic_path(path) as tmp:
             tmp.write_bytes(b"".join(doc.save_to_bytes()))
         return
-    uris = {"albedo": f"{path.stem}_albedo.png", "normal": f"{path.stem}_normal.png"}
+    prefix = prefix or f"{path.stem}_gltf"
+    uris = {"albedo": f"{prefix}_albedo.png", "normal": f"{prefix}_normal.png"}
     doc, data = gltf_document(em, f"{path.stem}.bin", uris if em.uvs is not None else None)
     with atomic_path(path.parent / f"{path.stem}.bin") as tmp:
         tmp.write_bytes(data)
@@ -282,7 +284,7 @@ def write_usd_file(em: ExportMesh, path: Path, package: bool) -> None:
     """.usd/.usda/.usdc beside its texture, or a .usdz package (UsdUtils) holding both."""
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-usd-") as td:
         inner = Path(td) / (f"{path.stem}.usdc" if package else path.name)
-        write_usd(em, inner, Path(td), path.stem)
+        write_usd(em, inner, Path(td), f"{path.stem}_usd")
         if package:
             from pxr import UsdUtils
 
@@ -304,12 +306,12 @@ def write_fbx(em: ExportMesh, path: Path, ascii: bool = False) -> None:
         raise InputError(path, ASSIMP_HINT)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-fbx-") as td:
         src = Path(td) / f"{path.stem}.gltf"
-        write_gltf(em, src, binary=False)
+        write_gltf(em, src, binary=False, prefix=f"{path.stem}_fbx")
         out = Path(td) / path.name
         r = subprocess.run([exe, "export", str(src), str(out), "-ffbxa" if ascii else "-ffbx"], capture_output=True, text=True)
         if r.returncode != 0 or not out.exists():
             raise RuntimeError(f"assimp failed to write {path}: {(r.stderr or r.stdout).strip()[-300:]}")
-        for f in Path(td).glob(f"{path.stem}_*.png"):
+        for f in Path(td).glob(f"{path.stem}_fbx_*.png"):
             shutil.move(f, path.parent / f.name)
         shutil.move(out, path)
 

@@ -122,6 +122,17 @@ def surface(frames: Frames, depth: np.ndarray, cfg: ReconstructionConfig) -> tup
     return mesh, kept, voxel, info
 
 
+def quality_metrics(mesh: Mesh, frames: Frames, depth: np.ndarray, cfg: ReconstructionConfig, voxel: float,
+                    texture_quality: float) -> dict[str, float]:
+    """The four 0..1 figures of metadata["quality_metrics"] (definitions in quality.py)."""
+    return {
+        "completeness": quality.completeness(mesh, frames),
+        "geometric_consistency": quality.geometric_consistency(mesh, frames, depth, cfg.consistency_tolerance, voxel),
+        "texture_quality": texture_quality,
+        "multiview_consistency": quality.multiview_consistency(mesh, frames, 2.0 * voxel),
+    }
+
+
 def reconstruct_scene(video_path: str | Path, camera_trajectory: Trajectory | str | Path | None = None,
                       output_path: str | Path | None = None, method: Method | None = None,
                       resolution: int | None = None, config: ReconstructionConfig | None = None,
@@ -167,12 +178,7 @@ def reconstruct_scene(video_path: str | Path, camera_trajectory: Trajectory | st
         mesh, textures, tex_quality = bake_textures(mesh, frames, cloud, cfg.texture_resolution, depth_tol)
     times["textures"] = time.perf_counter() - t
     t = time.perf_counter()
-    metrics = {
-        "completeness": quality.completeness(mesh, frames),
-        "geometric_consistency": quality.geometric_consistency(mesh, frames, depth, cfg.consistency_tolerance, voxel),
-        "texture_quality": tex_quality,
-        "multiview_consistency": quality.multiview_consistency(mesh, frames, depth_tol),
-    }
+    metrics = quality_metrics(mesh, frames, depth, cfg, voxel, tex_quality)
     times["metrics"] = time.perf_counter() - t
     times["total"] = sum(times.values())
     meta = {"config": cfg.to_dict(), "method": cfg.method, "timings": times, "quality_metrics": metrics,

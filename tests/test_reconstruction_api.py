@@ -204,6 +204,15 @@ def test_output_path_guard(room, tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
+def test_video_and_trajectory_lengths_must_match(room, tmp_path):
+    folder, _ = room
+    traj = json.loads((folder / "trajectory.json").read_text())
+    traj["frames"] = traj["frames"][:4]
+    (tmp_path / "short.json").write_text(json.dumps(traj))
+    with pytest.raises(InputError, match=r"video.mp4: video has 10 frames but the trajectory has 4 cameras$"):
+        reconstruct_scene(folder / "video.mp4", tmp_path / "short.json")
+
+
 def test_video_needs_depth_estimation(room):
     folder, _ = room
     with pytest.raises(InputError, match="a video carries no depth"):

@@ -52,6 +52,9 @@ def test_cli_mesh_and_points(scene_folder):
     assert g.accessors[prim.attributes.POSITION].count == len(saved.mesh.vertices)
     assert g.accessors[prim.indices].count == 3 * len(saved.mesh.faces)
     assert f"{len(saved.mesh.vertices)} vertices" in r.stdout
+    from box_room import box_distance
+
+    assert np.median(box_distance(saved.mesh.vertices)) < 0.01  # the scene's exact depth, fused
     r = run_export("points", "--scene", scene_folder, "--format", "las")  # reuses the saved reconstruction
     assert r.returncode == 0, r.stderr
     assert len(laspy.read(str(scene_folder / "exports" / "points.las")).points) == len(saved.point_cloud)

@@ -168,6 +168,12 @@ def test_usd_pxr(scene, tmp_path, fmt):
     assert mat.GetPath() == "/World/Material"
     tex = UsdShade.Shader(stage.GetPrimAtPath("/World/Material/Albedo")).GetInput("file").Get()
     assert tex.path.endswith("scene_usd_albedo.png")
+    # the validators `usdchecker` runs (usd-core's UsdValidation registry): no errors
+    from pxr import UsdValidation
+
+    validators = UsdValidation.ValidationRegistry().GetOrLoadAllValidators()
+    errors = UsdValidation.ValidationContext(validators).Validate(stage)
+    assert [(e.GetName(), e.GetMessage()) for e in errors] == []
     if fmt == "usd":
         assert (tmp_path / "scene_usd_albedo.png").exists()
     else:

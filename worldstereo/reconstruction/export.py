@@ -267,7 +267,7 @@ def write_usd(em: ExportMesh, path: Path, texture_dir: Path, texture_prefix: str
         (texture_dir / name).write_bytes(png_bytes(em.albedo))
         reader = UsdShade.Shader.Define(stage, "/World/Material/StReader")
         reader.CreateIdAttr("UsdPrimvarReader_float2")
-        reader.CreateInput("varname", Sdf.ValueTypeNames.Token).Set("st")
+        reader.CreateInput("varname", Sdf.ValueTypeNames.String).Set("st")
         tex = UsdShade.Shader.Define(stage, "/World/Material/Albedo")
         tex.CreateIdAttr("UsdUVTexture")
         tex.CreateInput("file", Sdf.ValueTypeNames.Asset).Set(f"./{name}")

@@ -62,7 +62,7 @@ def multiview_consistency(mesh: Mesh, frames: Frames, depth_tol: float, colour_t
     V = len(mesh.vertices)
     obs = np.full((len(frames.cameras), V, 3), np.nan, np.float32)
     for i, cam in enumerate(frames.cameras):
-        zb = zbuffer(X, cam.K, cam.w2c, cam.width, cam.height)
+        zb = zbuffer(X, cam)
         uv, z = project_points(mesh.vertices, cam.K, cam.w2c)
         u = np.rint(np.nan_to_num(uv[:, 0], nan=-1)).astype(np.int64)
         v = np.rint(np.nan_to_num(uv[:, 1], nan=-1)).astype(np.int64)

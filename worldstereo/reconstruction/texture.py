@@ -91,26 +91,32 @@ def rasterise_uv(mesh: Mesh, size: int, chunk: int = 2_000_000) -> Texels:
     return Texels(rows[first], cols[first], face[first], np.clip(bary[first], 0, 1), size)
 
 
-def zbuffer(points: np.ndarray, K: np.ndarray, w2c: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Nearest depth [H, W] of points splatted to their pixel (inf where none)."""
-    uv, z = project_points(points, K, w2c)
+def pixels(points: np.ndarray, cam) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest pixel (u, v) [N] int, depth z [N] and an in-image-and-in-front mask [N] of world points."""
+    uv, z = project_points(points, cam.K, cam.w2c)
     u = np.rint(np.nan_to_num(uv[:, 0], nan=-1)).astype(np.int64)
     v = np.rint(np.nan_to_num(uv[:, 1], nan=-1)).astype(np.int64)
-    ok = (u >= 0) & (u < width) & (v >= 0) & (v < height) & (z > 0)
+    return u, v, z, (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height) & (z > 0)
+
+
+def zbuffer_from(u: np.ndarray, v: np.ndarray, z: np.ndarray, ok: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Nearest depth [H, W] of points at pixels (u, v) (inf where none)."""
     zb = np.full(height * width, np.inf)
     np.minimum.at(zb, v[ok] * width + u[ok], z[ok])
     return zb.reshape(height, width)
 
 
-def view_weights(X: np.ndarray, N: np.ndarray, frames: Frames, i: int, depth_tol: float, zb: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frame i's blend weight [T] (cos^p of the view angle where visible: in the image, facing the
-    camera, not behind the z-buffer by more than depth_tol) and the pixel (u, v) of each point."""
-    cam = frames.cameras[i]
-    uv, z = project_points(X, cam.K, cam.w2c)
-    u = np.rint(np.nan_to_num(uv[:, 0], nan=-1)).astype(np.int64)
-    v = np.rint(np.nan_to_num(uv[:, 1], nan=-1)).astype(np.int64)
-    inside = (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height) & (z > 0)
+def zbuffer(points: np.ndarray, cam) -> np.ndarray:
+    """Nearest depth [H, W] of points splatted to their pixel in a Camera (inf where none)."""
+    return zbuffer_from(*pixels(points, cam), cam.width, cam.height)
+
+
+def view_weights(X: np.ndarray, N: np.ndarray, cam, depth_tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A view's blend weight [T] for surface points X with normals N: cos^p of the view angle where
+    visible (in the image, facing the camera, not behind the points' own z-buffer by more than
+    depth_tol), and the pixel (u, v) of each point."""
+    u, v, z, inside = pixels(X, cam)
+    zb = zbuffer_from(u, v, z, inside, cam.width, cam.height)
     u, v = np.clip(u, 0, cam.width - 1), np.clip(v, 0, cam.height - 1)
     ray = cam.center - X
     cos = np.einsum("ij,ij->i", N, ray) / (np.linalg.norm(ray, axis=1) + 1e-30)
@@ -128,8 +134,7 @@ def bake_albedo(mesh: Mesh, texels: Texels, frames: Frames, depth_tol: float
     N /= np.linalg.norm(N, axis=1, keepdims=True) + 1e-30
     acc, wsum, best = np.zeros((len(X), 3)), np.zeros(len(X)), np.zeros(len(X))
     for i, cam in enumerate(frames.cameras):
-        zb = zbuffer(X, cam.K, cam.w2c, cam.width, cam.height)
-        w, u, v = view_weights(X, N, frames, i, depth_tol, zb)
+        w, u, v = view_weights(X, N, cam, depth_tol)
         acc += w[:, None] * frames.images[i][v, u]
         wsum += w
         best = np.maximum(best, w ** (1.0 / VIEW_WEIGHT_POWER))

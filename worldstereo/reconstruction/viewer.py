@@ -52,7 +52,7 @@ new GLTFLoader().load("{mesh}", (gltf) => {{
   }}
   controls.update();
   document.title = "{title} (loaded)";
-}});
+}}, undefined, (err) => {{ document.title = "{title} (error: " + err + ")"; console.error(err); }});
 (function loop() {{ requestAnimationFrame(loop); renderer.render(scene, camera); }})();
 </script></body></html>
 """

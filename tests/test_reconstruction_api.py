@@ -268,6 +268,18 @@ def test_refine_mesh_welds_uv_seams(room_scene):
     assert r.uvs is None and weld["after"]["faces"] == weld["before"]["faces"]
 
 
+def test_rebake_after_refine(room_scene):
+    from worldstereo.reconstruction import rebake_textures
+
+    refined = refine_mesh(room_scene.mesh, simplify=0.5)
+    assert refined.uvs is None
+    s = rebake_textures(room_scene, refined, texture_resolution=128)
+    assert s.mesh.uvs is not None and s.textures["albedo"].shape == (128, 128, 3)
+    assert len(s.mesh.faces) == len(refined.faces)
+    assert s.mesh.refinement == refined.refinement  # the record of what refine_mesh did stays
+    assert 0.5 < s.metadata["quality_metrics"]["texture_quality"] <= 1.0
+
+
 def test_optimize_textures_is_measurable(room_scene):
     o = optimize_textures(room_scene, super_resolution=True, seam_blending=True, enhance_details=True)
     rep = o.metadata["texture_optimization"]

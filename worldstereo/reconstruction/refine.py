@@ -301,3 +301,22 @@ def optimize_textures(scene: ReconstructedScene, super_resolution: bool = False,
         tex = tex_up
     meta = {**scene.metadata, "texture_optimization": report}
     return dataclasses.replace(scene, textures=tex, metadata=meta)
+
+
+def rebake_textures(scene: ReconstructedScene, mesh: Mesh | None = None, texture_resolution: int | None = None
+                    ) -> ReconstructedScene:
+    """A copy of the scene with `mesh` (e.g. refine_mesh's result; default: the scene's own) given a
+    new UV atlas and maps baked from the scene's frames at texture_resolution (default: as before)."""
+    from worldstereo.reconstruction.texture import bake_textures
+
+    if scene.frames is None:
+        raise InputError(None, "rebake_textures: the scene holds no frames to bake from")
+    mesh = mesh if mesh is not None else scene.mesh
+    if mesh.uvs is not None:
+        mesh = weld(mesh)
+    size = int(texture_resolution or (scene.textures["albedo"].shape[0] if scene.textures else 1024))
+    voxel = float(scene.metadata.get("voxel_size", 0.0)) or 0.01 * float(np.ptp(mesh.vertices, axis=0).max())
+    uv_mesh, textures, tq = bake_textures(mesh, scene.frames, scene.point_cloud, size, 2.0 * voxel)
+    metrics = {**scene.metadata.get("quality_metrics", {}), "texture_quality": tq}
+    return dataclasses.replace(scene, mesh=uv_mesh, textures=textures,
+                               metadata={**scene.metadata, "quality_metrics": metrics})

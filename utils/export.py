@@ -1,7 +1,13 @@
-"""Export a scene's cameras for other tools: NeRF/nerfstudio transforms.json, WorldStereo camera.json.
+"""Export a scene for other tools: cameras (NeRF/nerfstudio transforms.json, WorldStereo camera.json),
+a textured mesh (obj / ply / gltf / glb / usd / usdz / fbx) or a point cloud (ply / pcd / xyz / las).
 
     python -m utils.export transforms --scene scenes/my            # → scenes/my/exports/transforms.json
     python -m utils.export camera-json --scene scenes/my --trajectory up
+    python -m utils.export mesh --scene scenes/my --format glb     # → scenes/my/exports/mesh.glb
+    python -m utils.export points --scene scenes/my --format las   # → scenes/my/exports/points.las
+
+mesh / points reuse <scene>/reconstruction/ when it exists, else run reconstruct_scene on the
+scene's exports/npz/results.npz first (and keep its result there).
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 import tyro
@@ -76,12 +82,89 @@ class CameraJson:
         return out
 
 
+def _reconstruction(scene_root: Path, method: str, resolution: int, texture_resolution: int, redo: bool):
+    """The scene's saved reconstruction, or a new one (saved to <scene>/reconstruction)."""
+    from worldstereo.reconstruction import ReconstructionConfig, load_scene, reconstruct_scene
+
+    if not scene_root.is_dir():
+        raise InputError(scene_root, "scene folder not found")
+    saved = scene_root / "reconstruction"
+    if (saved / "scene.npz").exists() and not redo:
+        return load_scene(saved)
+    cfg = ReconstructionConfig(method=method, resolution=resolution, texture_resolution=texture_resolution,  # type: ignore[arg-type]
+                               depth_estimation=False)
+    return reconstruct_scene(scene_root, config=cfg, output_path=saved)
+
+
+@dataclass
+class MeshExport:
+    """The scene's textured mesh (reconstructed from results.npz on first use)."""
+
+    scene: Path
+    """Scene folder (ours, or any folder with exports/npz/results.npz)."""
+    format: Literal["obj", "ply", "gltf", "glb", "usd", "usdz", "fbx"] = "glb"
+    """File format."""
+    out: Optional[Path] = None
+    """Output file (default: <scene>/exports/mesh.<format>)."""
+    method: Literal["mvs", "neural", "hybrid"] = "mvs"
+    """Reconstruction method when there is no saved reconstruction (see docs/reconstruction_api.md)."""
+    resolution: int = 512
+    """Working size and grid resolution of a new reconstruction."""
+    texture_resolution: int = 1024
+    """Side of the texture maps."""
+    textures: bool = True
+    """Write textures (else vertex colours)."""
+    redo: bool = False
+    """Reconstruct again even if <scene>/reconstruction exists."""
+
+    def main(self) -> Path:
+        from worldstereo.reconstruction import export_mesh
+
+        rec = _reconstruction(self.scene, self.method, self.resolution, self.texture_resolution, self.redo)
+        out = self.out or self.scene / "exports" / f"mesh.{self.format}"
+        export_mesh(rec, out, format=self.format, include_textures=self.textures,
+                    texture_resolution=self.texture_resolution)
+        print(f"[export] mesh: {len(rec.mesh.vertices)} vertices, {len(rec.mesh.faces)} faces → {out}")
+        return out
+
+
+@dataclass
+class PointsExport:
+    """The scene's fused point cloud (reconstructed from results.npz on first use)."""
+
+    scene: Path
+    """Scene folder (ours, or any folder with exports/npz/results.npz)."""
+    format: Literal["ply", "pcd", "xyz", "las"] = "ply"
+    """File format."""
+    out: Optional[Path] = None
+    """Output file (default: <scene>/exports/points.<format>)."""
+    method: Literal["mvs", "neural", "hybrid"] = "mvs"
+    """Reconstruction method when there is no saved reconstruction."""
+    resolution: int = 512
+    """Working size and grid resolution of a new reconstruction."""
+    redo: bool = False
+    """Reconstruct again even if <scene>/reconstruction exists."""
+
+    def main(self) -> Path:
+        from worldstereo.reconstruction import export_point_cloud
+
+        rec = _reconstruction(self.scene, self.method, self.resolution, 1024, self.redo)
+        out = self.out or self.scene / "exports" / f"points.{self.format}"
+        export_point_cloud(rec, out, format=self.format)
+        print(f"[export] points: {len(rec.point_cloud)} → {out}")
+        return out
+
+
+Command = Union[Annotated[Transforms, tyro.conf.subcommand("transforms")],
+                Annotated[CameraJson, tyro.conf.subcommand("camera-json")],
+                Annotated[MeshExport, tyro.conf.subcommand("mesh")],
+                Annotated[PointsExport, tyro.conf.subcommand("points")]]
+
+
 @cli_entry
-def main(cmd: Union[Annotated[Transforms, tyro.conf.subcommand("transforms")],
-                    Annotated[CameraJson, tyro.conf.subcommand("camera-json")]]) -> None:
+def main(cmd: Command) -> None:  # type: ignore[valid-type]
     cmd.main()
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Union[Annotated[Transforms, tyro.conf.subcommand("transforms")],  # type: ignore[arg-type]
-                        Annotated[CameraJson, tyro.conf.subcommand("camera-json")]]))
+    main(tyro.cli(Command))  # type: ignore[arg-type]

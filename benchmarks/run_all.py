@@ -38,7 +38,7 @@ BENCHES = (
     Bench("rasterizer", ("--repeats", "1")),
     Bench("reconstruct", ("--frames", "8", "--points", "2000")),
     # an empty --scene forces the synthetic scene (scenes/motorcycle would be used when present); one
-    # thread and 30 iterations: 100 at 2 threads took 1097 s on the shared, loaded 2-core machine
+    # thread, 30 iterations (24 s here; 100 at 2 threads took 1097 s on the shared, loaded 2-core machine)
     Bench("train_gs", ("--scene", "{tmp}/no_scene", "--synthetic-dir", "{tmp}/gs", "--iterations", "30",
                        "--threads", "1"),
           ("--synthetic-dir", "{tmp}/gs")),

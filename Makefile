@@ -1,18 +1,22 @@
+# Everything runs with the environment's python: the project's .venv/ (made by `make setup`), or the
+# virtualenv / conda env (not base) you activated. See scripts/setup.sh for the settings.
 PYTHON ?= python3
+EXTRAS ?=
+ENV_PY := $(shell bash scripts/setup.sh --print-python)
 
 .PHONY: setup example test test-fast bench
 
-setup:            ## install torch (CPU) + worldstereo + test deps
-	PYTHON=$(PYTHON) bash scripts/setup.sh
+setup:            ## .venv/ (or the active env) with torch 2.13.0 + worldstereo[dev,EXTRAS]; a no-op when current
+	@PYTHON="$(PYTHON)" EXTRAS="$(EXTRAS)" bash scripts/setup.sh
 
 example: setup    ## set up, then run the whole pipeline on the bundled motorcycle photo
-	$(PYTHON) run_pipeline.py --example motorcycle
+	"$(ENV_PY)" run_pipeline.py --example motorcycle
 
 test: setup       ## the full test suite (what CI runs)
-	$(PYTHON) -m pytest -q
+	"$(ENV_PY)" -m pytest -q
 
-test-fast:        ## skip the slow end-to-end tests
-	$(PYTHON) -m pytest -q -m "not slow"
+test-fast: setup  ## skip the slow end-to-end tests
+	"$(ENV_PY)" -m pytest -q -m "not slow"
 
-bench:
-	$(PYTHON) -m benchmarks.run_all
+bench: setup      ## every benchmark in its quick mode (python -m benchmarks.run_all --full: BENCHMARKS.md's settings)
+	"$(ENV_PY)" -m benchmarks.run_all

@@ -2,6 +2,7 @@
 
     python -m utils.export transforms --scene scenes/my            # → scenes/my/exports/transforms.json
     python -m utils.export camera-json --scene scenes/my --trajectory up
+    python -m utils.export worldstereo-task --scene scenes/my --out task/   # the release's task layout
 """
 
 from __future__ import annotations
@@ -76,12 +77,50 @@ class CameraJson:
         return out
 
 
+@dataclass
+class WorldStereoTask:
+    """The official WorldStereo reconstruction task layout: image.png, prompt.json and
+    renders/traj_<name>/{camera.json, render.mp4, render_mask.mp4} (mask white = hole), every planned
+    trajectory rendered from the input view's cache, for the release's run_multi_traj.py."""
+
+    scene: Path
+    """Scene folder (prepare and plan must be current)."""
+    out: Path = Path("task")
+    """Output folder: new, empty, or an earlier task export (replaced)."""
+    prompt: Optional[str] = None
+    """Text for prompt.json (default: the scene's --prompt / --prompt-file, else empty)."""
+    fps: int = 16
+    """Frame rate of the render videos (the release's output rate)."""
+
+    def main(self) -> Path:
+        from worldstereo.pipeline.driver import saved_config
+        from worldstereo.pipeline.interop import write_worldstereo_task
+
+        scene = SceneDir(self.scene)
+        scene.load()
+        scene.require_current("prepare", scene.cache_step(0))
+        scene.require_current("plan", scene.manifest_path)
+        if self.out.exists() and (not self.out.is_dir() or (any(self.out.iterdir()) and not (self.out / "renders").is_dir())):
+            raise InputError(self.out, "exists and is not an empty folder or an earlier task export: choose another --out")
+        cfg = saved_config(scene).generator
+        prompt = self.prompt
+        if prompt is None:
+            from worldstereo.generate.worldstereo.sampling import prompt_from_json
+
+            prompt = cfg.prompt or (prompt_from_json(cfg.prompt_file) if cfg.prompt_file is not None else "")
+        names = write_worldstereo_task(scene, self.out, prompt, self.fps, cfg.geometric.splat_scale)
+        print(f"[export] task with {len(names)} trajectories ({', '.join(names)}) → {self.out}")
+        return self.out
+
+
 @cli_entry
 def main(cmd: Union[Annotated[Transforms, tyro.conf.subcommand("transforms")],
-                    Annotated[CameraJson, tyro.conf.subcommand("camera-json")]]) -> None:
+                    Annotated[CameraJson, tyro.conf.subcommand("camera-json")],
+                    Annotated[WorldStereoTask, tyro.conf.subcommand("worldstereo-task")]]) -> None:
     cmd.main()
 
 
 if __name__ == "__main__":
     main(tyro.cli(Union[Annotated[Transforms, tyro.conf.subcommand("transforms")],  # type: ignore[arg-type]
-                        Annotated[CameraJson, tyro.conf.subcommand("camera-json")]]))
+                        Annotated[CameraJson, tyro.conf.subcommand("camera-json")],
+                        Annotated[WorldStereoTask, tyro.conf.subcommand("worldstereo-task")]]))

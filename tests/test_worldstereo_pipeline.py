@@ -18,12 +18,12 @@ import pytest
 pytest.importorskip("diffusers", reason="the worldstereo backend needs the `diffusion` extra")
 
 from conftest import REPO, textured_box_scene  # noqa: E402
-from test_worldstereo_model import (INNER, base_layout, random_checkpoint, release_branch_layout,  # noqa: E402
-                                    release_config, tiny_base, tiny_image_encoder, tiny_text_encoder,
-                                    write_variant)
+from test_worldstereo_model import (INNER, base_layout, no_network, random_checkpoint,  # noqa: E402
+                                    release_branch_layout, release_config, tiny_base, tiny_image_encoder,
+                                    tiny_text_encoder, write_variant)
 
 from configs.pipeline import RunPipeline  # noqa: E402
-from worldstereo.cameras import Camera, Trajectory, load_trajectory, to_worldstereo_camera_json  # noqa: E402
+from worldstereo.cameras import load_trajectory, to_worldstereo_camera_json  # noqa: E402
 from worldstereo.errors import InputError  # noqa: E402
 from worldstereo.io.images import read_image  # noqa: E402
 from worldstereo.io.results import load_results  # noqa: E402
@@ -35,7 +35,7 @@ from worldstereo.scene import SceneDir  # noqa: E402
 
 KITCHEN = Path("/work/shared/data/worldstereo_kitchen")
 VARIANT = "worldstereo-memory-dmd"
-__all__ = ["tiny_base"]  # the fixture, imported from the model tests
+__all__ = ["no_network", "tiny_base"]  # fixtures shared with the model tests
 
 
 @pytest.fixture(autouse=True)
@@ -57,18 +57,6 @@ def tiny_release(tiny_base, tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("weights")
     write_variant(root, VARIANT, random_checkpoint(layout), cfg=release_config(VARIANT) | {"scale_map": [[32, 48]]})
     return root, tiny_base
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    import socket
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args[1:] if len(args) > 1 else kwargs}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def _inputs(folder: Path) -> list[str]:
@@ -393,6 +381,6 @@ def test_frames_consistent_with_the_cache_get_metric_stereo_depth_aligned_and_me
 def test_noise_frames_are_rejected_and_leave_the_cache_as_it_was(planned_box):
     rng = np.random.default_rng(0)
     frames = (rng.random((21, 72, 96, 3)) * 255).astype(np.uint8)
-    scene, a = _import_and_update(planned_box, frames, "noise")
+    _, a = _import_and_update(planned_box, frames, "noise")
     assert len(a["rejected_frames"]) == 21
     assert a["points_after"] == a["points_before"]

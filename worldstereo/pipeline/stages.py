@@ -158,7 +158,7 @@ def stage_generate(scene: SceneDir, cfg: GenerationConfig, name: str, force: boo
         return
     with scene.lock():
         inputs = _consume(scene, ["plan", _state_before(scene, step)], scene.trajectory(name))
-        traj, req = _generation_request(scene, cfg, name, step)
+        _, req = _generation_request(scene, cfg, name, step)
         out = make_backend(cfg).generate(req, progress_desc=f"{name}: generate")
         _finish_generate(scene, cfg, name, stage, key, out, req, inputs, timer)
 

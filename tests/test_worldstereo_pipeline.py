@@ -384,3 +384,37 @@ def test_noise_frames_are_rejected_and_leave_the_cache_as_it_was(planned_box):
     _, a = _import_and_update(planned_box, frames, "noise")
     assert len(a["rejected_frames"]) == 21
     assert a["points_after"] == a["points_before"]
+
+
+def test_precomputed_prompt_embeddings_replace_the_text_encoder(dmd_scene, tiny_release, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from worldstereo.generate.worldstereo.sampling import encode_prompt
+
+    weights, base = tiny_release
+    no_text = tmp_path / "base"
+    shutil.copytree(base, no_text, ignore=shutil.ignore_patterns("text_encoder", "tokenizer"))
+    tokenizer, encoder = tiny_text_encoder()
+    embeds = tmp_path / "prompt.safetensors"
+    save_file({"prompt_embeds": encode_prompt(tokenizer, encoder, "a sunlit kitchen", torch.device("cpu"))}, str(embeds))
+    save_file({"other": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
+    argv = [*_inputs(tmp_path), "--generator", VARIANT, "--weights", str(weights), "--base-model", str(no_text),
+            "--device", "cpu", "--order", "up", "--scene", str(tmp_path / "scene")]
+    with pytest.raises(InputError) as e:  # without embeddings the missing text encoder is named
+        validate(with_backend_defaults(parse_with_saved_config(RunPipeline, argv, require_scene=False).gen))
+    assert _one_line(e.value) == f"{no_text / 'text_encoder' / 'config.json'}: missing from the base model folder"
+    with pytest.raises(InputError) as e:
+        validate(with_backend_defaults(parse_with_saved_config(
+            RunPipeline, [*argv, "--prompt-embeds", str(tmp_path / "bad.safetensors")], require_scene=False).gen))
+    assert _one_line(e.value) == (f"{tmp_path / 'bad.safetensors'}: needs a tensor 'prompt_embeds' of shape "
+                                  "[1, tokens, width]")
+    args = parse_with_saved_config(RunPipeline, [*argv, "--prompt-embeds", str(embeds)], require_scene=False)
+    run_pipeline(open_scene(args.scene, create=True), args.gen, until="generate")
+    ref, _ = dmd_scene
+    got = SceneDir(tmp_path / "scene")
+    for j in (0, 10, 20):  # the same scene and seed: embeddings of the same prompt give the same frames
+        assert np.array_equal(read_image(SceneDir.frame_png(got.frames("up"), j)),
+                              read_image(SceneDir.frame_png(ref.frames("up"), j)))

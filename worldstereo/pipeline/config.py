@@ -135,6 +135,9 @@ class GeneratorConfig:
     """Text condition of the WorldStereo models (empty: --prompt-file, else no text)."""
     prompt_file: Optional[Path] = None
     """A release prompt.json ({"prompt": "..."}) read when --prompt is empty."""
+    prompt_embeds: Optional[Path] = None
+    """Precomputed text embeddings (safetensors: `prompt_embeds` [1, 512, D], and `negative_prompt_embeds`
+    for the 40-step variants) used instead of --prompt: the text encoder is then never loaded."""
     device: str = "cuda"
     """Torch device of the WorldStereo models (cpu only for tiny test models)."""
     offload: bool = False
@@ -240,8 +243,13 @@ def _validate_diffusion(cfg: GenerationConfig) -> None:
                                                          load_release_config)
 
     load_release_config(gen.weights, name)  # type: ignore[arg-type]
-    base = check_base_model(gen.base_model, need_scheduler=name != "worldstereo-memory-dmd")
-    if not gen.prompt and gen.prompt_file is not None:
+    base = check_base_model(gen.base_model, need_text=gen.prompt_embeds is None,
+                            need_scheduler=name != "worldstereo-memory-dmd")
+    if gen.prompt_embeds is not None:
+        from worldstereo.generate.worldstereo.generator import load_prompt_embeds
+
+        load_prompt_embeds(gen.prompt_embeds, need_negative=name != "worldstereo-memory-dmd")
+    elif not gen.prompt and gen.prompt_file is not None:
         from worldstereo.generate.worldstereo.sampling import prompt_from_json
 
         prompt_from_json(gen.prompt_file)
@@ -274,5 +282,6 @@ def with_absolute_paths(cfg: GenerationConfig) -> GenerationConfig:
     plan = dataclasses.replace(cfg.plan, custom=tuple(absolute(p) for p in cfg.plan.custom))
     gen = dataclasses.replace(cfg.generator, weights=absolute(cfg.generator.weights),
                               base_model=absolute(cfg.generator.base_model),
-                              prompt_file=absolute(cfg.generator.prompt_file))
+                              prompt_file=absolute(cfg.generator.prompt_file),
+                              prompt_embeds=absolute(cfg.generator.prompt_embeds))
     return dataclasses.replace(cfg, input=inp, plan=plan, generator=gen)

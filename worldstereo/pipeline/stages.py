@@ -204,7 +204,8 @@ def make_backend(cfg: GenerationConfig):
 
     prompt = g.prompt or (prompt_from_json(g.prompt_file) if g.prompt_file is not None else "")
     return make_generator(g.backend, WorldStereoGeneratorConfig(g.backend, g.weights, g.base_model, prompt=prompt,
-                                                                device=g.device, offload=g.offload))
+                                                                prompt_embeds=g.prompt_embeds, device=g.device,
+                                                                offload=g.offload))
 
 
 def _generation_request(scene: SceneDir, cfg: GenerationConfig, name: str, step: int) -> tuple[Trajectory, GenerationRequest]:

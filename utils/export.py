@@ -5,6 +5,7 @@ a textured mesh (obj / ply / gltf / glb / usd / usdz / fbx) or a point cloud (pl
     python -m utils.export camera-json --scene scenes/my --trajectory up
     python -m utils.export mesh --scene scenes/my --format glb     # → scenes/my/exports/mesh.glb
     python -m utils.export points --scene scenes/my --format las   # → scenes/my/exports/points.las
+    python -m utils.export worldstereo-task --scene scenes/my --out task/   # the release's task layout
 
 mesh / points reuse <scene>/reconstruction/ when it exists, else run reconstruct_scene on the
 scene's exports/npz/results.npz first (and keep its result there).
@@ -88,8 +89,12 @@ def _reconstruction(scene_root: Path, method: str, resolution: int, texture_reso
 
     if not scene_root.is_dir():
         raise InputError(scene_root, "scene folder not found")
+    scene = SceneDir(scene_root)
+    if scene.exists() and "export" in scene.load().stages:
+        scene.require_current("export", scene.results_npz)  # a stale results.npz is refused
     saved = scene_root / "reconstruction"
-    if (saved / "scene.npz").exists() and not redo:
+    fresh = (saved / "scene.npz").exists() and (saved / "scene.npz").stat().st_mtime >= scene.results_npz.stat().st_mtime
+    if fresh and not redo:
         return load_scene(saved)
     cfg = ReconstructionConfig(method=method, resolution=resolution, texture_resolution=texture_resolution,  # type: ignore[arg-type]
                                depth_estimation=False)
@@ -155,10 +160,47 @@ class PointsExport:
         return out
 
 
+@dataclass
+class WorldStereoTask:
+    """The official WorldStereo reconstruction task layout: image.png, prompt.json and
+    renders/traj_<name>/{camera.json, render.mp4, render_mask.mp4} (mask white = hole), every planned
+    trajectory rendered from the input view's cache, for the release's run_multi_traj.py."""
+
+    scene: Path
+    """Scene folder (prepare and plan must be current)."""
+    out: Path = Path("task")
+    """Output folder: new, empty, or an earlier task export (replaced)."""
+    prompt: Optional[str] = None
+    """Text for prompt.json (default: the scene's --prompt / --prompt-file, else empty)."""
+    fps: int = 16
+    """Frame rate of the render videos (the release's output rate)."""
+
+    def main(self) -> Path:
+        from worldstereo.pipeline.driver import saved_config
+        from worldstereo.pipeline.interop import write_worldstereo_task
+
+        scene = SceneDir(self.scene)
+        scene.load()
+        scene.require_current("prepare", scene.cache_step(0))
+        scene.require_current("plan", scene.manifest_path)
+        if self.out.exists() and (not self.out.is_dir() or (any(self.out.iterdir()) and not (self.out / "renders").is_dir())):
+            raise InputError(self.out, "exists and is not an empty folder or an earlier task export: choose another --out")
+        cfg = saved_config(scene).generator
+        prompt = self.prompt
+        if prompt is None:
+            from worldstereo.generate.worldstereo.sampling import prompt_from_json
+
+            prompt = cfg.prompt or (prompt_from_json(cfg.prompt_file) if cfg.prompt_file is not None else "")
+        names = write_worldstereo_task(scene, self.out, prompt, self.fps, cfg.geometric.splat_scale)
+        print(f"[export] task with {len(names)} trajectories ({', '.join(names)}) → {self.out}")
+        return self.out
+
+
 Command = Union[Annotated[Transforms, tyro.conf.subcommand("transforms")],
                 Annotated[CameraJson, tyro.conf.subcommand("camera-json")],
                 Annotated[MeshExport, tyro.conf.subcommand("mesh")],
-                Annotated[PointsExport, tyro.conf.subcommand("points")]]
+                Annotated[PointsExport, tyro.conf.subcommand("points")],
+                Annotated[WorldStereoTask, tyro.conf.subcommand("worldstereo-task")]]
 
 
 @cli_entry

@@ -205,6 +205,9 @@ def load_trajectory(path: str | Path) -> Trajectory:
             raise InputError(path, "no 'frames', nor 'extrinsic' + 'intrinsic' lists: unknown trajectory format")
         w2cs = data[w2c_key]
         Kv = np.asarray(data[k_key], dtype=np.float64)
+        if is_release_camera_json(data) and Kv.ndim in (2, 3) and Kv.shape[-2:] == (3, 3):
+            Kv = Kv.copy()
+            Kv[..., :2, 2] -= RELEASE_PIXEL_CENTRE  # the release's pixel centres sit at +0.5
         Ks = [Kv] * len(w2cs) if Kv.ndim == 2 else list(Kv)
         c2ws = []
         for i, m in enumerate(w2cs):
@@ -228,14 +231,37 @@ def load_trajectory(path: str | Path) -> Trajectory:
     return Trajectory(cams, data.get("name", path.stem))
 
 
+RELEASE_PIXEL_CENTRE = 0.5
+"""WorldStereo's camera.json puts pixel centres at +0.5 (its kitchen example: cx = W/2, cy = H/2 exactly),
+ours at integers: cx_ours = cx_release − 0.5."""
+
+
+def is_release_camera_json(data: dict) -> bool:
+    """WorldStereo's camera.json: `extrinsic` (w2c list) + `intrinsic`, no `frames`."""
+    return "frames" not in data and "extrinsic" in data and "intrinsic" in data
+
+
 def to_worldstereo_camera_json(traj: Trajectory) -> dict:
-    """WorldStereo's camera.json layout: w2c extrinsics list, per-frame intrinsics, size."""
+    """WorldStereo's camera.json layout: w2c extrinsics list, per-frame intrinsics (pixel centres at
+    +0.5, as the release reads them), size."""
+    def release_K(K: np.ndarray) -> list:
+        K = np.array(K, np.float64)
+        K[:2, 2] += RELEASE_PIXEL_CENTRE
+        return K.tolist()
+
     return {
         "width": traj.width,
         "height": traj.height,
         "extrinsic": [c.w2c.tolist() for c in traj.cameras],
-        "intrinsic": [c.K.tolist() for c in traj.cameras],
+        "intrinsic": [release_K(c.K) for c in traj.cameras],
     }
+
+
+def relative_to_first(traj: Trajectory) -> Trajectory:
+    """The same path in the frame of its first camera (c2w'_i = c2w_0⁻¹ c2w_i): the release's
+    trajectories start at the input view, which is the identity in a scene of ours."""
+    w2c0 = invert_rigid(traj.cameras[0].c2w)
+    return Trajectory([Camera(c.K, w2c0 @ c.c2w, c.width, c.height) for c in traj.cameras], traj.name)
 
 
 def to_nerf_transforms(traj: Trajectory, image_paths: Sequence[str] | None = None) -> dict:

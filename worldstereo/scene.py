@@ -155,6 +155,10 @@ class SceneDir:
         """Lossless generated frames (000000.png …), depth.npy and conf.npy of one trajectory."""
         return self.root / "frames" / name
 
+    def frame_depth(self, name: str) -> Path:
+        """depth.npy / conf.npy that update_cache estimated for a pixel-only backend's frames."""
+        return self.root / "frame_depth" / name
+
     @staticmethod
     def frame_png(frames_dir: Path, j: int) -> Path:
         return frames_dir / f"{j:06d}.png"

@@ -24,7 +24,20 @@ def _geometric(cfg: Any) -> Generator:
     return GeometricGenerator(GeometricConfig() if cfg is None else cfg)
 
 
-FACTORIES: dict[str, Callable[[Any], Generator]] = {"geometric": _geometric}
+def _worldstereo(cfg: Any) -> Generator:
+    from worldstereo.generate.worldstereo.generator import WorldStereoGenerator
+
+    if cfg is None:
+        raise InputError(None, "the WorldStereo backends need a config (weights and base model folders)")
+    return WorldStereoGenerator(cfg)
+
+
+FACTORIES: dict[str, Callable[[Any], Generator]] = {
+    "geometric": _geometric,
+    "worldstereo-camera": _worldstereo,
+    "worldstereo-memory": _worldstereo,
+    "worldstereo-memory-dmd": _worldstereo,
+}
 """Backend name → factory(backend config or None for its defaults) → Generator."""
 
 

@@ -19,12 +19,15 @@ T = TypeVar("T")
 
 
 def normalize_argv(argv: list[str]) -> list[str]:
-    """Accept `--intrinsics fx,fy,cx,cy` (the form image lists use) beside `--intrinsics fx fy cx cy`."""
+    """Accept `--intrinsics fx,fy,cx,cy` (the form image lists use) beside `--intrinsics fx fy cx cy`,
+    and `--generator NAME` as the generator config's `--backend NAME`."""
     out: list[str] = []
     it = iter(range(len(argv)))
     for k in it:
         a = argv[k]
-        if a.startswith("--intrinsics=") and "," in a:
+        if a == "--generator" or a.startswith("--generator="):
+            out.append("--backend" + a[len("--generator"):])
+        elif a.startswith("--intrinsics=") and "," in a:
             out += ["--intrinsics", *a.split("=", 1)[1].split(",")]
         elif a == "--intrinsics" and k + 1 < len(argv) and "," in argv[k + 1]:
             out += ["--intrinsics", *[v for v in argv[k + 1].split(",") if v]]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from worldstereo.cameras import PlannerConfig, TrajectoryName
+from worldstereo.depth.mvs import MVSConfig
 from worldstereo.errors import InputError
 from worldstereo.generate.geometric import GeometricConfig
 from worldstereo.memory.retrieval import RetrievalConfig
@@ -22,6 +23,13 @@ from worldstereo.memory.retrieval import RetrievalConfig
 Stage = Literal["prepare", "plan", "generate", "update_cache", "export"]
 STAGES: tuple[str, ...] = typing.get_args(Stage)
 STANDARD_TRAJECTORIES: tuple[str, ...] = typing.get_args(TrajectoryName)
+Backend = Literal["geometric", "worldstereo-camera", "worldstereo-memory", "worldstereo-memory-dmd"]
+DIFFUSION_BACKENDS: tuple[str, ...] = ("worldstereo-camera", "worldstereo-memory", "worldstereo-memory-dmd")
+"""Backends that return pixels only: update_cache estimates the frames' depth (FrameDepthConfig)."""
+DIFFUSION_FRAMES = 21  # WorldStereo 2.0 makes 21 keyframes per clip
+DIFFUSION_ORDER: tuple[str, ...] = ("up", "right", "left")
+"""Default order of the diffusion backends: trajectories that start at the input camera (their frame 0
+is the input image); `orbit` circles around it and is refused for them."""
 
 
 @dataclass
@@ -87,14 +95,54 @@ class PlanConfig:
 
 
 @dataclass
+class FrameDepthConfig:
+    """Depth of frames from a pixel-only backend (WorldStereo models, imported videos), made by
+    update_cache: plane-sweep stereo along the planned cameras, then a robust Sim(3) onto the cache."""
+
+    stereo_planes: int = MVSConfig.planes
+    """Depth planes of the plane sweep (uniform in inverse depth over the triangulated range)."""
+    stereo_neighbours: int = MVSConfig.neighbours
+    """Frames of the same trajectory each frame is matched against (nearest in index)."""
+    min_valid_px: int = 200
+    """A frame with fewer stereo depth pixels than this is rejected (not merged into the cache)."""
+    max_rel_rmse: float = 0.05
+    """A frame whose Umeyama residual after alignment exceeds this fraction of its median depth is rejected."""
+    min_inlier_ratio: float = 0.5
+    """A frame whose robust fit keeps fewer correspondences than this fraction is rejected."""
+
+    def mvs(self) -> MVSConfig:
+        return MVSConfig(planes=self.stereo_planes, neighbours=self.stereo_neighbours)
+
+
+@dataclass
 class GeneratorConfig:
     """The video generator behind the generator protocol."""
 
-    backend: Literal["geometric"] = "geometric"
-    """geometric: CPU, no weights (cache render + reference transfer + hole filling)."""
+    backend: Backend = "geometric"
+    """geometric: CPU, no weights (cache render + reference transfer + hole filling).
+    worldstereo-camera / worldstereo-memory / worldstereo-memory-dmd: the released WorldStereo 2.0
+    models from --weights over --base-model (a GPU; 21 frames per trajectory; docs/worldstereo_model.md).
+    Also given as --generator NAME."""
     geometric: GeometricConfig = field(default_factory=GeometricConfig)
     fps: int = 12
     """Frame rate of the written videos."""
+    weights: Optional[Path] = None
+    """WorldStereo 2.0 weights: the release root (one folder per variant) or a variant folder
+    (config.json + model.safetensors). Local only; nothing is downloaded."""
+    base_model: Optional[Path] = None
+    """Local Wan2.1-I2V-14B-480P-Diffusers folder the WorldStereo weights apply over."""
+    prompt: str = ""
+    """Text condition of the WorldStereo models (empty: --prompt-file, else no text)."""
+    prompt_file: Optional[Path] = None
+    """A release prompt.json ({"prompt": "..."}) read when --prompt is empty."""
+    prompt_embeds: Optional[Path] = None
+    """Precomputed text embeddings (safetensors: `prompt_embeds` [1, 512, D], and `negative_prompt_embeds`
+    for the 40-step variants) used instead of --prompt: the text encoder is then never loaded."""
+    device: str = "cuda"
+    """Torch device of the WorldStereo models (cpu only for tiny test models)."""
+    offload: bool = False
+    """Keep each WorldStereo model on the CPU between its uses (24–48 GB cards)."""
+    frame_depth: FrameDepthConfig = field(default_factory=FrameDepthConfig)
 
 
 @dataclass
@@ -142,6 +190,8 @@ def validate(cfg: GenerationConfig) -> None:
         raise InputError(None, f"--keyframes must be at least 1, got {cfg.memory.keyframes}")
     if cfg.generator.fps < 1:
         raise InputError(None, f"--fps must be at least 1, got {cfg.generator.fps}")
+    if cfg.generator.backend in DIFFUSION_BACKENDS:
+        _validate_diffusion(cfg)
 
 
 def _validate_plan(cfg: GenerationConfig) -> None:
@@ -163,6 +213,61 @@ def _validate_plan(cfg: GenerationConfig) -> None:
         raise InputError(None, f"--frames must be at least 2, got {cfg.plan.planner.frames}")
 
 
+def with_backend_defaults(cfg: GenerationConfig) -> GenerationConfig:
+    """A diffusion backend's plan defaults: 21 frames and DIFFUSION_ORDER where --frames / --order kept
+    their geometric defaults (an explicit other value is refused by `validate`)."""
+    import dataclasses
+
+    if cfg.generator.backend not in DIFFUSION_BACKENDS:
+        return cfg
+    plan = cfg.plan
+    if plan.planner.frames == PlannerConfig().frames:
+        plan = dataclasses.replace(plan, planner=dataclasses.replace(plan.planner, frames=DIFFUSION_FRAMES))
+    if plan.order == PlanConfig().order:
+        plan = dataclasses.replace(plan, order=DIFFUSION_ORDER)
+    return dataclasses.replace(cfg, plan=plan)
+
+
+def _validate_diffusion(cfg: GenerationConfig) -> None:
+    """Plan, folders and device of a WorldStereo backend, checked before anything is written."""
+    gen, name = cfg.generator, cfg.generator.backend
+    if cfg.plan.planner.frames != DIFFUSION_FRAMES:
+        raise InputError(None, f"--frames {cfg.plan.planner.frames}: {name} makes {DIFFUSION_FRAMES} frames per "
+                               f"trajectory (leave --frames out or give {DIFFUSION_FRAMES})")
+    if "orbit" in cfg.plan.order:
+        raise InputError(None, f"--order: 'orbit' does not start at the input camera, which {name} uses as frame 0 "
+                               f"(use {' '.join(DIFFUSION_ORDER)}, or a --custom trajectory that starts there)")
+    if gen.weights is None or gen.base_model is None:
+        raise InputError(None, f"--generator {name} needs --weights DIR and --base-model DIR (local folders)")
+    from worldstereo.generate.worldstereo.config import (FULL_SIZE_WIDTH, check_base_model,
+                                                         load_release_config)
+
+    load_release_config(gen.weights, name)  # type: ignore[arg-type]
+    base = check_base_model(gen.base_model, need_text=gen.prompt_embeds is None,
+                            need_scheduler=name != "worldstereo-memory-dmd")
+    if gen.prompt_embeds is not None:
+        from worldstereo.generate.worldstereo.generator import load_prompt_embeds
+
+        load_prompt_embeds(gen.prompt_embeds, need_negative=name != "worldstereo-memory-dmd")
+    elif not gen.prompt and gen.prompt_file is not None:
+        from worldstereo.generate.worldstereo.sampling import prompt_from_json
+
+        prompt_from_json(gen.prompt_file)
+    if base.inner_dim >= FULL_SIZE_WIDTH:
+        _check_full_size_device(gen.device)
+
+
+def _check_full_size_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(None, "no CUDA device: WorldStereo 2.0 (14B) needs a GPU (--offload for 24–48 GB cards); "
+                               "without one, use --generator geometric")
+    if device == "cpu":
+        raise InputError(None, "--device cpu: the 14B WorldStereo model on CPU would take hours per trajectory; "
+                               "use a CUDA GPU (--offload for 24–48 GB cards) or --generator geometric")
+
+
 def with_absolute_paths(cfg: GenerationConfig) -> GenerationConfig:
     """The same config with every input path absolute, so the config saved in scene.json means the
     same files from any working directory."""
@@ -175,4 +280,8 @@ def with_absolute_paths(cfg: GenerationConfig) -> GenerationConfig:
     inp = dataclasses.replace(cfg.input, image=absolute(cfg.input.image), depth=absolute(cfg.input.depth),
                               depth_model=absolute(cfg.input.depth_model))
     plan = dataclasses.replace(cfg.plan, custom=tuple(absolute(p) for p in cfg.plan.custom))
-    return dataclasses.replace(cfg, input=inp, plan=plan)
+    gen = dataclasses.replace(cfg.generator, weights=absolute(cfg.generator.weights),
+                              base_model=absolute(cfg.generator.base_model),
+                              prompt_file=absolute(cfg.generator.prompt_file),
+                              prompt_embeds=absolute(cfg.generator.prompt_embeds))
+    return dataclasses.replace(cfg, input=inp, plan=plan, generator=gen)

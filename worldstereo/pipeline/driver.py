@@ -8,7 +8,8 @@ from pathlib import Path
 from worldstereo.errors import InputError
 from worldstereo.io.dataclass_json import from_dict, to_jsonable
 from worldstereo.pipeline import stages as st
-from worldstereo.pipeline.config import STAGES, GenerationConfig, trajectory_names, validate, with_absolute_paths
+from worldstereo.pipeline.config import (STAGES, GenerationConfig, trajectory_names, validate, with_absolute_paths,
+                                         with_backend_defaults)
 from worldstereo.pipeline.prepare import load_input_view
 from worldstereo.scene import LOCK_NAME, SceneDir
 
@@ -60,7 +61,7 @@ def run_pipeline(scene: SceneDir, cfg: GenerationConfig, until: str | None = Non
     for f in force:
         if f not in STAGES:
             raise InputError(None, f"--force takes stage names ({', '.join(STAGES)}), got {f!r}")
-    cfg = with_absolute_paths(cfg)
+    cfg = with_backend_defaults(with_absolute_paths(cfg))
     validate(cfg)
     view = load_input_view(cfg.input)
     st.load_custom_trajectories(cfg)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from worldstereo.cameras import Camera, Trajectory, load_trajectory, plan_trajectory, save_trajectory, scale_intrinsics
+from worldstereo.cameras import (Camera, Trajectory, is_release_camera_json, load_trajectory, plan_trajectory,
+                                relative_to_first, save_trajectory, scale_intrinsics)
 from worldstereo.console import StageTimer, progress
 from worldstereo.errors import InputError
 from worldstereo.generate.base import GenerationRequest
@@ -31,7 +32,7 @@ from worldstereo.io.video import write_video
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.memory.cache import PointCache, align_frame_to_cache, fuse_frame
 from worldstereo.memory.retrieval import retrieve
-from worldstereo.pipeline.config import GenerationConfig, custom_trajectory_name, trajectory_names
+from worldstereo.pipeline.config import DIFFUSION_BACKENDS, GenerationConfig, custom_trajectory_name, trajectory_names
 from worldstereo.pipeline.prepare import InputView, load_input_view, write_prepared
 from worldstereo.pipeline.report import contact_sheet
 from worldstereo.scene import SceneDir, SceneManifest, config_hash, file_digest
@@ -55,7 +56,7 @@ def generate_key(cfg: GenerationConfig, name: str) -> str:
 
 
 def update_key(cfg: GenerationConfig, name: str) -> str:
-    return config_hash("update_cache", name, cfg.cache, cfg.memory.keyframes)
+    return config_hash("update_cache", name, cfg.cache, cfg.memory.keyframes, cfg.generator.frame_depth)
 
 
 def _step_of(scene: SceneDir, name: str) -> int:
@@ -106,10 +107,13 @@ def stage_prepare(scene: SceneDir, cfg: GenerationConfig, force: bool = False, v
 
 
 def load_custom_trajectories(cfg: GenerationConfig) -> list[Trajectory]:
-    """The --custom files, read and validated (named after their file, see custom_trajectory_name)."""
+    """The --custom files, read and validated (named after their file, see custom_trajectory_name).
+    A WorldStereo camera.json is re-expressed relative to its frame 0, the release's input view."""
     out = []
     for path in cfg.plan.custom:
         t = load_trajectory(path)
+        if is_release_camera_json(json.loads(Path(path).read_text())):
+            t = relative_to_first(t)
         t.name = custom_trajectory_name(path)
         out.append(t)
     return out
@@ -149,29 +153,87 @@ def stage_generate(scene: SceneDir, cfg: GenerationConfig, name: str, force: boo
     step = _step_of(scene, name)
     key = generate_key(cfg, name)
     stage = f"generate/{name}"
-    if not force and scene.is_current(stage, key):
+    if not force and (scene.is_current(stage, key) or _kept_import(scene, stage)):
         timer.skipped(str(scene.video(name)))
         return
     with scene.lock():
         inputs = _consume(scene, ["plan", _state_before(scene, step)], scene.trajectory(name))
-        traj = load_trajectory(scene.trajectory(name))
-        cache = PointCache.load(scene.cache_step(step - 1))
-        bank = MemoryBank(scene.memory_bank)
-        bank.entries = bank.visible_before(step)
-        pivot = scene.load().pivot_depth_m
-        refs = retrieve(traj.cameras, bank.entries, pivot, cfg.memory.retrieval)
-        cond = [cache.render(c, cfg.generator.geometric.splat_scale)
-                for c in progress(traj.cameras, f"{name}: cache render")]
-        cond_rgb = np.stack([r.rgb for r in cond])
-        cond_hole = np.stack([r.hole for r in cond])
-        req = GenerationRequest(traj, cache, bank, refs, step, pivot, cond_rgb, cond_hole, observed=_input_view(scene))
-        out = make_generator(cfg.generator.backend, cfg.generator.geometric).generate(req, progress_desc=f"{name}: generate")
-        _write_generated(scene, name, cfg, out, cond_rgb, cond_hole, refs)
-        holes = float(cond_hole.mean())
-        scene.record_stage(stage, key, [scene.video(name), scene.frames(name), scene.conditions(name),
-                                        scene.contact_sheet(name)], timer.seconds, inputs=inputs,
-                           backend=out.backend, hole_fraction=round(holes, 4), refs_used=sorted({r.ref_id for r in refs}))
-    timer.done(str(scene.video(name)), f"{len(traj)} frames, cache holes {100 * holes:.1f}%, backend {out.backend}")
+        _, req = _generation_request(scene, cfg, name, step)
+        out = make_backend(cfg).generate(req, progress_desc=f"{name}: generate")
+        _finish_generate(scene, cfg, name, stage, key, out, req, inputs, timer)
+
+
+def _kept_import(scene: SceneDir, stage: str) -> bool:
+    """Imported frames stay while their inputs are current: only --force (or a new import) replaces them."""
+    rec = scene.stage_record(stage)
+    return rec is not None and rec.info.get("backend") == "imported" and scene.status(stage).current
+
+
+def stage_import_video(scene: SceneDir, cfg: GenerationConfig, name: str, video: Path, force: bool = False) -> None:
+    """Frames made elsewhere (e.g. by the release's own scripts) as trajectory `name`'s generated frames:
+    recorded like a generate run with backend "imported"; update_cache then estimates their depth."""
+    from worldstereo.generate.base import GeneratedFrames
+    from worldstereo.pipeline.interop import imported_frames
+
+    timer = StageTimer(f"generate/{name}")
+    step = _step_of(scene, name)
+    stage = f"generate/{name}"
+    key = config_hash("generate", name, "imported", file_digest(video) if Path(video).is_file() else str(video))
+    if not force and scene.is_current(stage, key):
+        timer.skipped(str(scene.video(name)))
+        return
+    planned = load_trajectory(scene.trajectory(name))
+    rgb, note = imported_frames(Path(video), len(planned), planned.width, planned.height)  # checked before writing
+    if note:
+        print(f"[generate/{name}] {video}: {note}", flush=True)
+    with scene.lock():
+        inputs = _consume(scene, ["plan", _state_before(scene, step)], scene.trajectory(name))
+        _, req = _generation_request(scene, cfg, name, step)
+        out = GeneratedFrames(rgb, None, None, "imported", notes=note)
+        _finish_generate(scene, cfg, name, stage, key, out, req, inputs, timer, imported_from=str(video),
+                         import_note=note)
+
+
+def make_backend(cfg: GenerationConfig):
+    """The generator of `cfg.generator.backend`, built from its own config."""
+    g = cfg.generator
+    if g.backend not in DIFFUSION_BACKENDS:
+        return make_generator(g.backend, g.geometric)
+    from worldstereo.generate.worldstereo.generator import WorldStereoGeneratorConfig
+    from worldstereo.generate.worldstereo.sampling import prompt_from_json
+
+    prompt = g.prompt or (prompt_from_json(g.prompt_file) if g.prompt_file is not None else "")
+    return make_generator(g.backend, WorldStereoGeneratorConfig(g.backend, g.weights, g.base_model, prompt=prompt,
+                                                                prompt_embeds=g.prompt_embeds, device=g.device,
+                                                                offload=g.offload))
+
+
+def _generation_request(scene: SceneDir, cfg: GenerationConfig, name: str, step: int) -> tuple[Trajectory, GenerationRequest]:
+    """The cache render, hole mask and retrieved references along trajectory `name`."""
+    traj = load_trajectory(scene.trajectory(name))
+    cache = PointCache.load(scene.cache_step(step - 1))
+    bank = MemoryBank(scene.memory_bank)
+    bank.entries = bank.visible_before(step)
+    pivot = scene.load().pivot_depth_m
+    refs = retrieve(traj.cameras, bank.entries, pivot, cfg.memory.retrieval)
+    cond = [cache.render(c, cfg.generator.geometric.splat_scale)
+            for c in progress(traj.cameras, f"{name}: cache render")]
+    cond_rgb = np.stack([r.rgb for r in cond])
+    cond_hole = np.stack([r.hole for r in cond])
+    return traj, GenerationRequest(traj, cache, bank, refs, step, pivot, cond_rgb, cond_hole, observed=_input_view(scene))
+
+
+def _finish_generate(scene: SceneDir, cfg: GenerationConfig, name: str, stage: str, key: str, out, req, inputs,
+                     timer: StageTimer, **info) -> None:
+    """Write a backend's frames and the conditions, and record the stage."""
+    _write_generated(scene, name, cfg, out, req.cond_rgb, req.cond_hole, req.references)
+    holes = float(req.cond_hole.mean())
+    scene.record_stage(stage, key, [scene.video(name), scene.frames(name), scene.conditions(name),
+                                    scene.contact_sheet(name)], timer.seconds, inputs=inputs,
+                       backend=out.backend, hole_fraction=round(holes, 4),
+                       refs_used=sorted({r.ref_id for r in req.references}), **info)
+    timer.done(str(scene.video(name)), f"{len(req.trajectory)} frames, cache holes {100 * holes:.1f}%, "
+               f"backend {out.backend}")
 
 
 def _write_generated(scene: SceneDir, name: str, cfg: GenerationConfig, out, cond_rgb: np.ndarray,
@@ -183,10 +245,12 @@ def _write_generated(scene: SceneDir, name: str, cfg: GenerationConfig, out, con
     with atomic_dir(scene.frames(name)) as tmp:
         for j, img in enumerate(out.rgb):
             write_image(SceneDir.frame_png(tmp, j), img)
-        np.save(tmp / "depth.npy", out.depth.astype(np.float32))
-        np.save(tmp / "conf.npy", out.conf.astype(np.float32))
+        if out.depth is not None:  # pixel-only backends: update_cache estimates the depth
+            np.save(tmp / "depth.npy", out.depth.astype(np.float32))
+            np.save(tmp / "conf.npy", out.conf.astype(np.float32))
     write_video(scene.video(name), out.rgb, cfg.generator.fps)
-    write_image(scene.contact_sheet(name), contact_sheet(out.rgb, out.depth, cond_hole))
+    depth = out.depth if out.depth is not None else np.zeros(out.rgb.shape[:3], np.float32)
+    write_image(scene.contact_sheet(name), contact_sheet(out.rgb, depth, cond_hole))
 
 
 def stage_update_cache(scene: SceneDir, cfg: GenerationConfig, name: str, force: bool = False) -> None:
@@ -204,7 +268,7 @@ def stage_update_cache(scene: SceneDir, cfg: GenerationConfig, name: str, force:
         traj = load_trajectory(scene.trajectory(name))
         cache = PointCache.load(scene.cache_step(step - 1))
         n_before = len(cache)
-        cache, aligns, rgbs, depth = _merge_frames(scene, cfg, name, traj, cache, step)
+        cache, aligns, rgbs, depth, extra = _merge_frames(scene, cfg, name, traj, cache, step)
         bank = MemoryBank(scene.memory_bank)
         bank.drop_from_step(step)
         added = [bank.add(rgbs[j], depth[j], traj.cameras[j], source=name, step=step, frame=int(j))
@@ -212,30 +276,62 @@ def stage_update_cache(scene: SceneDir, cfg: GenerationConfig, name: str, force:
         cache.save(scene.cache_step(step))
         atomic_copy(scene.cache_step(step), scene.cache_ply)
         bank.save()
-        summary = _alignment_summary(aligns, n_before, len(cache))
+        summary = _alignment_summary(aligns, n_before, len(cache)) | extra
         outputs = [scene.cache_step(step)] + [scene.memory_bank / e.image for e in added]
+        outputs += [scene.frame_depth(name)] if extra else []
         scene.record_stage(stage, key, outputs, timer.seconds, inputs=inputs, alignment=summary)
     timer.done(str(scene.cache_ply), f"cache {n_before:,} → {len(cache):,} points, Umeyama RMSE median "
                f"{summary['median_rmse_after_m'] or 0:.2e} m")
 
 
 def _merge_frames(scene: SceneDir, cfg: GenerationConfig, name: str, traj: Trajectory, cache: PointCache, step: int):
-    """Align and fuse every frame of one trajectory into the cache, in frame order."""
+    """Align and fuse every frame of one trajectory into the cache, in frame order. Frames of a
+    pixel-only backend get stereo depth first (`_frame_depth`) and may be rejected (`_rejected`)."""
     frames_dir = scene.frames(name)
-    depth = np.load(frames_dir / "depth.npy")
-    conf = np.load(frames_dir / "conf.npy")
+    rgbs = [read_image(SceneDir.frame_png(frames_dir, j)) for j in range(len(traj))]
+    depth, conf, estimated = _frame_depth(scene, cfg, name, traj, rgbs)
     observed = _input_view(scene)
     voxel = scene.load().voxel_m
-    aligns, rgbs = [], []
+    aligns, rejected = [], []
     for j, cam in enumerate(progress(traj.cameras, f"{name}: update cache")):
-        rgb = read_image(SceneDir.frame_png(frames_dir, j))
-        rgbs.append(rgb)
         render = cache.render(cam)
         T, rec = align_frame_to_cache(depth[j], cam, render, j, cfg.cache.min_overlap_px, cfg.cache.max_pairs)
         aligns.append(rec)
-        cache = fuse_frame(cache, rgb, depth[j], conf[j], cam, render, T, step, j, voxel, cfg.cache.max_conf,
+        if estimated and _rejected(depth[j], rec, cfg):
+            rejected.append(j)
+            continue
+        cache = fuse_frame(cache, rgbs[j], depth[j], conf[j], cam, render, T, step, j, voxel, cfg.cache.max_conf,
                            observed=observed)
-    return cache, aligns, rgbs, depth
+    extra = {"depth_source": "mvs", "rejected_frames": rejected} if estimated else {}
+    return cache, aligns, rgbs, depth, extra
+
+
+def _frame_depth(scene: SceneDir, cfg: GenerationConfig, name: str, traj: Trajectory,
+                 rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Depth and confidence [N, H, W] of a trajectory's frames: the generator's, or (pixel-only
+    backends) plane-sweep stereo along the planned cameras, written to frame_depth/<name>/."""
+    frames_dir = scene.frames(name)
+    if (frames_dir / "depth.npy").exists():
+        return np.load(frames_dir / "depth.npy"), np.load(frames_dir / "conf.npy"), False
+    from worldstereo.depth.mvs import mvs_sequence
+
+    depth, conf = mvs_sequence(np.stack(rgbs), traj.K(), traj.c2w(), cfg.generator.frame_depth.mvs())
+    with atomic_dir(scene.frame_depth(name)) as tmp:
+        np.save(tmp / "depth.npy", depth.astype(np.float32))
+        np.save(tmp / "conf.npy", conf.astype(np.float32))
+    return depth, conf, True
+
+
+def _rejected(depth_m: np.ndarray, rec, cfg: GenerationConfig) -> bool:
+    """An estimated frame too sparse, or aligned with a residual or inlier ratio out of bounds.
+    A frame with too little cache overlap to align keeps the planned cameras' scale (stereo is metric)."""
+    fd = cfg.generator.frame_depth
+    valid = depth_m[np.isfinite(depth_m) & (depth_m > 0)]
+    if len(valid) < fd.min_valid_px:
+        return True
+    if not np.isfinite(rec.rmse_after):
+        return False
+    return rec.rmse_after > fd.max_rel_rmse * float(np.median(valid)) or rec.inlier_ratio < fd.min_inlier_ratio
 
 
 def _alignment_summary(aligns: list, n_before: int, n_after: int) -> dict:
@@ -280,8 +376,9 @@ def _gather_frames(scene: SceneDir, order: list[str]) -> tuple[FrameResults, lis
     index = [{"trajectory": "input", "frame": 0}]
     for name in order:
         traj = load_trajectory(scene.trajectory(name))
-        d = np.load(scene.frames(name) / "depth.npy")
-        c = np.load(scene.frames(name) / "conf.npy")
+        depth_dir = scene.frames(name) if (scene.frames(name) / "depth.npy").exists() else scene.frame_depth(name)
+        d = np.load(depth_dir / "depth.npy")
+        c = np.load(depth_dir / "conf.npy")
         for j, cam in enumerate(traj.cameras):
             images.append(read_image(SceneDir.frame_png(scene.frames(name), j)))
             depths.append(d[j])

@@ -155,6 +155,7 @@ class BaseModelLayout:
     has_image_encoder: bool
 
 
+FULL_SIZE_WIDTH = 5120  # Wan2.1 14B; the release's branch output width is hard-coded to it
 I2V_IN_CHANNELS = 36  # 16 noisy latents + 4 first-frame mask channels + 16 image-condition latents
 
 

@@ -34,6 +34,8 @@ class WorldStereoGeneratorConfig:
     base_model: Path  # local Wan2.1-I2V-14B-480P-Diffusers folder
     prompt: str = ""
     negative_prompt: str | None = None  # None: the variant config's negative prompt
+    prompt_embeds: Path | None = None  # safetensors with prompt_embeds [1, 512, D] (+ negative_prompt_embeds):
+    # the text encoder is then never loaded
     device: str = "cuda"
     offload: bool = False  # keep models on CPU between uses (24–48 GB cards)
     steps: int = 40  # camera / memory (UniPC); memory-dmd uses its own 4 steps
@@ -57,6 +59,24 @@ def release_intrinsics(K: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int
     return rescale_intrinsics(K_edge.reshape(-1, 3, 3), src_wh, dst_wh)
 
 
+def load_prompt_embeds(path: Path, need_negative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Precomputed UMT5 embeddings from a safetensors file: `prompt_embeds` [1, 512, D] and, for the CFG
+    variants, `negative_prompt_embeds` of the same shape; a missing or malformed one is an InputError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise InputError(path, f"not a readable safetensors file ({e.__class__.__name__})") from None
+    names = ["prompt_embeds"] + (["negative_prompt_embeds"] if need_negative else [])
+    for name in names:
+        t = tensors.get(name)
+        if t is None or t.ndim != 3 or t.shape[0] != 1:
+            raise InputError(path, f"needs a tensor '{name}' of shape [1, tokens, width]")
+    return tensors["prompt_embeds"].float(), tensors["negative_prompt_embeds"].float() if need_negative else None
+
+
 class WorldStereoGenerator:
     """Generator protocol implementation for the three released variants."""
 
@@ -70,7 +90,8 @@ class WorldStereoGenerator:
             from worldstereo.generate.worldstereo.loader import load_worldstereo
 
             self._models = load_worldstereo(self.cfg.weights, self.cfg.base_model, self.cfg.variant,
-                                            device=self.cfg.device, offload=self.cfg.offload)
+                                            device=self.cfg.device, offload=self.cfg.offload,
+                                            with_text_encoder=self.cfg.prompt_embeds is None)
         return self._models
 
     def generate(self, req: GenerationRequest, progress_desc: str = "") -> GeneratedFrames:
@@ -131,10 +152,13 @@ class WorldStereoGenerator:
 
         m = self.models()
         negative_text = m.cfg.negative_prompt if self.cfg.negative_prompt is None else self.cfg.negative_prompt
-        with on_device(m.text_encoder, m.device, m.offload):
-            prompt = encode_prompt(m.tokenizer, m.text_encoder, self.cfg.prompt, m.device)
-            negative = (encode_prompt(m.tokenizer, m.text_encoder, negative_text, m.device)
-                        if self.name != "worldstereo-memory-dmd" else None)
+        if self.cfg.prompt_embeds is not None:
+            prompt, negative = load_prompt_embeds(self.cfg.prompt_embeds, need_negative=self.name != "worldstereo-memory-dmd")
+        else:
+            with on_device(m.text_encoder, m.device, m.offload):
+                prompt = encode_prompt(m.tokenizer, m.text_encoder, self.cfg.prompt, m.device)
+                negative = (encode_prompt(m.tokenizer, m.text_encoder, negative_text, m.device)
+                            if self.name != "worldstereo-memory-dmd" else None)
         with on_device(m.image_encoder, m.device, m.offload):
             image_ctx = encode_image(m.image_processor, m.image_encoder, image_rgb, m.device)
         return prompt, negative, image_ctx

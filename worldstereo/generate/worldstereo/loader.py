@@ -17,13 +17,12 @@ import torch
 from safetensors import safe_open
 
 from worldstereo.errors import InputError
-from worldstereo.generate.worldstereo.config import (BaseModelLayout, ReleaseConfig, Variant, check_base_model,
-                                                     load_release_config)
+from worldstereo.generate.worldstereo.config import (FULL_SIZE_WIDTH, BaseModelLayout, ReleaseConfig, Variant,
+                                                     check_base_model, load_release_config)
 from worldstereo.generate.worldstereo.model import WorldStereoTransformer
 
 # Parameters the release builds and loads but its forward never reads.
 UNUSED_AT_INFERENCE = ("ref_index_embedding.weight",)
-FULL_SIZE_WIDTH = 5120  # Wan2.1 14B; the release's branch output width is hard-coded to it
 
 
 @dataclass

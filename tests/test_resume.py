@@ -281,3 +281,43 @@ def test_viewer_rejects_a_port_out_of_range(work):
     r = subprocess.run([sys.executable, "-m", "utils.view", "--scene", str(work / "scenes" / "ref"), "--port", "99999"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == "error: --port must be from 0 to 65535, got 99999", r.stderr
+
+
+def test_export_on_a_read_only_scene_is_one_line(work):
+    """Read-only for the user running it: as root (who may write anywhere) the command runs as nobody."""
+    import tempfile
+
+    as_nobody = os.geteuid() == 0
+    if as_nobody and shutil.which("setpriv") is None:
+        pytest.skip("running as root and setpriv is missing: cannot make a folder read-only")
+    base = Path(tempfile.mkdtemp(prefix="ws-ro-"))  # outside pytest's 0700 tree, so nobody can reach it
+    scene = base / "scene"
+    try:
+        shutil.copytree(work / "scenes" / "ref", scene)
+        for p in (base, *scene.rglob("*")):
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        scene.chmod(0o555)
+        before = {str(p): p.stat().st_mtime_ns for p in scene.rglob("*")}
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_nobody else []
+        r = subprocess.run([*prefix, sys.executable, "-m", "utils.export", "transforms", "--scene", str(scene)],
+                           cwd=REPO, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.splitlines() == [f"error: {scene}: scene folder is not writable ({scene})"], r.stderr
+        assert {str(p): p.stat().st_mtime_ns for p in scene.rglob("*")} == before
+    finally:
+        for p in (base, scene, *scene.rglob("*")):
+            if p.is_dir():
+                p.chmod(0o755)
+        shutil.rmtree(base)
+
+
+def test_odd_frame_size_video_is_written_and_readable(tmp_path):
+    """train_gs's fly-through at an odd working size: H.264 needs even sizes, so frames are cropped."""
+    from worldstereo.io.video import read_video, write_video
+
+    frames = [np.full((25, 33, 3), 40 * k, np.uint8) for k in range(5)]
+    write_video(tmp_path / "odd.mp4", frames, fps=8)
+    back = read_video(tmp_path / "odd.mp4")
+    assert len(back) == 5 and back[0].shape == (24, 32, 3)
+    assert abs(int(back[3].mean()) - 120) <= 3

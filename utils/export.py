@@ -2,6 +2,7 @@
 
     python -m utils.export transforms --scene scenes/my            # → scenes/my/exports/transforms.json
     python -m utils.export camera-json --scene scenes/my --trajectory up
+    python -m utils.export worldstereo-pano --scene scenes/hall --out task/   # the release's panorama layout
 """
 
 from __future__ import annotations
@@ -76,12 +77,52 @@ class CameraJson:
         return out
 
 
+@dataclass
+class WorldStereoPano:
+    """A panoramic scene in the WorldStereo release's examples/panorama/<id>/ layout: pano_bank/
+    (cameras.json + images/0000.png …) and view<k>/traj_<kind>/camera.json per planned trajectory."""
+
+    scene: Path
+    """Scene folder of a panorama (run_pipeline.py --panorama / --pano-bank)."""
+    out: Path = Path("")
+    """Output folder (written into; existing files of the same names are replaced)."""
+
+    def main(self) -> Path:
+        from worldstereo.memory.bank import MemoryBank
+        from worldstereo.panorama.bank import to_release_camera_json, write_bank_cameras
+        from worldstereo.io.images import write_image
+
+        scene = SceneDir(self.scene)
+        m = scene.load()
+        if m.input_kind != "panorama":
+            raise InputError(scene.manifest_path, f"input_kind is {m.input_kind!r}: worldstereo-pano exports panoramic scenes only")
+        if not str(self.out):
+            raise InputError(None, "--out is required (the folder to write the release's layout into)")
+        scene.require_current("plan", scene.manifest_path)
+        bank = MemoryBank(scene.memory_bank)
+        entries = sorted((e for e in bank.entries if e.source == "panorama"), key=lambda e: e.frame)
+        out = Path(self.out)
+        for e in entries:
+            write_image(out / "pano_bank" / "images" / f"{e.frame:04d}.png", bank.image(e))
+        write_bank_cameras(out / "pano_bank" / "cameras.json", [e.camera for e in entries])
+        for name in m.trajectory_order:
+            view, _, kind = name.partition("_")
+            folder = out / view / f"traj_{kind}" if view.startswith("view") and kind else out / "custom" / name
+            traj = load_trajectory(scene.trajectory(name))
+            atomic_write_text(folder / "camera.json", json.dumps(to_release_camera_json(traj)))
+        print(f"[export] {len(entries)} bank views + {len(m.trajectory_order)} trajectories → {out}")
+        return out
+
+
+SUBCOMMANDS = Union[Annotated[Transforms, tyro.conf.subcommand("transforms")],
+                    Annotated[CameraJson, tyro.conf.subcommand("camera-json")],
+                    Annotated[WorldStereoPano, tyro.conf.subcommand("worldstereo-pano")]]
+
+
 @cli_entry
-def main(cmd: Union[Annotated[Transforms, tyro.conf.subcommand("transforms")],
-                    Annotated[CameraJson, tyro.conf.subcommand("camera-json")]]) -> None:
+def main(cmd: SUBCOMMANDS) -> None:  # type: ignore[valid-type]
     cmd.main()
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Union[Annotated[Transforms, tyro.conf.subcommand("transforms")],  # type: ignore[arg-type]
-                        Annotated[CameraJson, tyro.conf.subcommand("camera-json")]]))
+    main(tyro.cli(SUBCOMMANDS))  # type: ignore[arg-type]

@@ -333,7 +333,7 @@ def test_load_panorama_view_resizes_image_and_depth(tmp_path):
     img = tmp_path / "pano.png"
     _write_pano(img, 256, 128)
     depth = np.full((128, 256), 3.0, np.float32)
-    depth[:, :10] = np.inf  # holes
+    depth[:, :10] = 0.0  # holes (read_depth: 0 = unknown; inf is an error)
     np.save(tmp_path / "d.npy", depth)
     p = load_panorama_view(img, tmp_path / "d.npy", working_width=128)
     assert p.rgb.shape == (64, 128, 3) and p.distance_m.shape == (64, 128) and p.original_size == (256, 128)
@@ -357,7 +357,7 @@ def test_bad_panorama_inputs_are_one_line_errors(tmp_path, case):
     expect = {
         "not_2to1": f"{img}: not an equirectangular panorama: 300x128 is not 2:1 (width = 2 x height)",
         "depth_size": f"{tmp_path / 'd.npy'}: depth is 200x100, matching neither the panorama 256x128 nor the working size 128x64",
-        "depth_nan": f"{tmp_path / 'd.npy'}: depth contains 1 NaN values",
+        "depth_nan": f"{tmp_path / 'd.npy'}: depth contains 1 NaN and 0 inf values: mark unknown depth with 0",
     }[case]
     with pytest.raises(InputError) as e:
         load_panorama_view(img, tmp_path / "d.npy", working_width=128)

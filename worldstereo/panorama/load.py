@@ -57,7 +57,7 @@ def load_panorama_view(image_path: str | Path, depth_path: str | Path | None = N
 
     Errors (InputError, one line): the image is not 2:1 (±1 pixel); the depth map is neither
     the image's size nor the working size; the depth has NaN or negative values (read_depth).
-    0 and inf distances are holes (stored as 0).
+    0 distances are holes; NaN and inf are errors (read_depth).
     """
     image_path = Path(image_path)
     if working_width < 16 or working_width % 2:

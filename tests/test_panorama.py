@@ -325,7 +325,7 @@ def test_load_panorama_view_resizes_image_and_depth(tmp_path):
     img = tmp_path / "pano.png"
     _write_pano(img, 256, 128)
     depth = np.full((128, 256), 3.0, np.float32)
-    depth[:, :10] = 0.0  # holes (0 = unknown; inf is refused like NaN)
+    depth[:, :10] = 0.0  # holes (read_depth: 0 = unknown; inf is an error)
     np.save(tmp_path / "d.npy", depth)
     p = load_panorama_view(img, tmp_path / "d.npy", working_width=128)
     assert p.rgb.shape == (64, 128, 3) and p.distance_m.shape == (64, 128) and p.original_size == (256, 128)

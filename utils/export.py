@@ -6,6 +6,7 @@ a textured mesh (obj / ply / gltf / glb / usd / usdz / fbx) or a point cloud (pl
     python -m utils.export mesh --scene scenes/my --format glb     # → scenes/my/exports/mesh.glb
     python -m utils.export points --scene scenes/my --format las   # → scenes/my/exports/points.las
     python -m utils.export worldstereo-task --scene scenes/my --out task/   # the release's task layout
+    python -m utils.export worldstereo-pano --scene scenes/hall --out task/   # the release's panorama layout
 
 mesh / points reuse <scene>/reconstruction/ when it exists, else run reconstruct_scene on the
 scene's exports/npz/results.npz first (and keep its result there).
@@ -196,11 +197,49 @@ class WorldStereoTask:
         return self.out
 
 
+@dataclass
+class WorldStereoPano:
+    """A panoramic scene in the WorldStereo release's examples/panorama/<id>/ layout: pano_bank/
+    (cameras.json + images/0000.png …) and view<k>/traj_<kind>/camera.json per planned trajectory."""
+
+    scene: Path
+    """Scene folder of a panorama (run_pipeline.py --panorama / --pano-bank)."""
+    out: Path = Path("")
+    """Output folder (written into; existing files of the same names are replaced)."""
+
+    def main(self) -> Path:
+        from worldstereo.memory.bank import MemoryBank
+        from worldstereo.panorama.bank import to_release_camera_json, write_bank_cameras
+        from worldstereo.io.images import write_image
+
+        scene = SceneDir(self.scene)
+        m = scene.load()
+        if m.input_kind != "panorama":
+            raise InputError(scene.manifest_path, f"input_kind is {m.input_kind!r}: worldstereo-pano exports panoramic scenes only")
+        if not str(self.out):
+            raise InputError(None, "--out is required (the folder to write the release's layout into)")
+        scene.require_current("plan", scene.manifest_path)
+        bank = MemoryBank(scene.memory_bank)
+        entries = sorted((e for e in bank.entries if e.source == "panorama"), key=lambda e: e.frame)
+        out = Path(self.out)
+        for e in entries:
+            write_image(out / "pano_bank" / "images" / f"{e.frame:04d}.png", bank.image(e))
+        write_bank_cameras(out / "pano_bank" / "cameras.json", [e.camera for e in entries])
+        for name in m.trajectory_order:
+            view, _, kind = name.partition("_")
+            folder = out / view / f"traj_{kind}" if view.startswith("view") and kind else out / "custom" / name
+            traj = load_trajectory(scene.trajectory(name))
+            atomic_write_text(folder / "camera.json", json.dumps(to_release_camera_json(traj)))
+        print(f"[export] {len(entries)} bank views + {len(m.trajectory_order)} trajectories → {out}")
+        return out
+
+
 Command = Union[Annotated[Transforms, tyro.conf.subcommand("transforms")],
                 Annotated[CameraJson, tyro.conf.subcommand("camera-json")],
                 Annotated[MeshExport, tyro.conf.subcommand("mesh")],
                 Annotated[PointsExport, tyro.conf.subcommand("points")],
-                Annotated[WorldStereoTask, tyro.conf.subcommand("worldstereo-task")]]
+                Annotated[WorldStereoTask, tyro.conf.subcommand("worldstereo-task")],
+                Annotated[WorldStereoPano, tyro.conf.subcommand("worldstereo-pano")]]
 
 
 @cli_entry

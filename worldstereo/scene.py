@@ -83,9 +83,14 @@ class SceneManifest:
 
     schema_version: int = SCHEMA_VERSION
     worldstereo: str = __version__
-    input_kind: Literal["image", "external", "synthetic"] = "image"
+    input_kind: Literal["image", "external", "synthetic", "panorama"] = "image"
     working_size: Optional[tuple[int, int]] = None
-    """(W, H) of the reference view and every generated frame."""
+    """(W, H) of the reference view and every generated frame (a panorama: of its bank views)."""
+    panorama_size: Optional[tuple[int, int]] = None
+    """(W, H) of input/panorama.png (panoramas only)."""
+    input_depth_meaning: Literal["z-depth", "ray-distance"] = "z-depth"
+    """What input/depth.npy holds: the reference view's z-depth, or (a panorama) the distance along
+    each equirect pixel's ray."""
     K: Optional[list[list[float]]] = None
     camera_source: Optional[str] = None
     depth_source: Optional[DepthSource] = None
@@ -134,6 +139,11 @@ class SceneDir:
     @property
     def input_image(self) -> Path:
         return self.root / "input" / "image.png"
+
+    @property
+    def input_panorama(self) -> Path:
+        """The equirect panorama at working size (panoramic scenes only)."""
+        return self.root / "input" / "panorama.png"
 
     @property
     def input_depth(self) -> Path:

@@ -67,10 +67,10 @@ def _given(argv: list[str], flag: str) -> bool:
 
 
 def _fresh_where_given(gen: GenerationConfig, argv: list[str]) -> GenerationConfig:
-    """A new --image / --example starts the input from defaults (the saved depth or camera belonged to
+    """A new --image / --example / --panorama / --pano-bank starts the input from defaults (the saved depth or camera belonged to
     the old image); a new --intrinsics replaces a saved --fov-deg and the other way round."""
     inp = gen.input
-    if _given(argv, "--image") or _given(argv, "--example"):
+    if any(_given(argv, f) for f in ("--image", "--example", "--panorama", "--pano-bank")):
         inp = type(inp)()
     if _given(argv, "--intrinsics"):
         inp = dataclasses.replace(inp, fov_deg=None)

@@ -19,6 +19,7 @@ from worldstereo.depth.mvs import MVSConfig
 from worldstereo.errors import InputError
 from worldstereo.generate.geometric import GeometricConfig
 from worldstereo.memory.retrieval import RetrievalConfig
+from worldstereo.panorama.planner import RELEASE_KINDS, STANDARD_KINDS, PanoPlannerConfig
 
 Stage = Literal["prepare", "plan", "generate", "update_cache", "export"]
 STAGES: tuple[str, ...] = typing.get_args(Stage)
@@ -56,6 +57,17 @@ class InputConfig:
     """Median depth in metres assigned to relative depth (model or planar prior)."""
     default_fov_deg: float = 60.0
     """Field of view used when neither --fov-deg nor --intrinsics is given (a warning says so)."""
+    panorama: Optional[Path] = None
+    """A 360° equirectangular panorama (2:1 image) instead of --image (docs/panorama.md)."""
+    pano_bank: Optional[Path] = None
+    """The WorldStereo release's pano_bank folder (cameras.json + images/) instead of --image."""
+    pano_depth: Optional[Path] = None
+    """Distance along each ray of the panorama, equirect map of the panorama's size or the working size:
+    .npy (metres), 16-bit .png (millimetres) or float .tif. Without it: the spherical prior (FALLBACK)."""
+    pano_width: int = 2048
+    """Working width of the panorama (height = width / 2)."""
+    pano_view_scale: float = 1.0
+    """Bank views are the release's 832×480 (120°×90°) scaled by this (--panorama only)."""
 
 
 @dataclass
@@ -92,6 +104,15 @@ class PlanConfig:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     custom: tuple[Path, ...] = ()
     """Extra trajectory JSON files (ours, WorldStereo camera.json or Uni3C cam_info.json), run after `order`."""
+    pano_planner: Literal["release", "standard"] = "release"
+    """Panorama input (`order` is not used): from the bank's views 0, 5, 8, the release's per-view set
+    (right, left, aerial) or the standard set (orbit, up, right, left) with --frames and the standard angles."""
+    pano_side_deg: float = 60.0
+    """Panorama release set: how far `right` / `left` circle about the pivot."""
+    pano_aerial_up_deg: float = 45.0
+    """Panorama release set: elevation the `aerial` rises to about the pivot."""
+    pano_aerial_side_deg: float = 60.0
+    """Panorama release set: how far the `aerial` then circles right at that height."""
 
 
 @dataclass
@@ -163,9 +184,28 @@ def custom_trajectory_name(path: Path) -> str:
     return path.parent.name if path.stem in ("camera", "cameras", "cam_info") and path.parent.name else path.stem
 
 
+def is_panorama(cfg: InputConfig) -> bool:
+    """True when the input is a panorama (--panorama or --pano-bank)."""
+    return cfg.panorama is not None or cfg.pano_bank is not None
+
+
+def pano_planner_config(plan: PlanConfig) -> PanoPlannerConfig:
+    """The panorama planner's config from the plan flags (--frames and the standard angles shared)."""
+    return PanoPlannerConfig(set=plan.pano_planner, frames=plan.planner.frames, side_deg=plan.pano_side_deg,
+                             aerial_up_deg=plan.pano_aerial_up_deg, aerial_side_deg=plan.pano_aerial_side_deg,
+                             standard=plan.planner)
+
+
 def trajectory_names(cfg: GenerationConfig) -> list[str]:
-    """Planned trajectories in generation order: the standard ones, then the custom files."""
-    return list(cfg.plan.order) + [custom_trajectory_name(p) for p in cfg.plan.custom]
+    """Planned trajectories in generation order: the standard ones (for a panorama, the panorama
+    planner's view{k}_{kind}), then the custom files."""
+    if is_panorama(cfg.input):
+        pcfg = pano_planner_config(cfg.plan)
+        kinds = RELEASE_KINDS if pcfg.set == "release" else STANDARD_KINDS
+        names = [f"view{k}_{kind}" for kind in kinds for k in range(len(pcfg.views))]
+    else:
+        names = list(cfg.plan.order)
+    return names + [custom_trajectory_name(p) for p in cfg.plan.custom]
 
 
 def validate(cfg: GenerationConfig) -> None:
@@ -185,6 +225,7 @@ def validate(cfg: GenerationConfig) -> None:
         raise InputError(None, f"--fov-deg must be from 1 to 179 degrees, got {inp.fov_deg}")
     if not (math.isfinite(inp.median_depth_m) and inp.median_depth_m > 0):
         raise InputError(None, f"--median-depth-m must be a positive number of metres, got {inp.median_depth_m}")
+    _validate_panorama(inp)
     _validate_plan(cfg)
     if cfg.memory.keyframes < 1:
         raise InputError(None, f"--keyframes must be at least 1, got {cfg.memory.keyframes}")
@@ -192,6 +233,26 @@ def validate(cfg: GenerationConfig) -> None:
         raise InputError(None, f"--fps must be at least 1, got {cfg.generator.fps}")
     if cfg.generator.backend in DIFFUSION_BACKENDS:
         _validate_diffusion(cfg)
+
+
+def _validate_panorama(inp: InputConfig) -> None:
+    given = [f for f, v in (("--image", inp.image), ("--example", inp.example), ("--panorama", inp.panorama),
+                            ("--pano-bank", inp.pano_bank)) if v is not None]
+    if len(given) > 1:
+        raise InputError(None, f"{' and '.join(given)} both given: give one input")
+    if inp.pano_depth is not None and not is_panorama(inp):
+        raise InputError(inp.pano_depth, "--pano-depth needs --panorama or --pano-bank (a photo's depth is --depth)")
+    if not is_panorama(inp):
+        return
+    if inp.depth is not None:
+        raise InputError(inp.depth, "--depth is a photo's z-depth: give a panorama's distance map as --pano-depth")
+    if inp.depth_model is not None:
+        raise InputError(inp.depth_model, "--depth-model is not supported for panoramas yet: give --pano-depth "
+                                          "(or none, for the spherical prior)")
+    if inp.pano_width < 16 or inp.pano_width % 2:
+        raise InputError(None, f"--pano-width must be an even number ≥ 16, got {inp.pano_width}")
+    if not (math.isfinite(inp.pano_view_scale) and 0.01 <= inp.pano_view_scale <= 4):
+        raise InputError(None, f"--pano-view-scale must be from 0.01 to 4, got {inp.pano_view_scale}")
 
 
 def _validate_plan(cfg: GenerationConfig) -> None:
@@ -278,7 +339,8 @@ def with_absolute_paths(cfg: GenerationConfig) -> GenerationConfig:
         return None if p is None else Path(os.path.abspath(os.path.expanduser(str(p))))
 
     inp = dataclasses.replace(cfg.input, image=absolute(cfg.input.image), depth=absolute(cfg.input.depth),
-                              depth_model=absolute(cfg.input.depth_model))
+                              depth_model=absolute(cfg.input.depth_model), panorama=absolute(cfg.input.panorama),
+                              pano_bank=absolute(cfg.input.pano_bank), pano_depth=absolute(cfg.input.pano_depth))
     plan = dataclasses.replace(cfg.plan, custom=tuple(absolute(p) for p in cfg.plan.custom))
     gen = dataclasses.replace(cfg.generator, weights=absolute(cfg.generator.weights),
                               base_model=absolute(cfg.generator.base_model),

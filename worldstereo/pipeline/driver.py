@@ -10,16 +10,20 @@ from worldstereo.io.dataclass_json import from_dict, to_jsonable
 from worldstereo.pipeline import stages as st
 from worldstereo.pipeline.config import (STAGES, GenerationConfig, trajectory_names, validate, with_absolute_paths,
                                          with_backend_defaults)
-from worldstereo.pipeline.prepare import load_input_view
 from worldstereo.scene import LOCK_NAME, SceneDir
 
 
 def default_scene_dir(cfg: GenerationConfig) -> Path:
     if cfg.input.example:
         return Path("scenes") / cfg.input.example
-    if cfg.input.image is None:
-        raise InputError(None, "no input: give --image PATH or --example motorcycle (or --scene of an existing scene)")
-    return Path("scenes") / Path(cfg.input.image).stem
+    if cfg.input.pano_bank is not None:  # the release's examples/panorama/<id>/pano_bank → scenes/<id>
+        bank = Path(cfg.input.pano_bank)
+        return Path("scenes") / (bank.parent.name if bank.name == "pano_bank" and bank.parent.name else bank.name)
+    image = cfg.input.image or cfg.input.panorama
+    if image is None:
+        raise InputError(None, "no input: give --image PATH, --panorama PATH, --pano-bank DIR or --example motorcycle "
+                               "(or --scene of an existing scene)")
+    return Path("scenes") / Path(image).stem
 
 
 def open_scene(root: str | Path, create: bool) -> SceneDir:
@@ -63,7 +67,7 @@ def run_pipeline(scene: SceneDir, cfg: GenerationConfig, until: str | None = Non
             raise InputError(None, f"--force takes stage names ({', '.join(STAGES)}), got {f!r}")
     cfg = with_backend_defaults(with_absolute_paths(cfg))
     validate(cfg)
-    view = load_input_view(cfg.input)
+    view = st.load_input(cfg)
     st.load_custom_trajectories(cfg)
     t0 = time.perf_counter()
     last = STAGES.index(until) if until else len(STAGES) - 1

@@ -97,7 +97,7 @@ def load_input_view(cfg: InputConfig) -> InputView:
         return InputView(rgb, depth, scale_intrinsics(K0, sx, sy), src, "Middlebury calibration",
                          _hash_arrays(rgb0, depth0))
     if cfg.image is None:
-        raise InputError(None, "no input: give --image PATH or --example motorcycle")
+        raise InputError(None, "no input: give --image PATH, --panorama PATH, --pano-bank DIR or --example motorcycle")
     rgb0 = read_image(cfg.image)
     h0, w0 = rgb0.shape[:2]
     W, H, s = _working_size(cfg.image, w0, h0, cfg.long_side)

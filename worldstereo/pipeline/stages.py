@@ -32,15 +32,22 @@ from worldstereo.io.video import write_video
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.memory.cache import PointCache, align_frame_to_cache, fuse_frame
 from worldstereo.memory.retrieval import retrieve
-from worldstereo.pipeline.config import DIFFUSION_BACKENDS, GenerationConfig, custom_trajectory_name, trajectory_names
+from worldstereo.pipeline.config import (DIFFUSION_BACKENDS, GenerationConfig, custom_trajectory_name, is_panorama,
+                                         pano_planner_config, trajectory_names)
 from worldstereo.pipeline.prepare import InputView, load_input_view, write_prepared
+from worldstereo.pipeline.prepare_pano import PanoramaView, load_panorama_input, write_prepared_panorama
 from worldstereo.pipeline.report import contact_sheet
 from worldstereo.scene import SceneDir, SceneManifest, config_hash, file_digest
 
 # --------------------------------------------------------------------------- keys and inputs
 
 
-def prepare_key(cfg: GenerationConfig, view: InputView) -> str:
+def load_input(cfg: GenerationConfig) -> InputView | PanoramaView:
+    """The input photo or panorama, read and validated (nothing written)."""
+    return load_panorama_input(cfg.input) if is_panorama(cfg.input) else load_input_view(cfg.input)
+
+
+def prepare_key(cfg: GenerationConfig, view: InputView | PanoramaView) -> str:
     """Config without the input paths (a file moved or named relatively is the same input) + content."""
     inp = dataclasses.replace(cfg.input, image=None, depth=None, depth_model=None)
     return config_hash("prepare", inp, cfg.cache.edge_rel_thresh, cfg.cache.voxel_scale, view.source_id)
@@ -48,6 +55,8 @@ def prepare_key(cfg: GenerationConfig, view: InputView) -> str:
 
 def plan_key(cfg: GenerationConfig) -> str:
     custom = [(custom_trajectory_name(p), file_digest(p)) for p in cfg.plan.custom]
+    if is_panorama(cfg.input):  # the photo key stays as it was, so existing scenes stay current
+        return config_hash("plan", pano_planner_config(cfg.plan), custom)
     return config_hash("plan", list(cfg.plan.order), cfg.plan.planner, custom)
 
 
@@ -76,9 +85,12 @@ def _consume(scene: SceneDir, stages: list[str], what: Path) -> dict[str, str]:
     return {s: scene.require_current(s, what).run for s in stages}
 
 
-def _input_view(scene: SceneDir) -> tuple[Camera, np.ndarray]:
-    """The input camera and its observed depth: free space that synthesised points may not fill."""
+def _input_view(scene: SceneDir) -> tuple[Camera, np.ndarray] | None:
+    """The input camera and its observed depth: free space that synthesised points may not fill.
+    None for a panorama: its depth is a ray-distance map, not one camera's view (docs/panorama.md)."""
     m = scene.load()
+    if m.input_kind == "panorama":
+        return None
     W, H = m.working_size
     return Camera(np.asarray(m.K), np.eye(4), W, H), np.load(scene.input_depth)
 
@@ -86,9 +98,10 @@ def _input_view(scene: SceneDir) -> tuple[Camera, np.ndarray]:
 # --------------------------------------------------------------------------- prepare / plan
 
 
-def stage_prepare(scene: SceneDir, cfg: GenerationConfig, force: bool = False, view: InputView | None = None) -> None:
+def stage_prepare(scene: SceneDir, cfg: GenerationConfig, force: bool = False,
+                  view: InputView | PanoramaView | None = None) -> None:
     timer = StageTimer("prepare")
-    view = view or load_input_view(cfg.input)  # reads and validates before anything is written
+    view = view or load_input(cfg)  # reads and validates before anything is written
     key = prepare_key(cfg, view)
     if not force and scene.is_current("prepare", key):
         timer.skipped(str(scene.root))
@@ -96,10 +109,14 @@ def stage_prepare(scene: SceneDir, cfg: GenerationConfig, force: bool = False, v
     with scene.lock():
         if not scene.exists():  # first: an interrupted first run leaves a folder the next run knows as ours
             scene.save(SceneManifest(config=to_jsonable(cfg)))
-        fields = write_prepared(scene, view, cfg.cache)
+        outputs = [scene.input_image, scene.input_depth, scene.cache_step(0), scene.bank_index]
+        if isinstance(view, PanoramaView):
+            fields = write_prepared_panorama(scene, view, cfg.cache)
+            outputs.append(scene.input_panorama)
+        else:
+            fields = write_prepared(scene, view, cfg.cache)
         scene.update(**fields, config=to_jsonable(cfg))
-        scene.record_stage("prepare", key, [scene.input_image, scene.input_depth, scene.cache_step(0),
-                                            scene.bank_index], timer.seconds)
+        scene.record_stage("prepare", key, outputs, timer.seconds)
     d = fields["depth_source"]
     W, H = fields["working_size"]
     timer.done(str(scene.root), f"{W}×{H}, depth: {d.kind}{' (FALLBACK)' if d.fallback else ''}, "
@@ -130,7 +147,10 @@ def stage_plan(scene: SceneDir, cfg: GenerationConfig, force: bool = False) -> N
         inputs = _consume(scene, ["prepare"], scene.manifest_path)
         m = scene.load()
         W, H = m.working_size
-        trajs = [plan_trajectory(n, np.asarray(m.K), W, H, m.pivot_depth_m, cfg.plan.planner) for n in cfg.plan.order]
+        if m.input_kind == "panorama":
+            trajs = _plan_panorama(scene, cfg)
+        else:
+            trajs = [plan_trajectory(n, np.asarray(m.K), W, H, m.pivot_depth_m, cfg.plan.planner) for n in cfg.plan.order]
         for t in custom:
             if (t.width, t.height) != (W, H):  # the same cameras at the working size
                 t = Trajectory([Camera(scale_intrinsics(c.K, W / c.width, H / c.height), c.c2w, W, H)
@@ -142,6 +162,17 @@ def stage_plan(scene: SceneDir, cfg: GenerationConfig, force: bool = False) -> N
         scene.update(trajectory_order=names)
         scene.record_stage("plan", key, [scene.trajectory(n) for n in names], timer.seconds, inputs=inputs)
     timer.done(str(scene.root / "trajectories"), f"{', '.join(names)} × {len(trajs[0])} frames")
+
+
+def _plan_panorama(scene: SceneDir, cfg: GenerationConfig) -> list[Trajectory]:
+    """The panorama planner's trajectories from the bank views prepare stored (source `panorama`)."""
+    from worldstereo.panorama.planner import pivot_depths_from_distance, plan_panorama
+
+    entries = sorted((e for e in MemoryBank(scene.memory_bank).entries if e.source == "panorama"), key=lambda e: e.frame)
+    cams = [e.camera for e in entries]
+    pcfg = pano_planner_config(cfg.plan)
+    pivots = pivot_depths_from_distance(np.load(scene.input_depth), cams, pcfg.views)
+    return plan_panorama(cams, pivots, pcfg)
 
 
 # --------------------------------------------------------------------------- per trajectory
@@ -366,14 +397,23 @@ def stage_export(scene: SceneDir, cfg: GenerationConfig, force: bool = False) ->
     timer.done(str(scene.results_npz), f"{len(res)} frames")
 
 
-def _gather_frames(scene: SceneDir, order: list[str]) -> tuple[FrameResults, list[dict]]:
+def _input_frames(scene: SceneDir) -> tuple[list, list, list, list, list, list[dict]]:
+    """(images, depths, confs, w2cs, Ks, index) of the input: the reference view, or a panorama's bank views."""
     m = scene.load()
-    images = [read_image(scene.input_image)]
-    depths = [np.load(scene.input_depth)]
-    confs = [(depths[0] > 0).astype(np.float32)]
-    w2cs = [np.eye(4)[:3]]
-    Ks = [np.asarray(m.K, np.float32)]
-    index = [{"trajectory": "input", "frame": 0}]
+    if m.input_kind == "panorama":
+        bank = MemoryBank(scene.memory_bank)
+        entries = sorted((e for e in bank.entries if e.source == "panorama"), key=lambda e: e.frame)
+        depths = [bank.depth(e) for e in entries]
+        return ([bank.image(e) for e in entries], depths, [(d > 0).astype(np.float32) for d in depths],
+                [e.camera.w2c[:3] for e in entries], [e.camera.K for e in entries],
+                [{"trajectory": "panorama", "frame": e.frame} for e in entries])
+    depth = np.load(scene.input_depth)
+    return ([read_image(scene.input_image)], [depth], [(depth > 0).astype(np.float32)], [np.eye(4)[:3]],
+            [np.asarray(m.K, np.float32)], [{"trajectory": "input", "frame": 0}])
+
+
+def _gather_frames(scene: SceneDir, order: list[str]) -> tuple[FrameResults, list[dict]]:
+    images, depths, confs, w2cs, Ks, index = _input_frames(scene)
     for name in order:
         traj = load_trajectory(scene.trajectory(name))
         depth_dir = scene.frames(name) if (scene.frames(name) / "depth.npy").exists() else scene.frame_depth(name)

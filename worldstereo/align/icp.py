@@ -32,6 +32,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from worldstereo.align.deform import ControlGrid, DeformConfig
+from worldstereo.align.fuse import FuseConfig
 from worldstereo.align.preprocess import FramePoints, surface_pixels
 from worldstereo.align.voxel_model import Contribution, VoxelModel
 from worldstereo.geometry import robust_umeyama, unproject_depth
@@ -87,6 +88,11 @@ class ICPConfig:
     """Levenberg damping on the twist."""
     seed: int = 0
     """Seed of random subsampling."""
+    reject_inlier_frac: float = 0.2
+    """A frame (not frame 0) whose aligned points lie within the final cutoff of the model for less
+    than this fraction is rejected as failed: not merged, not matched against, listed in metrics.json."""
+    fuse: FuseConfig = field(default_factory=FuseConfig)
+    """Support filter of the canonical cloud (--icp.fuse.*, align/fuse.py)."""
 
 
 # --------------------------------------------------------------------------- per-frame state
@@ -99,10 +105,11 @@ class FrameState:
     A: np.ndarray
     grid: ControlGrid | None
     hash_field: torch.nn.Module | None = None
+    rest: np.ndarray | None = None  # grid values the damping pulls towards (the matches' scale field), else 0
 
     def copy(self) -> "FrameState":
         g = None if self.grid is None else ControlGrid(self.grid.lo.copy(), self.grid.hi.copy(), self.grid.values.copy(), self.grid.space)
-        return FrameState(self.A.copy(), g, self.hash_field)
+        return FrameState(self.A.copy(), g, self.hash_field, None if self.rest is None else self.rest.copy())
 
     def base(self, x: np.ndarray) -> np.ndarray:
         """x + δ_hash(x) [N, 3] (the part the grid solve keeps fixed)."""
@@ -388,7 +395,8 @@ def _solve(terms: list[_Term], state: FrameState, icp: ICPConfig, deform: Deform
     if state.grid is not None:
         reg3 = _regulariser(state.grid.resolution, deform.smoothness, deform.damping)
         H = H + reg3
-        b = b + reg3 @ np.concatenate([np.zeros(6), state.grid.values.reshape(-1)])
+        g = state.grid.values if state.rest is None else state.grid.values - state.rest
+        b = b + reg3 @ np.concatenate([np.zeros(6), g.reshape(-1)])
     return spla.spsolve(H.tocsc(), -b), float(np.sum(w * r**2))
 
 
@@ -435,6 +443,7 @@ def init_from_matches(frame: FramePoints, state: FrameState, matches: Matches, s
     if state.grid is not None:
         nodes = state.grid.node_positions()
         state.grid.values = ((T.s - 1.0) * nodes).reshape(state.grid.values.shape)
+        state.rest = state.grid.values.copy()  # a depth scale error is no reason to move the camera
     else:  # rigid only: keep the scale out, move the centroid instead
         cx = matches.x[fit.inliers].mean(0)
         state.A[:3, 3] += (T.s - 1.0) * T.R @ cx
@@ -541,7 +550,8 @@ def fit_hash_field(frame: FramePoints, state: FrameState, model: VoxelModel, mat
 class FrameMetrics:
     """One frame of the sequential pass (align/metrics.json "per_frame"). Residuals are medians of
     |point-to-plane| to the model of the earlier frames (scene units), before (given pose) and after
-    alignment; inlier_frac = fraction of the frame's points within the initial cutoff after."""
+    alignment; inlier_frac = fraction of the frame's points within the initial cutoff after,
+    inlier_frac_final = within the final cutoff (the rejection test); rejected = not merged."""
 
     frame: int  # original results.npz index
     p2plane_before: float
@@ -551,6 +561,8 @@ class FrameMetrics:
     seconds: float
     iters: int
     pairs: int  # point-to-plane pairs of the last iteration
+    inlier_frac_final: float = float("nan")
+    rejected: bool = False
 
 
 @dataclass
@@ -563,6 +575,12 @@ class AlignResult:
     contributions: list[Contribution]
     per_frame: list[FrameMetrics] = field(default_factory=list)
     seconds: float = 0.0
+    rejected: list[int] = field(default_factory=list)  # positions in `frames` of failed alignments
+
+    def accepted(self) -> list[int]:
+        """Positions in `frames` of the frames merged into the model."""
+        bad = set(self.rejected)
+        return [k for k in range(len(self.states)) if k not in bad]
 
 
 def merge_frame(model: VoxelModel, frame: FramePoints, state: FrameState) -> Contribution:
@@ -591,27 +609,36 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
     pointmaps = {0: world_pointmap(frames[0], states[0], max_jump)}
     cut = icp.max_dist_init * scale
     per_frame: list[FrameMetrics] = []
+    rejected: list[int] = []
+    last = 0  # the last accepted frame: the drift is carried from it
     order = range(1, len(frames))
     for i in (progress(order, total=len(frames) - 1) if progress else order):
         t1 = time.perf_counter()
         f = frames[i]
         st = new_state(f, deform)
-        prev = states[i - 1]
-        st.A = (prev.A @ np.linalg.inv(frames[i - 1].c2w_given)) @ f.c2w_given  # carry the drift
+        st.A = (states[last].A @ np.linalg.inv(frames[last].c2w_given)) @ f.c2w_given  # carry the drift
         before, _ = p2plane_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
-        refs = [(frames[j], pointmaps[j]) for j in range(max(0, i - icp.corr.frames), i)]
+        refs = [(frames[j], pointmaps[j]) for j in sorted(pointmaps)[-icp.corr.frames:]] if icp.corr.frames > 0 else []
         matches = gather_matches(f, refs, icp, rng)
         if icp.init_from_matches:
             init_from_matches(f, st, matches, scale)
         stats = align_frame(f, st, model, matches, icp, deform, scale)
-        after, inl = p2plane_residual(st.world(f.xyz), model, cut)
+        Xw = st.world(f.xyz)
+        after, inl = p2plane_residual(Xw, model, cut)
+        inl_final = p2plane_residual(Xw, model, icp.max_dist_final * scale)[1]
         states.append(st)
-        contribs.append(merge_frame(model, f, st))
-        pointmaps[i] = world_pointmap(f, st, max_jump)
-        pointmaps.pop(i - icp.corr.frames - 1, None)
+        if inl_final < icp.reject_inlier_frac:
+            rejected.append(i)
+            contribs.append(Contribution(np.zeros(0, np.int64), np.zeros((0, 10))))
+        else:
+            contribs.append(merge_frame(model, f, st))
+            pointmaps[i] = world_pointmap(f, st, max_jump)
+            last = i
+            for j in sorted(pointmaps)[:-max(icp.corr.frames, 1)]:
+                pointmaps.pop(j)
         rec = FrameMetrics(f.index, before, after, inl, len(matches), time.perf_counter() - t1, stats.iters,
-                           stats.pairs)
+                           stats.pairs, inl_final, i in rejected)
         per_frame.append(rec)
         if on_frame:
             on_frame(i, rec)
-    return AlignResult(states, model, contribs, per_frame, time.perf_counter() - t0)
+    return AlignResult(states, model, contribs, per_frame, time.perf_counter() - t0, rejected)

@@ -35,7 +35,7 @@ from worldstereo.cameras import load_trajectory
 from worldstereo.io.ply import read_ply
 from worldstereo.metrics.cameras import score_cameras
 
-Variant = Literal["full", "no_filter", "no_reject"]
+Variant = Literal["full", "no_filter", "no_reject", "before"]
 
 # distortions shared by every case (the issue's list)
 _HARD = dict(scale_drift=0.10, warp_amp=0.03, frame_scale=0.05, depth_shift=0.03, bumps=3, bump_amp=0.06,
@@ -61,7 +61,8 @@ class Args:
     cases: list[str] = field(default_factory=lambda: list(CASES))
     """Which cases (names in CASES)."""
     variants: list[Variant] = field(default_factory=lambda: ["full"])
-    """full; no_filter (support filter off); no_reject (bad-frame rejection and filter off = before issue 15)."""
+    """full; no_filter (support filter off); no_reject (rejection and filter off); before (also damping
+    towards zero: the method before issue 15)."""
     out: Path | None = None
     """Write the figures as JSON here too."""
 
@@ -69,10 +70,12 @@ class Args:
 def _config(a: Args, variant: Variant):
     cfg = fast()
     cfg.preprocess.frames, cfg.preprocess.stride, cfg.preprocess.points_per_frame = a.frames, 1, a.points
-    if variant in ("no_filter", "no_reject"):
+    if variant in ("no_filter", "no_reject", "before"):
         cfg.icp.fuse = replace(cfg.icp.fuse, enabled=False)
-    if variant == "no_reject":
+    if variant in ("no_reject", "before"):
         cfg.icp.reject_inlier_frac = 0.0
+    if variant == "before":
+        cfg.deform.damp_to_scale = False
     return cfg
 
 

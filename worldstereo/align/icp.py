@@ -7,14 +7,16 @@ the twist (ω, v), so one ICP iteration is a sparse Gauss–Newton solve of
     E = Σ_p ρ(n_q·(X_p − q_p))² / P              point-to-plane to the model's nearest neighbour
       + λ_c Σ_m ρ(‖X_m − Y_m‖)² / M               dense 2D correspondences (optical flow / SIFT)
       + λ_a Σ_m ‖X_m − X_m^anchor‖² / M           anchor (global optimisation only)
-      + λ_s ‖L g‖² + μ ‖g‖²                        smoothness (2nd differences) + damping
+      + λ_s ‖L g‖² + μ ‖g − g₀‖²                   smoothness (2nd differences) + damping towards g₀
+                                                   (the matches' scale field, else 0)
 
 with ρ a Huber weight at 1.345 × the MAD scale, pairs beyond a shrinking cutoff rejected, and a
 colour weight exp(−‖c_p − c_q‖² / 2σ²) on each nearest-neighbour pair. Iterations stop early when
 the update is below `tol`. The optional hash field (deform.kind = hashgrid) is then fitted by Adam
 on top, with an added colour loss (model colour interpolated at X).
 
-Aligned frames are merged into a `VoxelModel` (voxel_model.py).
+Aligned frames are merged into a `VoxelModel` (voxel_model.py); a frame with too few points near
+the model after alignment is rejected (not merged, `AlignResult.rejected`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class CorrespondenceConfig:
     """λ_c once the cutoff has shrunk (matches are ~1 px accurate; point-to-plane is finer)."""
     cutoff: float = 0.1
     """Reject correspondences farther than this (after the initial similarity fit)."""
+    min_weight: float = 1e-3
+    """Leave the match rows out of an iteration once λ_c is below this (3 rows per match that no
+    longer move the solution: most of the solve's cost in the late iterations)."""
 
 
 @dataclass
@@ -298,7 +303,7 @@ def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: M
         terms.append(_plane_term(frame, state, model, X0, ok, nn, c, icp, scale, n_cols))
     lam_c = icp.corr.weight if corr_weight is None else corr_weight
     for m, lam, robust in ((matches, lam_c, True), (anchor, anchor_weight, False)):
-        if len(m) >= 3 and lam > 0:
+        if len(m) >= 3 and lam > (icp.corr.min_weight if robust else 0.0):
             terms += _point_terms(frame, state, m, lam, robust, c, icp, scale, n_cols)
     if not terms:
         return StepStats(np.nan, 0, np.nan, 0.0)
@@ -348,7 +353,8 @@ def _plane_term(frame: FramePoints, state: FrameState, model: VoxelModel, X0: np
     pose = np.concatenate([np.cross(a, n), n], axis=1)
     gc = idx = None
     if state.grid is not None:
-        idx, gw = state.grid.weights(frame.xyz[ok])
+        idx, gw = state.grid.weights(frame.xyz)  # cached for the frame's points
+        idx, gw = idx[ok], gw[ok]
         gc = gw[:, :, None] * (n @ R_A)[:, None, :]
     return _Term(_rows(pose, gc, idx, n_cols), r, w / w.sum())
 
@@ -395,7 +401,7 @@ def _solve(terms: list[_Term], state: FrameState, icp: ICPConfig, deform: Deform
     if state.grid is not None:
         reg3 = _regulariser(state.grid.resolution, deform.smoothness, deform.damping)
         H = H + reg3
-        g = state.grid.values if state.rest is None else state.grid.values - state.rest
+        g = state.grid.values if state.rest is None or not deform.damp_to_scale else state.grid.values - state.rest
         b = b + reg3 @ np.concatenate([np.zeros(6), g.reshape(-1)])
     return spla.spsolve(H.tocsc(), -b), float(np.sum(w * r**2))
 

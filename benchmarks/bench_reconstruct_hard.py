@@ -73,7 +73,7 @@ def _config(a: Args, variant: Variant):
     if variant in ("no_filter", "no_reject", "before"):
         cfg.icp.fuse = replace(cfg.icp.fuse, enabled=False)
     if variant in ("no_reject", "before"):
-        cfg.icp.reject_inlier_frac = 0.0
+        cfg.icp.reject_inlier_frac = cfg.icp.reject_match_frac = 0.0
     if variant == "before":
         cfg.deform.damp_to_scale = False
     return cfg

@@ -96,6 +96,9 @@ class ICPConfig:
     reject_inlier_frac: float = 0.2
     """A frame (not frame 0) whose aligned points lie within the final cutoff of the model for less
     than this fraction is rejected as failed: not merged, not matched against, listed in metrics.json."""
+    reject_match_frac: float = 0.3
+    """…or whose dense matches agree with one Sim(3) (within 10 % of depth) for less than this
+    fraction (random depth bent onto the model by the grid can pass the first test, not this one)."""
     fuse: FuseConfig = field(default_factory=FuseConfig)
     """Support filter of the canonical cloud (--icp.fuse.*, align/fuse.py)."""
 
@@ -434,14 +437,18 @@ def p2plane_residual(X: np.ndarray, model: VoxelModel, cutoff: float) -> tuple[f
 # --------------------------------------------------------------------------- per-frame alignment
 
 
-def init_from_matches(frame: FramePoints, state: FrameState, matches: Matches, scale: float) -> None:
-    """Robust Sim(3) from matches: rotation/translation into A, scale as a linear grid field."""
+def init_from_matches(frame: FramePoints, state: FrameState, matches: Matches, scale: float) -> float:
+    """Robust Sim(3) from matches: rotation/translation into A, scale as a linear grid field.
+
+    Returns the fraction of matches within 10 % of their depth of that Sim(3) (NaN with < 30
+    matches): a frame of random depth has almost none (≤ 0.07 measured), good ones ≥ 0.7."""
     if len(matches) < 30:
-        return
+        return float("nan")
     fit = robust_umeyama(matches.x, matches.Y, iters=64, seed=0)
     T = fit.transform
+    agree = float(np.mean(np.linalg.norm(T.apply(matches.x) - matches.Y, axis=1) < 0.1 * T.s * matches.x[:, 2]))
     if fit.inliers.sum() < 20 or not (0.5 < T.s < 2.0):
-        return
+        return agree
     A = np.eye(4)
     A[:3, :3] = T.R
     A[:3, 3] = T.t
@@ -453,6 +460,7 @@ def init_from_matches(frame: FramePoints, state: FrameState, matches: Matches, s
     else:  # rigid only: keep the scale out, move the centroid instead
         cx = matches.x[fit.inliers].mean(0)
         state.A[:3, 3] += (T.s - 1.0) * T.R @ cx
+    return agree
 
 
 @dataclass
@@ -568,6 +576,7 @@ class FrameMetrics:
     iters: int
     pairs: int  # point-to-plane pairs of the last iteration
     inlier_frac_final: float = float("nan")
+    match_agree: float = float("nan")  # matches within 10 % of depth of their Sim(3) (init_from_matches)
     rejected: bool = False
 
 
@@ -626,14 +635,13 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         before, _ = p2plane_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
         refs = [(frames[j], pointmaps[j]) for j in sorted(pointmaps)[-icp.corr.frames:]] if icp.corr.frames > 0 else []
         matches = gather_matches(f, refs, icp, rng)
-        if icp.init_from_matches:
-            init_from_matches(f, st, matches, scale)
+        agree = init_from_matches(f, st, matches, scale) if icp.init_from_matches else float("nan")
         stats = align_frame(f, st, model, matches, icp, deform, scale)
         Xw = st.world(f.xyz)
         after, inl = p2plane_residual(Xw, model, cut)
         inl_final = p2plane_residual(Xw, model, icp.max_dist_final * scale)[1]
         states.append(st)
-        if inl_final < icp.reject_inlier_frac:
+        if inl_final < icp.reject_inlier_frac or agree < icp.reject_match_frac:
             rejected.append(i)
             contribs.append(Contribution(np.zeros(0, np.int64), np.zeros((0, 10))))
         else:
@@ -643,7 +651,7 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
             for j in sorted(pointmaps)[:-max(icp.corr.frames, 1)]:
                 pointmaps.pop(j)
         rec = FrameMetrics(f.index, before, after, inl, len(matches), time.perf_counter() - t1, stats.iters,
-                           stats.pairs, inl_final, i in rejected)
+                           stats.pairs, inl_final, agree, i in rejected)
         per_frame.append(rec)
         if on_frame:
             on_frame(i, rec)

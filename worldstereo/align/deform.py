@@ -70,7 +70,10 @@ class DeformConfig:
     smoothness: float = 1.0
     """Weight of the second-difference penalty on the grid (affine motions are free)."""
     damping: float = 1e-3
-    """Weight of ‖g‖² (prefers the rigid twist over the grid for rigid motion)."""
+    """Weight of ‖g − g₀‖² (prefers the rigid twist over the grid for rigid motion)."""
+    damp_to_scale: bool = True
+    """g₀ = the scale field of the frame's initial Sim(3) from its matches (a depth scale error stays
+    in the grid); False: g₀ = 0 (before issue 15: the damping traded scale for camera translation)."""
     hash: HashFieldConfig = field(default_factory=HashFieldConfig)
     """The hash grid + MLP of kind hashgrid (--deform.hash.*)."""
 
@@ -84,6 +87,9 @@ class ControlGrid:
     values: np.ndarray  # [R, R, R, 3] node displacements (camera-space metres)
 
     space: str = "xyz"  # grid coordinates: "xyz" (camera box) or "frustum" (x/z, y/z, z)
+    _last: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    """(points array, idx, w) of the last `weights` call: ICP asks for the same frame's points every
+    iteration (the box is fixed, only the values change)."""
 
     @staticmethod
     def around(pts: np.ndarray, resolution: int, margin: float = 0.05, space: str = "xyz") -> "ControlGrid":
@@ -117,6 +123,8 @@ class ControlGrid:
 
     def weights(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flat node indices [N, 8] and trilinear weights [N, 8] (rows sum to 1)."""
+        if self._last is not None and self._last[0] is pts:
+            return self._last[1], self._last[2]
         r = self.resolution
         f = (to_grid_coords(np.asarray(pts, np.float64), self.space) - self.lo) / (self.hi - self.lo) * (r - 1)
         f = np.clip(f, 0.0, r - 1 - 1e-9)
@@ -125,6 +133,8 @@ class ControlGrid:
         corner = base[:, None, :] + _CORNERS[None]  # [N, 8, 3]
         idx = (corner[..., 0] * r + corner[..., 1]) * r + corner[..., 2]
         w = np.prod(np.where(_CORNERS[None] == 1, frac[:, None, :], 1.0 - frac[:, None, :]), axis=-1)
+        if isinstance(pts, np.ndarray) and not pts.flags.writeable:  # only arrays that cannot change
+            self._last = (pts, idx, w)
         return idx, w
 
     def displace(self, pts: np.ndarray) -> np.ndarray:

@@ -72,10 +72,11 @@ def global_optimise(frames: list[FramePoints], res: AlignResult, icp: ICPConfig,
         return maps[j]
 
     n = len(frames)
-    jobs = [(s, i) for s in range(cfg.sweeps) for i in range(1, n)]
+    ok = set(res.accepted())  # failed frames stay out of the model and of the matches
+    jobs = [(s, i) for s in range(cfg.sweeps) for i in range(1, n) if i in ok]
     for sweep, i in (progress(jobs, total=len(jobs)) if progress else jobs):
         res.model.remove(res.contributions[i])
-        nbrs = [j for j in range(max(0, i - cfg.window), min(n, i + cfg.window + 1)) if j != i]
+        nbrs = [j for j in range(max(0, i - cfg.window), min(n, i + cfg.window + 1)) if j != i and j in ok]
         matches = gather_matches(frames[i], [(frames[j], pointmap(j)) for j in nbrs], icp, rng)
         align_frame(frames[i], res.states[i], res.model, matches, icp_g, deform_g, scale,
                     anchor=anchors[i], anchor_weight=cfg.anchor_weight, pass_index=sweep + 1)
@@ -88,7 +89,7 @@ def global_optimise(frames: list[FramePoints], res: AlignResult, icp: ICPConfig,
 def _loo_residual(frames: list[FramePoints], res: AlignResult, cutoff: float) -> float:
     """Median over frames of each frame's point-to-plane residual to the model without it."""
     vals = []
-    for i in range(1, len(frames)):
+    for i in res.accepted()[1:]:
         res.model.remove(res.contributions[i])
         vals.append(p2plane_residual(res.states[i].world(frames[i].xyz), res.model, cutoff)[0])
         res.model.add(res.contributions[i], frames[i].index)

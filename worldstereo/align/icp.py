@@ -7,14 +7,16 @@ the twist (ω, v), so one ICP iteration is a sparse Gauss–Newton solve of
     E = Σ_p ρ(n_q·(X_p − q_p))² / P              point-to-plane to the model's nearest neighbour
       + λ_c Σ_m ρ(‖X_m − Y_m‖)² / M               dense 2D correspondences (optical flow / SIFT)
       + λ_a Σ_m ‖X_m − X_m^anchor‖² / M           anchor (global optimisation only)
-      + λ_s ‖L g‖² + μ ‖g‖²                        smoothness (2nd differences) + damping
+      + λ_s ‖L g‖² + μ ‖g − g₀‖²                   smoothness (2nd differences) + damping towards g₀
+                                                   (the matches' scale field, else 0)
 
 with ρ a Huber weight at 1.345 × the MAD scale, pairs beyond a shrinking cutoff rejected, and a
 colour weight exp(−‖c_p − c_q‖² / 2σ²) on each nearest-neighbour pair. Iterations stop early when
 the update is below `tol`. The optional hash field (deform.kind = hashgrid) is then fitted by Adam
 on top, with an added colour loss (model colour interpolated at X).
 
-Aligned frames are merged into a `VoxelModel` (voxel_model.py).
+Aligned frames are merged into a `VoxelModel` (voxel_model.py); a frame with too few points near
+the model after alignment is rejected (not merged, `AlignResult.rejected`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from worldstereo.align.deform import ControlGrid, DeformConfig
+from worldstereo.align.fuse import FuseConfig
 from worldstereo.align.preprocess import FramePoints, surface_pixels
 from worldstereo.align.voxel_model import Contribution, VoxelModel
 from worldstereo.geometry import robust_umeyama, unproject_depth
@@ -53,6 +56,9 @@ class CorrespondenceConfig:
     """λ_c once the cutoff has shrunk (matches are ~1 px accurate; point-to-plane is finer)."""
     cutoff: float = 0.1
     """Reject correspondences farther than this (after the initial similarity fit)."""
+    min_weight: float = 1e-3
+    """Leave the match rows out of an iteration once λ_c is below this (3 rows per match that no
+    longer move the solution: most of the solve's cost in the late iterations)."""
 
 
 @dataclass
@@ -87,6 +93,14 @@ class ICPConfig:
     """Levenberg damping on the twist."""
     seed: int = 0
     """Seed of random subsampling."""
+    reject_inlier_frac: float = 0.2
+    """A frame (not frame 0) whose aligned points lie within the final cutoff of the model for less
+    than this fraction is rejected as failed: not merged, not matched against, listed in metrics.json."""
+    reject_match_frac: float = 0.3
+    """…or whose dense matches agree with one Sim(3) (within 10 % of depth) for less than this
+    fraction (random depth bent onto the model by the grid can pass the first test, not this one)."""
+    fuse: FuseConfig = field(default_factory=FuseConfig)
+    """Support filter of the canonical cloud (--icp.fuse.*, align/fuse.py)."""
 
 
 # --------------------------------------------------------------------------- per-frame state
@@ -99,10 +113,11 @@ class FrameState:
     A: np.ndarray
     grid: ControlGrid | None
     hash_field: torch.nn.Module | None = None
+    rest: np.ndarray | None = None  # grid values the damping pulls towards (the matches' scale field), else 0
 
     def copy(self) -> "FrameState":
         g = None if self.grid is None else ControlGrid(self.grid.lo.copy(), self.grid.hi.copy(), self.grid.values.copy(), self.grid.space)
-        return FrameState(self.A.copy(), g, self.hash_field)
+        return FrameState(self.A.copy(), g, self.hash_field, None if self.rest is None else self.rest.copy())
 
     def base(self, x: np.ndarray) -> np.ndarray:
         """x + δ_hash(x) [N, 3] (the part the grid solve keeps fixed)."""
@@ -291,7 +306,7 @@ def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: M
         terms.append(_plane_term(frame, state, model, X0, ok, nn, c, icp, scale, n_cols))
     lam_c = icp.corr.weight if corr_weight is None else corr_weight
     for m, lam, robust in ((matches, lam_c, True), (anchor, anchor_weight, False)):
-        if len(m) >= 3 and lam > 0:
+        if len(m) >= 3 and lam > (icp.corr.min_weight if robust else 0.0):
             terms += _point_terms(frame, state, m, lam, robust, c, icp, scale, n_cols)
     if not terms:
         return StepStats(np.nan, 0, np.nan, 0.0)
@@ -341,7 +356,8 @@ def _plane_term(frame: FramePoints, state: FrameState, model: VoxelModel, X0: np
     pose = np.concatenate([np.cross(a, n), n], axis=1)
     gc = idx = None
     if state.grid is not None:
-        idx, gw = state.grid.weights(frame.xyz[ok])
+        idx, gw = state.grid.weights(frame.xyz)  # cached for the frame's points
+        idx, gw = idx[ok], gw[ok]
         gc = gw[:, :, None] * (n @ R_A)[:, None, :]
     return _Term(_rows(pose, gc, idx, n_cols), r, w / w.sum())
 
@@ -388,7 +404,8 @@ def _solve(terms: list[_Term], state: FrameState, icp: ICPConfig, deform: Deform
     if state.grid is not None:
         reg3 = _regulariser(state.grid.resolution, deform.smoothness, deform.damping)
         H = H + reg3
-        b = b + reg3 @ np.concatenate([np.zeros(6), state.grid.values.reshape(-1)])
+        g = state.grid.values if state.rest is None or not deform.damp_to_scale else state.grid.values - state.rest
+        b = b + reg3 @ np.concatenate([np.zeros(6), g.reshape(-1)])
     return spla.spsolve(H.tocsc(), -b), float(np.sum(w * r**2))
 
 
@@ -420,14 +437,18 @@ def p2plane_residual(X: np.ndarray, model: VoxelModel, cutoff: float) -> tuple[f
 # --------------------------------------------------------------------------- per-frame alignment
 
 
-def init_from_matches(frame: FramePoints, state: FrameState, matches: Matches, scale: float) -> None:
-    """Robust Sim(3) from matches: rotation/translation into A, scale as a linear grid field."""
+def init_from_matches(frame: FramePoints, state: FrameState, matches: Matches, scale: float) -> float:
+    """Robust Sim(3) from matches: rotation/translation into A, scale as a linear grid field.
+
+    Returns the fraction of matches within 10 % of their depth of that Sim(3) (NaN with < 30
+    matches): a frame of random depth has almost none (≤ 0.07 measured), good ones ≥ 0.7."""
     if len(matches) < 30:
-        return
+        return float("nan")
     fit = robust_umeyama(matches.x, matches.Y, iters=64, seed=0)
     T = fit.transform
+    agree = float(np.mean(np.linalg.norm(T.apply(matches.x) - matches.Y, axis=1) < 0.1 * T.s * matches.x[:, 2]))
     if fit.inliers.sum() < 20 or not (0.5 < T.s < 2.0):
-        return
+        return agree
     A = np.eye(4)
     A[:3, :3] = T.R
     A[:3, 3] = T.t
@@ -435,9 +456,11 @@ def init_from_matches(frame: FramePoints, state: FrameState, matches: Matches, s
     if state.grid is not None:
         nodes = state.grid.node_positions()
         state.grid.values = ((T.s - 1.0) * nodes).reshape(state.grid.values.shape)
+        state.rest = state.grid.values.copy()  # a depth scale error is no reason to move the camera
     else:  # rigid only: keep the scale out, move the centroid instead
         cx = matches.x[fit.inliers].mean(0)
         state.A[:3, 3] += (T.s - 1.0) * T.R @ cx
+    return agree
 
 
 @dataclass
@@ -541,7 +564,8 @@ def fit_hash_field(frame: FramePoints, state: FrameState, model: VoxelModel, mat
 class FrameMetrics:
     """One frame of the sequential pass (align/metrics.json "per_frame"). Residuals are medians of
     |point-to-plane| to the model of the earlier frames (scene units), before (given pose) and after
-    alignment; inlier_frac = fraction of the frame's points within the initial cutoff after."""
+    alignment; inlier_frac = fraction of the frame's points within the initial cutoff after,
+    inlier_frac_final = within the final cutoff (the rejection test); rejected = not merged."""
 
     frame: int  # original results.npz index
     p2plane_before: float
@@ -551,6 +575,9 @@ class FrameMetrics:
     seconds: float
     iters: int
     pairs: int  # point-to-plane pairs of the last iteration
+    inlier_frac_final: float = float("nan")
+    match_agree: float = float("nan")  # matches within 10 % of depth of their Sim(3) (init_from_matches)
+    rejected: bool = False
 
 
 @dataclass
@@ -563,6 +590,12 @@ class AlignResult:
     contributions: list[Contribution]
     per_frame: list[FrameMetrics] = field(default_factory=list)
     seconds: float = 0.0
+    rejected: list[int] = field(default_factory=list)  # positions in `frames` of failed alignments
+
+    def accepted(self) -> list[int]:
+        """Positions in `frames` of the frames merged into the model."""
+        bad = set(self.rejected)
+        return [k for k in range(len(self.states)) if k not in bad]
 
 
 def merge_frame(model: VoxelModel, frame: FramePoints, state: FrameState) -> Contribution:
@@ -591,27 +624,35 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
     pointmaps = {0: world_pointmap(frames[0], states[0], max_jump)}
     cut = icp.max_dist_init * scale
     per_frame: list[FrameMetrics] = []
+    rejected: list[int] = []
+    last = 0  # the last accepted frame: the drift is carried from it
     order = range(1, len(frames))
     for i in (progress(order, total=len(frames) - 1) if progress else order):
         t1 = time.perf_counter()
         f = frames[i]
         st = new_state(f, deform)
-        prev = states[i - 1]
-        st.A = (prev.A @ np.linalg.inv(frames[i - 1].c2w_given)) @ f.c2w_given  # carry the drift
+        st.A = (states[last].A @ np.linalg.inv(frames[last].c2w_given)) @ f.c2w_given  # carry the drift
         before, _ = p2plane_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
-        refs = [(frames[j], pointmaps[j]) for j in range(max(0, i - icp.corr.frames), i)]
+        refs = [(frames[j], pointmaps[j]) for j in sorted(pointmaps)[-icp.corr.frames:]] if icp.corr.frames > 0 else []
         matches = gather_matches(f, refs, icp, rng)
-        if icp.init_from_matches:
-            init_from_matches(f, st, matches, scale)
+        agree = init_from_matches(f, st, matches, scale) if icp.init_from_matches else float("nan")
         stats = align_frame(f, st, model, matches, icp, deform, scale)
-        after, inl = p2plane_residual(st.world(f.xyz), model, cut)
+        Xw = st.world(f.xyz)
+        after, inl = p2plane_residual(Xw, model, cut)
+        inl_final = p2plane_residual(Xw, model, icp.max_dist_final * scale)[1]
         states.append(st)
-        contribs.append(merge_frame(model, f, st))
-        pointmaps[i] = world_pointmap(f, st, max_jump)
-        pointmaps.pop(i - icp.corr.frames - 1, None)
+        if inl_final < icp.reject_inlier_frac or agree < icp.reject_match_frac:
+            rejected.append(i)
+            contribs.append(Contribution(np.zeros(0, np.int64), np.zeros((0, 10))))
+        else:
+            contribs.append(merge_frame(model, f, st))
+            pointmaps[i] = world_pointmap(f, st, max_jump)
+            last = i
+            for j in sorted(pointmaps)[:-max(icp.corr.frames, 1)]:
+                pointmaps.pop(j)
         rec = FrameMetrics(f.index, before, after, inl, len(matches), time.perf_counter() - t1, stats.iters,
-                           stats.pairs)
+                           stats.pairs, inl_final, agree, i in rejected)
         per_frame.append(rec)
         if on_frame:
             on_frame(i, rec)
-    return AlignResult(states, model, contribs, per_frame, time.perf_counter() - t0)
+    return AlignResult(states, model, contribs, per_frame, time.perf_counter() - t0, rejected)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,13 +20,16 @@ import numpy as np
 
 from worldstereo import console
 from worldstereo.align.deform import DeformConfig
+from worldstereo.align.fuse import SupportStats, support_filter
 from worldstereo.align.global_opt import GlobalOptConfig, GlobalOptStats, global_optimise
-from worldstereo.align.icp import AlignResult, FrameMetrics, ICPConfig, sequential_align
+from worldstereo.align.icp import (AlignResult, FrameMetrics, FrameState, ICPConfig, sequential_align,
+                                   world_pointmap)
 from worldstereo.align.inverse import (DEFORMATIONS_FILE, InverseConfig, InverseField, fit_inverse,
                                        save_deformations)
 from worldstereo.align.preprocess import FramePoints, PreprocessConfig, frame_points, select_frames
 from worldstereo.align.voxel_model import VoxelModel
 from worldstereo.errors import InputError
+from worldstereo.geometry import umeyama
 from worldstereo.io.atomic import atomic_dir, atomic_write_text
 from worldstereo.io.dataclass_json import to_jsonable
 from worldstereo.io.ply import write_ply
@@ -37,7 +40,8 @@ if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 STAGE = "reconstruct"
-OUTPUTS = ("canonical.ply", DEFORMATIONS_FILE, "config.json", "convention.json", "metrics.json")
+CAMERAS_FILE = "cameras_refined.json"
+OUTPUTS = ("canonical.ply", DEFORMATIONS_FILE, "config.json", "convention.json", "metrics.json", CAMERAS_FILE)
 
 CONVENTION = {
     "axes": "OpenCV camera: x right, y down, z forward; world = frame 0's given world (gauge)",
@@ -50,6 +54,9 @@ CONVENTION = {
                "placement is c2w_given · x",
     "matrices": "c2w_given, c2w_aligned: 4×4 camera-to-world; results.npz extrinsics are w2c 3×4",
     "frame_index": "original results.npz frame indices (offset and stride applied)",
+    CAMERAS_FILE: "refined cameras: trajectory JSON {width, height, frames: [{c2w, K}]}; c2w = rotation and "
+                  "translation of the Sim(3) best mapping the frame's camera points x to their canonical "
+                  "placement (the rigid part of its alignment); a rejected frame keeps its given c2w",
 }
 
 
@@ -75,7 +82,9 @@ class ReconstructMetrics:
     global_opt: GlobalOptStats | None
     inverse_round_trip: RoundTripSummary
     per_frame: list[FrameMetrics]
-    seconds: dict[str, float]  # per stage: preprocess, icp, global_opt (when run), inverse, write, total
+    seconds: dict[str, float]  # per stage: preprocess, icp, global_opt (when run), inverse, fuse, write, total
+    rejected_frames: list[int] = field(default_factory=list)  # original indices whose alignment failed
+    fuse: SupportStats | None = None  # the support filter (None when off)
 
     @staticmethod
     def from_json(d: dict) -> "ReconstructMetrics":
@@ -87,7 +96,7 @@ class ReconstructMetrics:
         return ReconstructMetrics(
             d["frames"], d["scene_scale"], d["points"], d["p2plane_median_before"], d["p2plane_median_after"],
             glob, RoundTripSummary(**d["inverse_round_trip"]), [FrameMetrics(**floats(r)) for r in d["per_frame"]],
-            d["seconds"])
+            d["seconds"], d.get("rejected_frames", []), SupportStats(**d["fuse"]) if d.get("fuse") else None)
 
 
 @dataclass
@@ -194,16 +203,22 @@ def _reconstruct(scene: SceneDir, chash: str, inputs: dict[str, str], idx: np.nd
         times["inverse"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _write_canonical(out / "canonical.ply", res.model)
+        keep, fuse_stats = _support(frames, res, icp, preprocess.max_depth_jump)
+        times["fuse"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        _write_canonical(out / "canonical.ply", res.model, keep)
         save_deformations(out / DEFORMATIONS_FILE, frames, res.states, inverses, scale)
+        _write_cameras(out / CAMERAS_FILE, frames, res)
         times["write"] = time.perf_counter() - t
         times["total"] = time.perf_counter() - t_all
 
         metrics = ReconstructMetrics(
-            frames=[int(i) for i in idx], scene_scale=scale, points=len(res.model),
+            frames=[int(i) for i in idx], scene_scale=scale, points=int(keep.sum()),
             p2plane_median_before=_nanmed([r.p2plane_before for r in res.per_frame]),
             p2plane_median_after=_nanmed([r.p2plane_after for r in res.per_frame]),
-            global_opt=glob, inverse_round_trip=round_trip, per_frame=res.per_frame, seconds=times)
+            global_opt=glob, inverse_round_trip=round_trip, per_frame=res.per_frame, seconds=times,
+            rejected_frames=[frames[k].index for k in res.rejected], fuse=fuse_stats)
         cfg = {"preprocess": preprocess, "icp": icp, "deform": deform, "global_opt": global_opt,
                "inverse": inverse, "config_hash": chash}
         atomic_write_text(out / "config.json", json.dumps(to_jsonable(cfg), indent=1))
@@ -256,16 +271,47 @@ def _fit_inverses(frames: list[FramePoints], res: AlignResult, inverse: InverseC
     return list(inverses), round_trip
 
 
-def _write_canonical(path: Path, model: VoxelModel) -> None:
-    """canonical.ply: the model's voxels (layout in CONVENTION)."""
-    xyz, rgb, nrm, w = model.arrays()
+def _support(frames: list[FramePoints], res: AlignResult, icp: ICPConfig,
+             max_jump: float) -> tuple[np.ndarray, SupportStats | None]:
+    """keep [M] of the model's voxels: the support filter (fuse.py) over the accepted frames."""
+    xyz, _, _, w = res.model.arrays()
+    if not icp.fuse.enabled:
+        return np.ones(len(xyz), bool), None
+    cams = [(res.states[k].A, frames[k].K, world_pointmap(frames[k], res.states[k], max_jump)) for k in res.accepted()]
+    return support_filter(xyz, w, cams, icp.fuse)
+
+
+def refined_c2w(frame: FramePoints, state: FrameState) -> np.ndarray:
+    """The rigid part of a frame's placement: rotation and translation of the Sim(3) that best maps
+    its camera-space points x to X = A (x + δ(x)) (the scale, a depth scale error, is left out).
+    A alone is not the camera: the grid may carry part of the rigid motion (affine fields are free)."""
+    sim = umeyama(frame.xyz, state.world(frame.xyz), with_scale=True)
+    c2w = np.eye(4)
+    c2w[:3, :3], c2w[:3, 3] = sim.R, sim.t
+    return c2w
+
+
+def _write_cameras(path: Path, frames: list[FramePoints], res: AlignResult) -> None:
+    """cameras_refined.json: each frame's refined c2w (its given one when rejected), trajectory format."""
+    from worldstereo.cameras import Camera, Trajectory, save_trajectory
+
+    H, W = frames[0].depth.shape
+    bad = set(res.rejected)
+    cams = [Camera(f.K.astype(np.float64), f.c2w_given if k in bad else refined_c2w(f, st), W, H)
+            for k, (f, st) in enumerate(zip(frames, res.states))]
+    save_trajectory(Trajectory(cams, name="refined"), path)
+
+
+def _write_canonical(path: Path, model: VoxelModel, keep: np.ndarray) -> None:
+    """canonical.ply: the model's voxels that passed the support filter (layout in CONVENTION)."""
+    xyz, rgb, nrm, w = (a[keep] for a in model.arrays())
     write_ply(path, {
         "x": xyz[:, 0].astype(np.float32), "y": xyz[:, 1].astype(np.float32), "z": xyz[:, 2].astype(np.float32),
         "nx": nrm[:, 0].astype(np.float32), "ny": nrm[:, 1].astype(np.float32), "nz": nrm[:, 2].astype(np.float32),
         "red": np.clip(rgb[:, 0] * 255 + 0.5, 0, 255).astype(np.uint8),
         "green": np.clip(rgb[:, 1] * 255 + 0.5, 0, 255).astype(np.uint8),
         "blue": np.clip(rgb[:, 2] * 255 + 0.5, 0, 255).astype(np.uint8),
-        "conf": w.astype(np.float32), "frame": model.first_frame.astype(np.int32),
+        "conf": w.astype(np.float32), "frame": model.first_frame[keep].astype(np.int32),
     })
 
 

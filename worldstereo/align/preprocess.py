@@ -130,8 +130,10 @@ def frame_points(r: FrameResults, i: int, cfg: PreprocessConfig) -> FramePoints:
     if len(u) > cfg.points_per_frame:
         pick = np.sort(rng.choice(len(u), cfg.points_per_frame, replace=False))
         u, v = u[pick], v[pick]
+    xyz = pts[v, u]
+    xyz.setflags(write=False)  # fixed for the whole run: grids cache their weights for it
     return FramePoints(
-        index=int(i), xyz=pts[v, u], normal=normals[v, u], rgb=r.image[i][v, u].astype(np.float64) / 255.0,
+        index=int(i), xyz=xyz, normal=normals[v, u], rgb=r.image[i][v, u].astype(np.float64) / 255.0,
         conf=np.maximum(r.conf[i][v, u].astype(np.float64), 1e-3), pix=np.stack([u, v], axis=1),
         c2w_given=w2c_to_c2w(r.extrinsics_w2c[i]), K=K, depth=depth, image=r.image[i],
     )

@@ -241,6 +241,23 @@ class SyntheticConfig:
     """Random pose rotation error per frame (degrees)."""
     rigid_trans: float = 0.0
     """Random pose translation error per frame (fraction of the median depth)."""
+    rigid_rot_deg_min: float | None = None
+    """When set, each frame's rotation error is uniform in [this, rigid_rot_deg] (else exactly rigid_rot_deg)."""
+    rigid_trans_min: float | None = None
+    """When set, each frame's translation error is uniform in [this, rigid_trans]."""
+    depth_shift: float = 0.0
+    """Per-frame additive depth offset, uniform within ± this fraction of the median depth (a
+    monocular model's scale-and-shift ambiguity), on top of an independent per-frame scale."""
+    frame_scale: float = 0.0
+    """Independent per-frame depth scale error, uniform within ± this (on top of the smooth drift)."""
+    bumps: int = 0
+    """Local Gaussian bumps per frame (hallucinated bulges / dents of the depth map)."""
+    bump_amp: float = 0.05
+    """Largest bump height (fraction of the local depth); radius 4–10 % of the image width."""
+    bad_frames: int = 0
+    """Frames (never frame 0 or 1) whose depth is replaced by random smooth noise: must be rejected."""
+    clutter: int = 0
+    """Boxes added 0.4–1.0 m in front of the path's cameras (close-range occluders, wide depth range)."""
 
 
 @dataclass
@@ -250,8 +267,9 @@ class SyntheticData:
     results: FrameResults  # distorted depth + given (possibly perturbed) poses
     true_c2w: np.ndarray  # [F, 4, 4]
     true_depth: np.ndarray  # [F, H, W]
-    gt_xyz: np.ndarray  # [M, 3] union of true frame points (voxel-downsampled)
+    gt_xyz: np.ndarray  # [M, 3] union of true frame points (voxel-downsampled; bad frames included)
     scale: float  # median depth of frame 0
+    bad_frames: tuple[int, ...] = ()  # frames whose depth is random (must be rejected)
 
 
 def depth_warp(height: int, width: int, amp: float, rng: np.random.Generator) -> np.ndarray:
@@ -268,6 +286,8 @@ def render_frames(cfg: SyntheticConfig) -> tuple[list[Camera], np.ndarray, np.nd
     """(cameras, rgb [F, H, W, 3] uint8, depth [F, H, W] with 0 where nothing was hit)."""
     scene = make_scene(cfg.kind, cfg.seed)
     cams = scene.path(cfg.path, cfg.frames, cfg.width, cfg.height)
+    if cfg.clutter > 0:
+        add_clutter(scene, cams, cfg.clutter, np.random.default_rng([cfg.seed, 3000]))
     rgbs, depths = [], []
     for cam in cams:
         rgb, depth = scene.render(cam)
@@ -289,16 +309,24 @@ def make_inconsistent(cfg: SyntheticConfig) -> SyntheticData:
     dist = np.empty_like(depth)
     w2c = np.empty((F, 3, 4))
     true_c2w = np.stack([c.c2w for c in cams])
+    extra = np.random.default_rng([cfg.seed, 2000])  # the harder distortions: own stream, old cases unchanged
+    bad = _bad_frame_indices(F, cfg.bad_frames, extra)
     for i in range(F):
         d = depth[i] * (1.0 + drift[i])
         if i > 0 and cfg.warp_amp > 0:
             d = d * depth_warp(H, W, cfg.warp_amp, rng)
+        if i > 0:
+            d = _harder_depth(d, cfg, scale, extra)
+        if i in bad:
+            d = scale * (0.3 + 1.7 * _smooth_noise(H, W, extra))
         dist[i] = np.where(depth[i] > 0, d, 0.0)
         c2w = true_c2w[i].copy()
         if i > 0 and (cfg.rigid_rot_deg > 0 or cfg.rigid_trans > 0):
             dT = np.eye(4)
-            dT[:3, :3] = Rotation.from_rotvec(np.radians(cfg.rigid_rot_deg) * _unit(rng)).as_matrix()
-            dT[:3, 3] = cfg.rigid_trans * scale * _unit(rng)
+            rot = cfg.rigid_rot_deg if cfg.rigid_rot_deg_min is None else extra.uniform(cfg.rigid_rot_deg_min, cfg.rigid_rot_deg)
+            tr = cfg.rigid_trans if cfg.rigid_trans_min is None else extra.uniform(cfg.rigid_trans_min, cfg.rigid_trans)
+            dT[:3, :3] = Rotation.from_rotvec(np.radians(rot) * _unit(rng)).as_matrix()
+            dT[:3, 3] = tr * scale * _unit(rng)
             c2w = c2w @ dT
         w2c[i] = np.linalg.inv(c2w)[:3]
     K = np.stack([c.K for c in cams])
@@ -308,7 +336,59 @@ def make_inconsistent(cfg: SyntheticConfig) -> SyntheticData:
                          for i in range(F)])
     gt = gt[np.all(np.isfinite(gt), axis=1)]
     gt, _ = voxel_downsample(gt, 0.002 * scale)
-    return SyntheticData(res, true_c2w, depth, gt, scale)
+    return SyntheticData(res, true_c2w, depth, gt, scale, tuple(sorted(bad)))
+
+
+def _bad_frame_indices(F: int, count: int, rng: np.random.Generator) -> set[int]:
+    """`count` distinct frames in 2..F−1 (frames 0 and 1 start the model; they stay good)."""
+    if count <= 0 or F < 3:
+        return set()
+    return {int(k) for k in rng.choice(np.arange(2, F), min(count, F - 2), replace=False)}
+
+
+def _harder_depth(d: np.ndarray, cfg: SyntheticConfig, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Per-frame scale and shift, then local bumps (the harder benchmark; no-op at the defaults)."""
+    H, W = d.shape
+    if cfg.frame_scale > 0 or cfg.depth_shift > 0:
+        d = d * (1.0 + rng.uniform(-cfg.frame_scale, cfg.frame_scale)) + scale * rng.uniform(-cfg.depth_shift, cfg.depth_shift)
+    if cfg.bumps > 0:
+        v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+        field = np.ones((H, W))
+        for _ in range(cfg.bumps):
+            cu, cv = rng.uniform(0, W), rng.uniform(0, H)
+            r = W * rng.uniform(0.04, 0.10)
+            field += rng.uniform(-cfg.bump_amp, cfg.bump_amp) * np.exp(-((u - cu) ** 2 + (v - cv) ** 2) / (2 * r * r))
+        d = d * field
+    return np.maximum(d, 1e-3 * scale)
+
+
+def _smooth_noise(H: int, W: int, rng: np.random.Generator) -> np.ndarray:
+    """Random smooth field [H, W] in [0, 1] (a bad frame's depth: plausible-looking, unrelated to the scene)."""
+    coarse = rng.uniform(0, 1, (5, 5))
+    v, u = np.mgrid[0:H, 0:W] / np.array([max(H - 1, 1), max(W - 1, 1)])[:, None, None] * 4
+    i, j = np.minimum(v.astype(int), 3), np.minimum(u.astype(int), 3)
+    fv, fu = v - i, u - j
+    return ((1 - fv) * (1 - fu) * coarse[i, j] + (1 - fv) * fu * coarse[i, j + 1]
+            + fv * (1 - fu) * coarse[i + 1, j] + fv * fu * coarse[i + 1, j + 1])
+
+
+def add_clutter(scene: SyntheticScene, cams: Sequence[Camera], count: int, rng: np.random.Generator,
+                min_clearance: float = 0.3) -> None:
+    """Add `count` small boxes 0.4–1.0 m in front of random path cameras (inside their view, at
+    least `min_clearance` from every camera centre): close occluders in front of a far background."""
+    centres = np.array([c.center for c in cams])
+    added, tries = 0, 0
+    while added < count and tries < 50 * count:
+        tries += 1
+        cam = cams[int(rng.integers(len(cams)))]
+        ray = np.array([rng.uniform(-0.35, 0.35), rng.uniform(-0.25, 0.25), 1.0])
+        centre = cam.c2w[:3, :3] @ (rng.uniform(0.4, 1.0) * ray / np.linalg.norm(ray)) + cam.center
+        half = rng.uniform(0.06, 0.15, 3)
+        box = Box(centre, _rot_y(rng.uniform(0, np.pi)), half, _texture(rng, 0.08))
+        if _distance_to(box, centres).min() < min_clearance:
+            continue
+        scene.primitives.append(box)
+        added += 1
 
 
 def _unit(rng: np.random.Generator) -> np.ndarray:

@@ -1,0 +1,136 @@
+"""Harder synthetic inconsistency benchmark for reconstruct.py (issue 15; table in BENCHMARKS.md).
+
+    python -m benchmarks.bench_reconstruct_hard                          # every case, full method
+    python -m benchmarks.bench_reconstruct_hard --variants full no_filter no_reject --out /tmp/hard.json
+
+Several scenes, each distorted beyond the first benchmark (benchmarks/bench_reconstruct.py): smooth
+scale drift and warps, an independent per-frame depth scale and shift, local bumps, camera errors of
+1–3° and 2–5 % of the median depth, a few frames of random depth that must be rejected, and
+close-range clutter in front of a far background on two cases. Per case and variant: F-score,
+precision, recall at τ = 1 % of the median depth (canonical.ply and naive fusion), camera RotErr /
+TransErr / ATE of the given and the refined cameras against the truth (bad frames left out), which
+bad frames were rejected, time and peak memory (ru_maxrss of this process, cumulative).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import tyro
+
+from configs.reconstruct import fast
+from worldstereo.align.pipeline import CAMERAS_FILE, run_reconstruct
+from worldstereo.bench.builders import SyntheticConfig, make_inconsistent
+from worldstereo.bench.scoring import naive_fusion, score
+from worldstereo.bench.writers import write_results_folder
+from worldstereo.cameras import load_trajectory
+from worldstereo.io.ply import read_ply
+from worldstereo.metrics.cameras import score_cameras
+
+Variant = Literal["full", "no_filter", "no_reject", "before"]
+
+# distortions shared by every case (the issue's list)
+_HARD = dict(scale_drift=0.10, warp_amp=0.03, frame_scale=0.05, depth_shift=0.03, bumps=3, bump_amp=0.06,
+             rigid_rot_deg=3.0, rigid_rot_deg_min=1.0, rigid_trans=0.05, rigid_trans_min=0.02, bad_frames=2)
+CASES: dict[str, dict] = {
+    "room1_orbit": dict(kind="room", seed=1, path="orbit"),
+    "objects2_left": dict(kind="objects", seed=2, path="left"),
+    "room3_clutter_sweep": dict(kind="room", seed=3, path="sweep", clutter=6),
+    "objects4_clutter_forward": dict(kind="objects", seed=4, path="forward", clutter=6),
+}
+
+
+@dataclass
+class Args:
+    frames: int = 24
+    """Frames per case."""
+    points: int = 8000
+    """Points per frame."""
+    width: int = 128
+    """Render width."""
+    height: int = 96
+    """Render height."""
+    cases: list[str] = field(default_factory=lambda: list(CASES))
+    """Which cases (names in CASES)."""
+    variants: list[Variant] = field(default_factory=lambda: ["full"])
+    """full; no_filter (support filter off); no_reject (rejection and filter off); before (also damping
+    towards zero: the method before issue 15)."""
+    out: Path | None = None
+    """Write the figures as JSON here too."""
+
+
+def _config(a: Args, variant: Variant):
+    cfg = fast()
+    cfg.preprocess.frames, cfg.preprocess.stride, cfg.preprocess.points_per_frame = a.frames, 1, a.points
+    if variant in ("no_filter", "no_reject", "before"):
+        cfg.icp.fuse = replace(cfg.icp.fuse, enabled=False)
+    if variant in ("no_reject", "before"):
+        cfg.icp.reject_inlier_frac = cfg.icp.reject_match_frac = 0.0
+    if variant == "before":
+        cfg.deform.damp_to_scale = False
+    return cfg
+
+
+def run_case(a: Args, name: str, variant: Variant, data) -> dict:
+    cfg = _config(a, variant)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_results_folder(tmp, data)
+        t = time.perf_counter()
+        out = run_reconstruct(Path(tmp), cfg.preprocess, cfg.icp, cfg.deform, cfg.global_opt, cfg.inverse,
+                              tensorboard=False)
+        seconds = time.perf_counter() - t
+        ply = read_ply(Path(tmp) / "align" / "canonical.ply")
+        refined = load_trajectory(Path(tmp) / "align" / CAMERAS_FILE).c2w()
+    rec = np.stack([ply["x"], ply["y"], ply["z"]], 1).astype(np.float64)
+    tau = 0.01 * data.scale
+    good = [k for k in range(len(data.true_c2w)) if k not in data.bad_frames]
+    naive = score(naive_fusion(data.results, a.points, cfg.icp.voxel * data.scale), data.gt_xyz, tau)
+    ours = score(rec, data.gt_xyz, tau)
+    cams_in = score_cameras(data.results.c2w()[good], data.true_c2w[good]).as_dict()
+    cams_ref = score_cameras(refined[good], data.true_c2w[good]).as_dict()
+    return {"case": name, "variant": variant, "naive": naive, "aligned": ours,
+            "fscore_ratio": ours["fscore"] / max(naive["fscore"], 1e-12),
+            "cameras_input": cams_in, "cameras_refined": cams_ref,
+            "bad_frames": list(data.bad_frames), "rejected": out.metrics.rejected_frames,
+            "fuse": None if out.metrics.fuse is None else vars(out.metrics.fuse),
+            "seconds": seconds, "seconds_icp": out.metrics.seconds["icp"],
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| case | variant | F naive | F ours | ratio | P ours | R ours | P naive | R naive | RotErr in → ref ° "
+            "| TransErr in → ref | ATE in → ref | bad / rejected | s |\n|" + "---|" * 14)
+    lines = [head]
+    for r in rows:
+        n, o, ci, cr = r["naive"], r["aligned"], r["cameras_input"], r["cameras_refined"]
+        lines.append(f"| {r['case']} | {r['variant']} | {n['fscore']:.3f} | {o['fscore']:.3f} | {r['fscore_ratio']:.2f}× "
+                     f"| {o['precision']:.3f} | {o['recall']:.3f} | {n['precision']:.3f} | {n['recall']:.3f} "
+                     f"| {ci['rot_err_deg']:.1f} → {cr['rot_err_deg']:.1f} | {ci['trans_err']:.3f} → {cr['trans_err']:.3f} "
+                     f"| {ci['ate']:.4f} → {cr['ate']:.4f} | {r['bad_frames']} / {r['rejected']} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(a: Args) -> list[dict]:
+    rows = []
+    for name in a.cases:
+        data = make_inconsistent(SyntheticConfig(frames=a.frames, width=a.width, height=a.height, **_HARD, **CASES[name]))
+        for v in a.variants:
+            rows.append(run_case(a, name, v, data))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    print(table(rows))
+    print(f"peak RSS {max(r['peak_rss_gb'] for r in rows):.2f} GB")
+    if a.out:
+        a.out.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args, args=sys.argv[1:]))

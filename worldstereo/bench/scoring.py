@@ -132,6 +132,8 @@ def method_cloud(method: Method, entry: ManifestEntry, results: Optional[FrameRe
         from worldstereo.io.ply import read_ply
 
         v = read_ply(p)  # the cache's generated points alone (step > 0): how right the invented parts are
+        if "step" not in v.dtype.names:
+            return None, "cache.ply has no step field"
         keep = v["step"] > 0
         return np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float64)[keep], "cache.ply points with step > 0"
     if method == "reconstruct":

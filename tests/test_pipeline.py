@@ -209,3 +209,23 @@ def test_export_transforms_matches_results(finished, tmp_path):
     ws = CameraJson(scene.root, "up", tmp_path / "up.json").main()
     back = load_trajectory(ws)
     assert np.allclose(back.c2w(), load_trajectory(scene.trajectory("up")).c2w())
+
+
+def test_world_ply_is_the_confident_cache_and_never_fills_observed_free_space(finished):
+    from worldstereo.cameras import Camera
+    from worldstereo.io.ply import read_ply
+    from worldstereo.memory.cache import WORLD_MIN_CONF, violates_free_space
+
+    scene, cfg, _ = finished
+    assert "world.ply" in scene.load().stages["export"].outputs
+    v = read_ply(scene.world_ply)  # re-read with the plain PLY reader
+    cache = PointCache.load(scene.cache_ply)
+    xyz = np.stack([v["x"], v["y"], v["z"]], 1)
+    assert 0 < len(xyz) < len(cache)
+    assert (v["conf"] >= WORLD_MIN_CONF).all()
+    assert (v["step"] > 0).any()  # some synthesised points were trusted
+    m = scene.load()
+    W, H = m.working_size
+    input_cam = Camera(np.asarray(m.K), np.eye(4), W, H)
+    depth0 = np.load(scene.input_depth)
+    assert not violates_free_space(xyz[v["step"] > 0], input_cam, depth0).any()

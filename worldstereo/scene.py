@@ -186,6 +186,11 @@ class SceneDir:
         """The 3D cache after the last merged trajectory (a copy of the newest cache/step_*.ply)."""
         return self.root / "cache.ply"
 
+    @property
+    def world_ply(self) -> Path:
+        """The cache's trusted points (confidence ≥ memory.cache.WORLD_MIN_CONF), written by export."""
+        return self.root / "world.ply"
+
     def cache_step(self, step: int) -> Path:
         """The cache as it stood after plan step `step` (0 = the input view): exact rollback points."""
         return self.root / "cache" / f"step_{step:02d}.ply"

@@ -10,8 +10,8 @@ from typing import Literal, Optional
 
 from worldstereo.scene import config_hash
 
-Method = Literal["pipeline", "reconstruct", "input_only", "naive_fusion"]
-METHODS: tuple[Method, ...] = ("pipeline", "reconstruct", "input_only", "naive_fusion")
+Method = Literal["pipeline", "world", "synthesised", "reconstruct", "input_only", "naive_fusion"]
+METHODS: tuple[Method, ...] = ("pipeline", "world", "synthesised", "reconstruct", "input_only", "naive_fusion")
 
 
 @dataclass

@@ -123,6 +123,19 @@ def method_cloud(method: Method, entry: ManifestEntry, results: Optional[FrameRe
     if method == "pipeline":
         p = scene.cache_ply
         return (read_cloud(p), "") if p.exists() else (None, failures.get("pipeline", f"{p.name} missing"))
+    if method in ("world", "synthesised"):
+        p = scene.world_ply if method == "world" else scene.cache_ply
+        if not p.exists():
+            return None, failures.get("pipeline", f"{p.name} missing")
+        if method == "world":
+            return read_cloud(p), ""
+        from worldstereo.io.ply import read_ply
+
+        v = read_ply(p)  # the cache's generated points alone (step > 0): how right the invented parts are
+        if "step" not in v.dtype.names:
+            return None, "cache.ply has no step field"
+        keep = v["step"] > 0
+        return np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float64)[keep], "cache.ply points with step > 0"
     if method == "reconstruct":
         p = scene.align_dir / "canonical.ply"
         return (read_cloud(p), "") if p.exists() else (None, failures.get("reconstruct", "align/canonical.ply missing"))

@@ -54,7 +54,7 @@ def write_scene(kind: str, seed: int, out: Path, cfg: ExportConfig = ExportConfi
     (paths relative to `out`; `worldstereo.bench.manifest` reads it back as a ManifestEntry).
 
     Layout:
-        input/image.png, input/depth.npy (float32 z-depth, metres, inf = nothing hit), input/K.json
+        input/image.png, input/depth.npy (float32 z-depth, metres, 0 = nothing hit), input/K.json
         gt/points.ply                    GT surface samples (x, y, z float32, red, green, blue uint8)
         gt/trajectories/<path>.json      the path cameras (worldstereo trajectory JSON)
         gt/frames/<path>.npz             exact frames in the results.npz schema (0 = nothing hit)
@@ -95,7 +95,7 @@ def _write_input_view(scene: SyntheticScene, cam: Camera, folder: Path) -> np.nd
     write_image(folder / "image.png", rgb)
     with atomic_path(folder / "depth.npy") as tmp:
         with open(tmp, "wb") as f:
-            np.save(f, depth)
+            np.save(f, np.where(np.isfinite(depth), depth, 0.0).astype(np.float32))  # 0 = unknown, as inputs require
     atomic_write_text(folder / "K.json", json.dumps({"K": cam.K.tolist(), "width": cam.width, "height": cam.height}))
     return depth
 

@@ -130,6 +130,22 @@ def violates_free_space(xyz: np.ndarray, cam: Camera, depth_m: np.ndarray, margi
     return out
 
 
+WORLD_MIN_CONF = 0.5
+"""world.ply keeps cache points with at least this confidence (chosen on the synthetic benchmark,
+BENCHMARKS.md): input points (1.0 and up) and plane hits (0.6) pass alone; interpolated (0.35) and
+extrapolated (0.1) guesses pass once later frames re-observed and fused them enough."""
+
+
+def world_points(cache: PointCache, min_conf: float = WORLD_MIN_CONF,
+                 observed: tuple[Camera, np.ndarray] | None = None) -> PointCache:
+    """The trusted part of the cache: confidence ≥ min_conf and, when the input view is given, never
+    in space that view saw empty (the input's own points are never removed by that test)."""
+    keep = cache.conf >= min_conf
+    if observed is not None:
+        keep &= (cache.step == 0) | ~violates_free_space(cache.xyz, *observed)
+    return cache.select(keep)
+
+
 def fuse_frame(cache: PointCache, rgb: np.ndarray, depth_m: np.ndarray, conf: np.ndarray, cam: Camera,
                render: PointRender, T: Sim3, step: int, frame: int, voxel: float, max_conf: float,
                agree_tol: float = 0.02, observed: tuple[Camera, np.ndarray] | None = None) -> PointCache:

@@ -380,7 +380,10 @@ def _alignment_summary(aligns: list, n_before: int, n_after: int) -> dict:
 
 
 def stage_export(scene: SceneDir, cfg: GenerationConfig, force: bool = False) -> None:
-    """exports/npz/results.npz: the input view (frame 0) and every generated frame, in plan order."""
+    """exports/npz/results.npz: the input view (frame 0) and every generated frame, in plan order;
+    world.ply: the cache's trusted points (memory.cache.world_points)."""
+    from worldstereo.memory.cache import world_points  # imported here: this helper's edits stay inside export
+
     timer = StageTimer("export")
     order = scene.load().trajectory_order
     key = config_hash("export", order)
@@ -392,8 +395,10 @@ def stage_export(scene: SceneDir, cfg: GenerationConfig, force: bool = False) ->
         res, index = _gather_frames(scene, order)
         save_results(scene.results_npz, res)
         atomic_write_text(scene.frames_json, json.dumps(index))
-        scene.record_stage("export", key, [scene.results_npz, scene.frames_json], timer.seconds, inputs=inputs,
-                           frames=len(res))
+        world = world_points(PointCache.load(scene.cache_ply), observed=_input_view(scene))
+        world.save(scene.world_ply)
+        scene.record_stage("export", key, [scene.results_npz, scene.frames_json, scene.world_ply], timer.seconds,
+                           inputs=inputs, frames=len(res), world_points=len(world))
     timer.done(str(scene.results_npz), f"{len(res)} frames")
 
 

@@ -70,7 +70,7 @@ def even_crop(traj: Trajectory) -> Trajectory:
 
 
 def task_trajectories(scene: SceneDir, splat_scale: float = 1.0) -> list[TaskTrajectory]:
-    """Every planned trajectory rendered from the input view's cache (cache/step_0.ply), as the
+    """Every planned trajectory rendered from the input view's cache (cache/step_00.ply), as the
     release's pre-processing renders every trajectory of a task from one initial cache."""
     cache = PointCache.load(scene.cache_step(0))
     out = []

@@ -30,7 +30,7 @@ from worldstereo.io.images import read_image, write_image
 from worldstereo.io.results import FrameResults, save_results
 from worldstereo.io.video import write_video
 from worldstereo.memory.bank import MemoryBank
-from worldstereo.memory.cache import PointCache, align_frame_to_cache, fuse_frame
+from worldstereo.memory.cache import PointCache, align_frame_to_cache, fuse_frame, world_points
 from worldstereo.memory.retrieval import retrieve
 from worldstereo.pipeline.config import (DIFFUSION_BACKENDS, GenerationConfig, custom_trajectory_name, is_panorama,
                                          pano_planner_config, trajectory_names)
@@ -382,7 +382,6 @@ def _alignment_summary(aligns: list, n_before: int, n_after: int) -> dict:
 def stage_export(scene: SceneDir, cfg: GenerationConfig, force: bool = False) -> None:
     """exports/npz/results.npz: the input view (frame 0) and every generated frame, in plan order;
     world.ply: the cache's trusted points (memory.cache.world_points)."""
-    from worldstereo.memory.cache import world_points  # imported here: this helper's edits stay inside export
 
     timer = StageTimer("export")
     order = scene.load().trajectory_order

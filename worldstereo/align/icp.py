@@ -516,7 +516,7 @@ def fit_hash_field(frame: FramePoints, state: FrameState, model: VoxelModel, mat
     mx, mrgb, mn, _ = model.arrays()
     R = torch.as_tensor(state.A[:3, :3], dtype=torch.float64)
     t = torch.as_tensor(state.A[:3, 3], dtype=torch.float64)
-    x = torch.as_tensor(frame.xyz)
+    x = torch.as_tensor(frame.xyz.copy())  # frame.xyz is read-only (cached grid weights depend on it)
     gdisp = torch.as_tensor(state.grid.displace(frame.xyz) if state.grid is not None else np.zeros_like(frame.xyz))
     xm = torch.as_tensor(matches.x)
     gm = torch.as_tensor(state.grid.displace(matches.x) if state.grid is not None and len(matches) else np.zeros_like(matches.x))

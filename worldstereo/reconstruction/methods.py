@@ -90,9 +90,9 @@ def neural_cloud(frames: Frames, depth: np.ndarray, cfg: ReconstructionConfig) -
     res = sequential_align(fps, icp, DeformConfig(), scale, pre.max_depth_jump)
     xyz, rgb, nrm, _ = res.model.arrays()
     cloud = PointCloud(xyz.astype(np.float64), np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8), nrm.astype(np.float64))
-    per = [p for p in res.per_frame if "p2plane_after" in p]
+    after = [p.p2plane_after for p in res.per_frame if np.isfinite(p.p2plane_after)]
     stats = {"frames_aligned": len(fps), "seconds": res.seconds,
-             "p2plane_median_after": float(np.nanmedian([p["p2plane_after"] for p in per])) if per else None}
+             "p2plane_median_after": float(np.median(after)) if after else None}
     return cloud, stats
 
 

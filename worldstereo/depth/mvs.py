@@ -217,23 +217,30 @@ def mvs_depth(ref: np.ndarray, K_ref: np.ndarray, c2w_ref: np.ndarray, srcs: lis
     return np.where(ok, depth, 0.0).astype(np.float32), conf
 
 
-def consistent(depths: np.ndarray, K: np.ndarray, c2w: np.ndarray, i: int, others: list[int],
-               rel_tol: float) -> np.ndarray:
-    """[H, W] bool: frame i's depth (of depths [N, H, W], 0 = none) reprojected into some frame of
-    `others` lands within rel_tol relative depth of that frame's own depth (nearest pixel)."""
-    H, W = depths.shape[1:]
-    pts = unproject_depth(depths[i], K[i], c2w[i]).reshape(-1, 3)
+def agreement_count(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, i: int, others: list[int],
+                    rel_tol: float) -> np.ndarray:
+    """[H, W] int: 1 (frame i itself) + the number of frames in `others` whose depth map (of depth
+    [N, H, W], 0 = none), at the nearest pixel to frame i's reprojected point, agrees within rel_tol
+    relative depth; 0 where frame i has no depth."""
+    H, W = depth.shape[1:]
+    pts = unproject_depth(depth[i], K[i], c2w[i]).reshape(-1, 3)
     has = np.isfinite(pts[:, 2])
-    ok = np.zeros(H * W, bool)
+    count = np.where(has, 1, 0)
     for j in others:
         uv, z = project_points(pts[has], K[j], invert_rigid(c2w[j]))
         u = np.rint(np.nan_to_num(uv[:, 0], nan=-1.0)).astype(np.int64)
         v = np.rint(np.nan_to_num(uv[:, 1], nan=-1.0)).astype(np.int64)
         inside = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (z > 0)
         dj = np.zeros(len(z))
-        dj[inside] = depths[j][v[inside], u[inside]]
-        ok[np.flatnonzero(has)[(dj > 0) & (np.abs(dj - z) <= rel_tol * z)]] = True
-    return ok.reshape(H, W)
+        dj[inside] = depth[j][v[inside], u[inside]]
+        count[np.flatnonzero(has)] += ((dj > 0) & (np.abs(dj - z) <= rel_tol * z)).astype(int)
+    return count.reshape(H, W)
+
+
+def consistent(depths: np.ndarray, K: np.ndarray, c2w: np.ndarray, i: int, others: list[int],
+               rel_tol: float) -> np.ndarray:
+    """[H, W] bool: frame i's depth reprojected into at least one frame of `others` agrees with it."""
+    return agreement_count(depths, K, c2w, i, others, rel_tol) >= 2
 
 
 def mvs_sequence(images: np.ndarray, K: np.ndarray, c2w: np.ndarray,

@@ -9,33 +9,14 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from worldstereo.depth.mvs import MVSConfig, mvs_sequence, neighbour_indices
-from worldstereo.geometry import invert_rigid, project_points, unproject_depth
+from worldstereo.depth.mvs import MVSConfig, agreement_count, mvs_sequence, neighbour_indices
+from worldstereo.geometry import project_points, unproject_depth
 from worldstereo.reconstruction.types import Frames, Mesh, PointCloud
 
 TRUNCATION_VOXELS = 4.0  # TSDF truncation band, in voxels
 
 
 # --------------------------------------------------------------------------- depth
-
-
-def agreement_count(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, i: int, others: list[int],
-                    rel_tol: float) -> np.ndarray:
-    """[H, W] int: 1 (frame i itself) + the number of frames in `others` whose depth map, at the
-    nearest pixel to frame i's reprojected point, agrees within rel_tol relative depth."""
-    H, W = depth.shape[1:]
-    pts = unproject_depth(depth[i], K[i], c2w[i]).reshape(-1, 3)
-    has = np.isfinite(pts[:, 2])
-    count = np.where(has, 1, 0)
-    for j in others:
-        uv, z = project_points(pts[has], K[j], invert_rigid(c2w[j]))
-        u = np.rint(np.nan_to_num(uv[:, 0], nan=-1.0)).astype(np.int64)
-        v = np.rint(np.nan_to_num(uv[:, 1], nan=-1.0)).astype(np.int64)
-        inside = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (z > 0)
-        dj = np.zeros(len(z))
-        dj[inside] = depth[j][v[inside], u[inside]]
-        count[np.flatnonzero(has)] += ((dj > 0) & (np.abs(dj - z) <= rel_tol * z)).astype(int)
-    return count.reshape(H, W)
 
 
 def filter_by_views(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, groups: list[np.ndarray],

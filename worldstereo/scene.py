@@ -281,11 +281,12 @@ class SceneDir:
 
     def require_current(self, stage: str, what: Path) -> StageRecord:
         """The record of `stage`, whose outputs a consumer is about to read; stale → one-line InputError."""
-        st = self.status(stage)
+        stages = self.load().stages if self.exists() else {}
+        st = _status(self.root, stages, stage, None, {})
         if not st.current:
             word = "has not run" if st.state == "missing" else f"is {st.state}"
             raise InputError(what, f"{stage} {word} ({st.reason}): refresh it with `{refresh_command(self, stage)}`")
-        return self.load().stages[stage]
+        return stages[stage]
 
     def record_stage(self, stage: str, key: str, outputs: list[str | Path], seconds: float,
                      inputs: dict[str, str] | None = None, **info: Any) -> StageRecord:

@@ -642,19 +642,19 @@ def stage_inputs(scene: SceneDir, cfg: TrainerConfig) -> tuple[list, dict[str, s
     return files, runs
 
 
-def stage_hash(scene: SceneDir, mode: Mode, cfg: TrainerConfig) -> str:
-    """Config (minus output-only fields) + the content of outside input files."""
+def stage_hash(mode: Mode, cfg: TrainerConfig, files: list) -> str:
+    """Config (minus output-only fields) + the content of outside input files (stage_inputs)."""
     d = asdict(cfg)
     d.pop("output")
-    return config_hash(d, mode, stage_inputs(scene, cfg)[0])
+    return config_hash(d, mode, files)
 
 
 def run_stage(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: bool = False, force: bool = False) -> TrainResult | None:
     """Train `mode` unless scene.json says it is done with this config; record the stage. None when skipped."""
     if not scene.results_npz.exists():
         raise InputError(scene.results_npz, "no results.npz: run run_pipeline.py (or reconstruct.py --input-video) first")
-    chash = stage_hash(scene, mode, cfg)
-    _, inputs = stage_inputs(scene, cfg)
+    files, inputs = stage_inputs(scene, cfg)  # once: it reads whole files to hash them
+    chash = stage_hash(mode, cfg, files)
     if not force and not resume and scene.is_current(stage_name(mode), chash):
         return None
     with scene.lock():

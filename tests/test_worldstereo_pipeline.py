@@ -5,6 +5,7 @@ trajectories."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -23,7 +24,7 @@ from test_worldstereo_model import (INNER, base_layout, no_network, random_check
                                     tiny_text_encoder, write_variant)
 
 from configs.pipeline import RunPipeline  # noqa: E402
-from worldstereo.cameras import load_trajectory, to_worldstereo_camera_json  # noqa: E402
+from worldstereo.cameras import PlannerConfig, load_trajectory, to_worldstereo_camera_json  # noqa: E402
 from worldstereo.errors import InputError  # noqa: E402
 from worldstereo.io.images import read_image  # noqa: E402
 from worldstereo.io.results import load_results  # noqa: E402
@@ -236,11 +237,18 @@ def test_diffusion_backend_plans_21_frames_and_refuses_other_counts_and_orbit(ti
     cfg = with_backend_defaults(gen)
     assert cfg.plan.planner.frames == 21 and cfg.plan.order == ("up", "right", "left")
     validate(cfg)
-    bad = parse_with_saved_config(RunPipeline, [*_model_args(weights, base), "--frames", "17"], require_scene=False).gen
-    with pytest.raises(InputError) as e:
+    bad = dataclasses.replace(cfg, plan=dataclasses.replace(cfg.plan, planner=PlannerConfig(frames=17)))
+    with pytest.raises(InputError) as e:  # a config from Python, checked by validate
         validate(with_backend_defaults(bad))
     assert _one_line(e.value) == ("--frames 17: worldstereo-memory-dmd makes 21 frames per trajectory "
                                   "(leave --frames out or give 21)")
+    for frames in ("17", "25"):  # from the command line, 25 included (the geometric default given explicitly)
+        with pytest.raises(InputError) as e:
+            parse_with_saved_config(RunPipeline, [*_model_args(weights, base), "--frames", frames], require_scene=False)
+        assert _one_line(e.value) == (f"--frames {frames}: worldstereo-memory-dmd makes 21 frames per trajectory "
+                                      "(leave --frames out or give 21)")
+    assert parse_with_saved_config(RunPipeline, [*_model_args(weights, base), "--frames=21"],
+                                   require_scene=False).gen.plan.planner.frames == 21
     bad = parse_with_saved_config(RunPipeline, [*_model_args(weights, base), "--order", "orbit", "up"],
                                   require_scene=False).gen
     with pytest.raises(InputError) as e:
@@ -332,7 +340,6 @@ def test_kitchen_trajectories_as_custom_ones_are_named_after_their_folder(tmp_pa
 @pytest.fixture(scope="module")
 def planned_box(tmp_path_factory):
     """A 96×72 box scene planned with one 21-frame `up` trajectory (geometric config)."""
-    from worldstereo.cameras import PlannerConfig
     from worldstereo.pipeline.config import InputConfig, PlanConfig
 
     tmp = tmp_path_factory.mktemp("box")

@@ -59,7 +59,21 @@ def parse_with_saved_config(cls: type[T], argv: list[str] | None = None, require
                             else f.default_factory())  # type: ignore[misc]
                      for name, f in fields.items() if f.init and (f.default is not dataclasses.MISSING
                                                                   or f.default_factory is not dataclasses.MISSING)})
-    return tyro.cli(cls, args=argv, default=default, config=(tyro.conf.OmitArgPrefixes,))
+    args = tyro.cli(cls, args=argv, default=default, config=(tyro.conf.OmitArgPrefixes,))
+    _check_explicit_frames(getattr(args, "gen", None), argv)
+    return args
+
+
+def _check_explicit_frames(gen: GenerationConfig | None, argv: list[str]) -> None:
+    """An explicit --frames other than a diffusion backend's count is refused, even when it equals the
+    geometric default (which `with_backend_defaults` cannot tell from an absent flag)."""
+    from worldstereo.pipeline.config import DIFFUSION_BACKENDS, DIFFUSION_FRAMES
+
+    if gen is None or gen.generator.backend not in DIFFUSION_BACKENDS or not _given(argv, "--frames"):
+        return
+    if gen.plan.planner.frames != DIFFUSION_FRAMES:
+        raise InputError(None, f"--frames {gen.plan.planner.frames}: {gen.generator.backend} makes {DIFFUSION_FRAMES} "
+                               f"frames per trajectory (leave --frames out or give {DIFFUSION_FRAMES})")
 
 
 def _given(argv: list[str], flag: str) -> bool:

@@ -118,7 +118,17 @@ class PlanConfig:
 @dataclass
 class FrameDepthConfig:
     """Depth of frames from a pixel-only backend (WorldStereo models, imported videos), made by
-    update_cache: plane-sweep stereo along the planned cameras, then a robust Sim(3) onto the cache."""
+    update_cache: plane-sweep stereo along the planned cameras or a local depth model, then a robust
+    Sim(3) onto the cache."""
+
+    frame_depth_source: Literal["mvs", "model"] = "mvs"
+    """mvs: plane-sweep stereo along the planned cameras (metric by construction, no weights).
+    model: a local depth model per frame (--frame-depth-model, else the input's --depth-model, read
+    as --depth-model-output says), each frame's output fitted to the cache render at its camera
+    (robust scale and shift, in inverse depth for disparity models; depth/anchor.py); a frame that
+    sees too little of the cache cannot be made metric and is rejected."""
+    frame_depth_model: Optional[Path] = None
+    """Local depth model folder for --frame-depth-source model (default: the input's --depth-model)."""
 
     stereo_planes: int = MVSConfig.planes
     """Depth planes of the plane sweep (uniform in inverse depth over the triangulated range)."""
@@ -233,6 +243,29 @@ def validate(cfg: GenerationConfig) -> None:
         raise InputError(None, f"--fps must be at least 1, got {cfg.generator.fps}")
     if cfg.generator.backend in DIFFUSION_BACKENDS:
         _validate_diffusion(cfg)
+    _validate_frame_depth(cfg)
+
+
+def frame_depth_model_dir(cfg: GenerationConfig) -> Optional[Path]:
+    """The depth model folder update_cache runs on pixel-only frames (None: stereo)."""
+    fd = cfg.generator.frame_depth
+    if fd.frame_depth_source != "model":
+        return None
+    return fd.frame_depth_model or cfg.input.depth_model
+
+
+def _validate_frame_depth(cfg: GenerationConfig) -> None:
+    fd = cfg.generator.frame_depth
+    if fd.frame_depth_source != "model":
+        if fd.frame_depth_model is not None:
+            raise InputError(fd.frame_depth_model, "--frame-depth-model is used with --frame-depth-source model")
+        return
+    model_dir = frame_depth_model_dir(cfg)
+    if model_dir is None:
+        raise InputError(None, "--frame-depth-source model needs --frame-depth-model DIR (or the input's "
+                               "--depth-model DIR): a local depth model folder")
+    if not Path(model_dir).expanduser().is_dir():
+        raise InputError(model_dir, "depth model folder not found")
 
 
 def _validate_panorama(inp: InputConfig) -> None:
@@ -345,5 +378,8 @@ def with_absolute_paths(cfg: GenerationConfig) -> GenerationConfig:
     gen = dataclasses.replace(cfg.generator, weights=absolute(cfg.generator.weights),
                               base_model=absolute(cfg.generator.base_model),
                               prompt_file=absolute(cfg.generator.prompt_file),
-                              prompt_embeds=absolute(cfg.generator.prompt_embeds))
+                              prompt_embeds=absolute(cfg.generator.prompt_embeds),
+                              frame_depth=dataclasses.replace(
+                                  cfg.generator.frame_depth,
+                                  frame_depth_model=absolute(cfg.generator.frame_depth.frame_depth_model)))
     return dataclasses.replace(cfg, input=inp, plan=plan, generator=gen)

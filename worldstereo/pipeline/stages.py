@@ -21,6 +21,7 @@ import numpy as np
 from worldstereo.cameras import (Camera, Trajectory, is_release_camera_json, load_trajectory, plan_trajectory,
                                 relative_to_first, save_trajectory, scale_intrinsics)
 from worldstereo.console import StageTimer, progress
+from worldstereo.depth.anchor import anchor_depth
 from worldstereo.errors import InputError
 from worldstereo.generate.base import GenerationRequest
 from worldstereo.generate.registry import make_generator
@@ -32,7 +33,8 @@ from worldstereo.io.video import write_video
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.memory.cache import PointCache, align_frame_to_cache, fuse_frame, world_points
 from worldstereo.memory.retrieval import retrieve
-from worldstereo.pipeline.config import (DIFFUSION_BACKENDS, GenerationConfig, custom_trajectory_name, is_panorama,
+from worldstereo.pipeline.config import (DIFFUSION_BACKENDS, GenerationConfig, custom_trajectory_name,
+                                         frame_depth_model_dir, is_panorama,
                                          pano_planner_config, trajectory_names)
 from worldstereo.pipeline.prepare import InputView, load_input_view, write_prepared
 from worldstereo.pipeline.prepare_pano import PanoramaView, load_panorama_input, write_prepared_panorama
@@ -65,7 +67,9 @@ def generate_key(cfg: GenerationConfig, name: str) -> str:
 
 
 def update_key(cfg: GenerationConfig, name: str) -> str:
-    return config_hash("update_cache", name, cfg.cache, cfg.memory.keyframes, cfg.generator.frame_depth)
+    model = frame_depth_model_dir(cfg)
+    depth_model = () if model is None else (str(model), cfg.input.depth_model_output)
+    return config_hash("update_cache", name, cfg.cache, cfg.memory.keyframes, cfg.generator.frame_depth, *depth_model)
 
 
 def _step_of(scene: SceneDir, name: str) -> int:
@@ -317,51 +321,70 @@ def stage_update_cache(scene: SceneDir, cfg: GenerationConfig, name: str, force:
 
 def _merge_frames(scene: SceneDir, cfg: GenerationConfig, name: str, traj: Trajectory, cache: PointCache, step: int):
     """Align and fuse every frame of one trajectory into the cache, in frame order. Frames of a
-    pixel-only backend get stereo depth first (`_frame_depth`) and may be rejected (`_rejected`)."""
+    pixel-only backend get depth first (`_frame_depth`: stereo, or a depth model made metric against
+    the cache render here) and may be rejected (`_rejected`)."""
     frames_dir = scene.frames(name)
     rgbs = [read_image(SceneDir.frame_png(frames_dir, j)) for j in range(len(traj))]
-    depth, conf, estimated = _frame_depth(scene, cfg, name, traj, rgbs)
+    depth, conf, source = _frame_depth(scene, cfg, name, traj, rgbs)
     observed = _input_view(scene)
     voxel = scene.load().voxel_m
-    aligns, rejected = [], []
+    aligns, rejected, anchors = [], [], []
     for j, cam in enumerate(progress(traj.cameras, f"{name}: update cache")):
         render = cache.render(cam)
+        if source == "model":
+            depth[j], fit = anchor_depth(depth[j], cfg.input.depth_model_output, render.depth, ~render.hole,
+                                         cfg.cache.min_overlap_px)
+            conf[j] = (depth[j] > 0).astype(np.float32)
+            anchors.append(None if fit is None else dataclasses.asdict(fit))
         T, rec = align_frame_to_cache(depth[j], cam, render, j, cfg.cache.min_overlap_px, cfg.cache.max_pairs)
         aligns.append(rec)
-        if estimated and _rejected(depth[j], rec, cfg):
+        if source is not None and _rejected(depth[j], rec, cfg, metric=source == "mvs"):
             rejected.append(j)
             continue
         cache = fuse_frame(cache, rgbs[j], depth[j], conf[j], cam, render, T, step, j, voxel, cfg.cache.max_conf,
                            observed=observed)
-    extra = {"depth_source": "mvs", "rejected_frames": rejected} if estimated else {}
+    if source is None:
+        return cache, aligns, rgbs, depth, {}
+    with atomic_dir(scene.frame_depth(name)) as tmp:
+        np.save(tmp / "depth.npy", depth.astype(np.float32))
+        np.save(tmp / "conf.npy", conf.astype(np.float32))
+    extra = {"depth_source": source, "rejected_frames": rejected}
+    if source == "model":
+        extra |= {"depth_model": str(frame_depth_model_dir(cfg)), "anchor_fits": anchors}
     return cache, aligns, rgbs, depth, extra
 
 
 def _frame_depth(scene: SceneDir, cfg: GenerationConfig, name: str, traj: Trajectory,
-                 rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Depth and confidence [N, H, W] of a trajectory's frames: the generator's, or (pixel-only
-    backends) plane-sweep stereo along the planned cameras, written to frame_depth/<name>/."""
+                 rgbs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Depth and confidence [N, H, W] of a trajectory's frames and where they came from: the
+    generator's (None); plane-sweep stereo along the planned cameras ("mvs", metric); or a local
+    depth model's raw output ("model", made metric per frame by `_merge_frames`)."""
     frames_dir = scene.frames(name)
     if (frames_dir / "depth.npy").exists():
-        return np.load(frames_dir / "depth.npy"), np.load(frames_dir / "conf.npy"), False
+        return np.load(frames_dir / "depth.npy"), np.load(frames_dir / "conf.npy"), None
+    model_dir = frame_depth_model_dir(cfg)
+    if model_dir is not None:
+        from worldstereo.depth.model import DepthModel
+
+        model = DepthModel(model_dir)
+        raw = np.stack([model.raw(rgb) for rgb in progress(rgbs, f"{name}: depth model")]).astype(np.float32)
+        return raw, np.ones_like(raw), "model"
     from worldstereo.depth.mvs import mvs_sequence
 
     depth, conf = mvs_sequence(np.stack(rgbs), traj.K(), traj.c2w(), cfg.generator.frame_depth.mvs())
-    with atomic_dir(scene.frame_depth(name)) as tmp:
-        np.save(tmp / "depth.npy", depth.astype(np.float32))
-        np.save(tmp / "conf.npy", conf.astype(np.float32))
-    return depth, conf, True
+    return depth, conf, "mvs"
 
 
-def _rejected(depth_m: np.ndarray, rec, cfg: GenerationConfig) -> bool:
+def _rejected(depth_m: np.ndarray, rec, cfg: GenerationConfig, metric: bool) -> bool:
     """An estimated frame too sparse, or aligned with a residual or inlier ratio out of bounds.
-    A frame with too little cache overlap to align keeps the planned cameras' scale (stereo is metric)."""
+    A frame with too little cache overlap to align keeps the planned cameras' scale if its depth is
+    metric (stereo); a model's frame then has no scale and was already emptied by anchor_depth."""
     fd = cfg.generator.frame_depth
     valid = depth_m[np.isfinite(depth_m) & (depth_m > 0)]
     if len(valid) < fd.min_valid_px:
         return True
     if not np.isfinite(rec.rmse_after):
-        return False
+        return not metric
     return rec.rmse_after > fd.max_rel_rmse * float(np.median(valid)) or rec.inlier_ratio < fd.min_inlier_ratio
 
 

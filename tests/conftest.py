@@ -30,6 +30,25 @@ def textured_box_scene(width: int = 96, height: int = 72, seed: int = 0) -> tupl
     return rgb, depth, K
 
 
+def plan_box_scene(tmp: Path, frames: int = 21):
+    """The textured box scene written to tmp (p.png, d.npy) and planned into tmp/scene with one
+    `up` trajectory of `frames` frames (geometric config); returns that GenerationConfig."""
+    import cv2
+
+    from worldstereo.cameras import PlannerConfig
+    from worldstereo.pipeline.config import GenerationConfig, InputConfig, PlanConfig
+    from worldstereo.pipeline.driver import open_scene, run_pipeline
+
+    rgb, depth, K = textured_box_scene()
+    cv2.imwrite(str(tmp / "p.png"), rgb[..., ::-1])
+    np.save(tmp / "d.npy", depth)
+    cfg = GenerationConfig(input=InputConfig(image=tmp / "p.png", depth=tmp / "d.npy",
+                                             intrinsics=(K[0, 0], K[1, 1], K[0, 2], K[1, 2]), long_side=96),
+                           plan=PlanConfig(order=("up",), planner=PlannerConfig(frames=frames)))
+    run_pipeline(open_scene(tmp / "scene", create=True), cfg, until="plan")
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """One intra-op thread: on a shared 2-core machine, OpenMP barriers of 2 threads stall for

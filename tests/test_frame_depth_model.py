@@ -9,15 +9,14 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from conftest import textured_box_scene
+from conftest import plan_box_scene
 
-from worldstereo.cameras import PlannerConfig, load_trajectory
+from worldstereo.cameras import load_trajectory
 from worldstereo.depth.anchor import anchor_depth, robust_affine
 from worldstereo.errors import InputError
 from worldstereo.io.video import write_video
 from worldstereo.memory.cache import PointCache
-from worldstereo.pipeline.config import FrameDepthConfig, GenerationConfig, InputConfig, PlanConfig, validate
-from worldstereo.pipeline.driver import open_scene, run_pipeline
+from worldstereo.pipeline.config import FrameDepthConfig, GenerationConfig, validate
 from worldstereo.scene import SceneDir
 
 
@@ -65,13 +64,7 @@ def test_robust_affine_is_exact_on_clean_data():
 def planned_box(tmp_path_factory):
     """A 96×72 textured box scene planned with one 21-frame `up` trajectory."""
     tmp = tmp_path_factory.mktemp("fdm")
-    rgb, depth, K = textured_box_scene()
-    cv2.imwrite(str(tmp / "p.png"), rgb[..., ::-1])
-    np.save(tmp / "d.npy", depth)
-    cfg = GenerationConfig(input=InputConfig(image=tmp / "p.png", depth=tmp / "d.npy",
-                                             intrinsics=(K[0, 0], K[1, 1], K[0, 2], K[1, 2]), long_side=96),
-                           plan=PlanConfig(order=("up",), planner=PlannerConfig(frames=21)))
-    run_pipeline(open_scene(tmp / "scene", create=True), cfg, until="plan")
+    cfg = plan_box_scene(tmp)
     scene = SceneDir(tmp / "scene")
     traj = load_trajectory(scene.trajectory("up"))
     cache = PointCache.load(scene.cache_step(0))

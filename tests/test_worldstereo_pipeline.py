@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="the worldstereo backend needs the `diffusion` extra")
 
-from conftest import REPO, textured_box_scene  # noqa: E402
+from conftest import REPO, plan_box_scene, textured_box_scene  # noqa: E402
 from test_worldstereo_model import (INNER, base_layout, no_network, random_checkpoint,  # noqa: E402
                                     release_branch_layout, release_config, tiny_base, tiny_image_encoder,
                                     tiny_text_encoder, write_variant)
@@ -340,17 +340,8 @@ def test_kitchen_trajectories_as_custom_ones_are_named_after_their_folder(tmp_pa
 @pytest.fixture(scope="module")
 def planned_box(tmp_path_factory):
     """A 96×72 box scene planned with one 21-frame `up` trajectory (geometric config)."""
-    from worldstereo.pipeline.config import InputConfig, PlanConfig
-
     tmp = tmp_path_factory.mktemp("box")
-    rgb, depth, K = textured_box_scene()
-    cv2.imwrite(str(tmp / "p.png"), rgb[..., ::-1])
-    np.save(tmp / "d.npy", depth)
-    cfg = GenerationConfig(input=InputConfig(image=tmp / "p.png", depth=tmp / "d.npy",
-                                             intrinsics=(K[0, 0], K[1, 1], K[0, 2], K[1, 2]), long_side=96),
-                           plan=PlanConfig(order=("up",), planner=PlannerConfig(frames=21)))
-    run_pipeline(open_scene(tmp / "scene", create=True), cfg, until="plan")
-    return tmp, cfg
+    return tmp, plan_box_scene(tmp)
 
 
 def _import_and_update(planned_box, frames: np.ndarray, name: str) -> tuple[SceneDir, dict]:

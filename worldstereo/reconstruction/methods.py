@@ -85,7 +85,7 @@ def neural_cloud(frames: Frames, depth: np.ndarray, cfg: ReconstructionConfig) -
     fps = [frame_points(r, i, pre) for i in range(len(r)) if (depth[i] > 0).sum() >= 100]
     if len(fps) < 1:
         raise InputError(None, "neural: no frame has 100 reliable depth pixels to align")
-    icp = ICPConfig(max_iters=max(ICPConfig.min_iters, min(cfg.neural_iterations, ICPConfig.max_iters)))
+    icp = ICPConfig()
     scale = float(np.median(fps[0].xyz[:, 2]))
     res = sequential_align(fps, icp, DeformConfig(), scale, pre.max_depth_jump)
     xyz, rgb, nrm, _ = res.model.arrays()
@@ -94,6 +94,20 @@ def neural_cloud(frames: Frames, depth: np.ndarray, cfg: ReconstructionConfig) -
     stats = {"frames_aligned": len(fps), "seconds": res.seconds,
              "p2plane_median_after": float(np.median(after)) if after else None}
     return cloud, stats
+
+
+def fitted_depth(frames: Frames, depth: np.ndarray, aligned: PointCloud, cfg: ReconstructionConfig
+                 ) -> tuple[np.ndarray, dict]:
+    """Depth [N, H, W] rendered from 2DGS discs fitted (neural.py) to the frames, seeded at the
+    aligned cloud; the figures of the fit."""
+    from worldstereo.reconstruction.neural import FitConfig, fit_gaussians, rendered_depths
+
+    fit = fit_gaussians(frames, depth, aligned, FitConfig(iterations=cfg.neural_iterations,
+                                                          batch_pixels=cfg.neural_batch_size))
+    rendered = rendered_depths(fit.model, frames)
+    if not (rendered > 0).any():
+        raise InputError(None, "neural: the fitted Gaussians render no opaque pixel (try more neural_iterations)")
+    return rendered, fit.summary()
 
 
 def cloud_mesh(cloud: PointCloud, cells: int) -> tuple[Mesh, float]:
@@ -114,7 +128,11 @@ def surface(frames: Frames, depth: np.ndarray, cfg: ReconstructionConfig) -> tup
         return mesh, dense, voxel, info
     aligned, info["alignment"] = neural_cloud(frames, depth, cfg)
     if cfg.method == "neural":
-        mesh, voxel = cloud_mesh(aligned, grid_cells(frames, depth, dense, cfg))
+        if cfg.neural_iterations == 0:  # no Gaussian fit: the signed distance of the aligned cloud
+            mesh, voxel = cloud_mesh(aligned, grid_cells(frames, depth, dense, cfg))
+            return mesh, aligned, voxel, info
+        fitted, info["gaussian_fit"] = fitted_depth(frames, depth, aligned, cfg)
+        mesh, voxel = tsdf_mesh(frames, fitted, fusion.depth_cloud(frames, fitted), cfg)
         return mesh, aligned, voxel, info
     mesh, voxel = tsdf_mesh(frames, depth, dense, cfg)  # hybrid: MVS surface, neural cloud checked against it
     kept = fusion.keep_near_surface(aligned, mesh, 2.0 * voxel)

@@ -34,9 +34,14 @@ def load_frames(video_path: str | Path, trajectory: Trajectory | str | Path | No
     return frames_from_video(video_path, trajectory, cfg.resolution, cfg.max_frames)
 
 
-def frame_depth(frames: Frames, cfg: ReconstructionConfig, source: Path) -> np.ndarray:
-    """Depth [N, H, W] to fuse: MVS (filled from a scene's own depth where MVS has none) or the
-    scene's depth; then, if asked, only pixels agreeing over mvs_min_views views."""
+def frame_depth(frames: Frames, cfg: ReconstructionConfig, source: Path) -> tuple[np.ndarray, dict]:
+    """Depth [N, H, W] to fuse: MVS (filled from a scene's own depth where MVS has none, that depth
+    first refined with the scene's cache and memory bank) or the scene's depth as is; then, if
+    asked, only pixels agreeing over mvs_min_views views. Also the memory refinement's report."""
+    from worldstereo.reconstruction.memory_depth import refine_with_memory
+
+    report: dict = {"used": False, "reason": "depth_estimation=False" if not cfg.depth_estimation
+                    else "not a scene folder"}
     if not cfg.depth_estimation:
         if frames.depth_m is None:
             raise InputError(source, "a video carries no depth: set depth_estimation=True (MVS) or pass a scene folder")
@@ -44,14 +49,15 @@ def frame_depth(frames: Frames, cfg: ReconstructionConfig, source: Path) -> np.n
     else:
         depth, _ = fusion.mvs_depths(frames, cfg.mvs_planes, cfg.mvs_neighbours, cfg.mvs_depth_range)
         if frames.depth_m is not None:
-            depth = np.where(depth > 0, depth, frames.depth_m).astype(np.float32)
+            own, report = refine_with_memory(frames, frames.depth_m, source)
+            depth = np.where(depth > 0, depth, own).astype(np.float32)
     if cfg.mvs_geometric_consistency and cfg.mvs_min_views > 1:
         depth = fusion.filter_by_views(depth, frames.K, frames.c2w, fusion.sweep_groups(frames),
                                        cfg.mvs_neighbours, cfg.mvs_min_views, cfg.consistency_tolerance)
     if not (depth > 0).any():
         raise InputError(source, "no reliable depth in any frame (too little texture or camera baseline; "
                                  "try mvs_depth_range, fewer mvs_min_views or more frames)")
-    return depth
+    return depth, report
 
 
 def grid_cells(frames: Frames, depth: np.ndarray, cloud: PointCloud, cfg: ReconstructionConfig) -> int:
@@ -176,7 +182,7 @@ def reconstruct_scene(video_path: str | Path, camera_trajectory: Trajectory | st
     frames = load_frames(video_path, camera_trajectory, cfg, panoramic_input)
     times["load"] = time.perf_counter() - t
     t = time.perf_counter()
-    depth = frame_depth(frames, cfg, Path(video_path))
+    depth, memory_report = frame_depth(frames, cfg, Path(video_path))
     times["depth"] = time.perf_counter() - t
     t = time.perf_counter()
     mesh, cloud, voxel, info = surface(frames, depth, cfg)
@@ -201,7 +207,7 @@ def reconstruct_scene(video_path: str | Path, camera_trajectory: Trajectory | st
     times["total"] = sum(times.values())
     meta = {"config": cfg.to_dict(), "method": cfg.method, "timings": times, "quality_metrics": metrics,
             "voxel_size": voxel, "frames": len(frames.images), "working_size": list(frames.images.shape[2:0:-1]),
-            "source": str(video_path), **info}
+            "source": str(video_path), "memory_depth": memory_report, **info}
     scene = ReconstructedScene(mesh, cloud, textures, list(frames.cameras), meta, frames)
     out = output_path if output_path is not None else (Path(video_path) / "reconstruction"
                                                       if Path(video_path).is_dir() else None)

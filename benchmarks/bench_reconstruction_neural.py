@@ -1,4 +1,4 @@
-"""Chamfer of reconstruct_scene's `neural` method with and without the Gaussian fit (and of `mvs`)
+"""Chamfer of reconstruct_scene's `neural` and `hybrid` methods with and without the Gaussian fit (and of `mvs`)
 on the analytic box room of tests/box_room.py (known walls), from an H.264 video + its trajectory.
 
     PYTHONPATH=. python benchmarks/bench_reconstruction_neural.py --frames 10 --width 96 --iterations 300
@@ -51,7 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         gt = write_inputs(Path(tmp), n=a.frames, width=a.width, height=height, f=70.0 * a.width / 96)
         pts = true_points(gt, a.width, height)
-        runs = [("mvs", 0), ("neural", 0), ("neural", a.iterations)]
+        runs = [("mvs", 0), ("neural", 0), ("neural", a.iterations), ("hybrid", 0), ("hybrid", a.iterations)]
         print("| method | Gaussian fit steps (cap) | stopped | accuracy cm | completeness cm | Chamfer cm | vertices | seconds |")
         print("|---|---|---|---|---|---|---|---|")
         for method, iters in runs:

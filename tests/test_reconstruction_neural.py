@@ -85,3 +85,13 @@ def test_neural_with_fit_on_the_room_video(tmp_path):
     assert fit["steps"] <= 100 and fit["pixels_per_step"] == np.prod(crop_size(96, 72, 4000))
     assert len(s.mesh.faces) > 200
     assert box_distance(s.mesh.vertices).mean() < 0.02
+
+
+def test_hybrid_checks_the_rendered_depth_with_mvs():
+    from worldstereo.reconstruction.methods import checked_depth
+
+    mvs = np.array([[[2.0, 2.0, 0.0, 3.0]]], np.float32)
+    model = np.array([[[2.02, 2.5, 4.0, 0.0]]], np.float32)
+    out, rep = checked_depth(model, mvs, 0.02)
+    np.testing.assert_allclose(out, [[[2.02, 2.0, 4.0, 3.0]]])  # agree → model; disagree → MVS; MVS hole → model
+    assert rep == {"agree_with_mvs": pytest.approx(1 / 3), "mvs_kept": pytest.approx(2 / 3), "filled_by_model_px": 1}

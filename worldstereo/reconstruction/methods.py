@@ -140,10 +140,26 @@ def surface(frames: Frames, depth: np.ndarray, cfg: ReconstructionConfig) -> tup
         fitted, info["gaussian_fit"] = fitted_depth(frames, depth, aligned, cfg)
         mesh, voxel = tsdf_mesh(frames, fitted, fusion.depth_cloud(frames, fitted), cfg)
         return mesh, aligned, voxel, info
-    mesh, voxel = tsdf_mesh(frames, depth, dense, cfg)  # hybrid: MVS surface, neural cloud checked against it
+    mesh, voxel = tsdf_mesh(frames, depth, dense, cfg)  # hybrid: the neural cloud checked against the MVS surface
     kept = fusion.keep_near_surface(aligned, mesh, 2.0 * voxel)
     info["hybrid_agreement"] = len(kept) / max(len(aligned), 1)
+    if cfg.neural_iterations == 0 or len(kept) == 0:
+        return mesh, kept, voxel, info
+    fitted, info["gaussian_fit"] = fitted_depth(frames, depth, kept, cfg)  # the model seeded by the checked cloud
+    combined, info["hybrid_depth"] = checked_depth(fitted, depth, cfg.consistency_tolerance)
+    mesh, voxel = tsdf_mesh(frames, combined, fusion.depth_cloud(frames, combined), cfg)
     return mesh, kept, voxel, info
+
+
+def checked_depth(rendered: np.ndarray, mvs: np.ndarray, rel_tol: float) -> tuple[np.ndarray, dict]:
+    """The model's rendered depth checked by the MVS depth [N, H, W]: where MVS has depth and the
+    two differ by more than rel_tol · MVS, MVS wins; where MVS has none, the model fills in."""
+    has_mvs, has_model = mvs > 0, rendered > 0
+    agree = has_mvs & has_model & (np.abs(rendered - mvs) <= rel_tol * np.maximum(mvs, 1e-9))
+    out = np.where(agree | (has_model & ~has_mvs), rendered, mvs).astype(np.float32)
+    n = max(int(has_mvs.sum()), 1)
+    return out, {"agree_with_mvs": float(agree.sum() / n), "mvs_kept": float((has_mvs & ~agree).sum() / n),
+                 "filled_by_model_px": int((has_model & ~has_mvs).sum())}
 
 
 def quality_metrics(mesh: Mesh, frames: Frames, depth: np.ndarray, cfg: ReconstructionConfig, voxel: float,

@@ -57,7 +57,7 @@ class ReconstructionConfig:
     """mvs: plane-sweep depth + consistency filter + TSDF + marching cubes; neural: non-rigid
     alignment of the depth frames (worldstereo.align), 2DGS discs fitted to the frames from the
     aligned cloud, TSDF of their rendered depth; hybrid: the neural cloud checked against the MVS
-    surface, meshed from the MVS TSDF."""
+    surface seeds the fit, whose rendered depth, checked by the MVS depth, is fused."""
     resolution: int = 512
     """Working size: frames are downscaled so their long side is at most this; the TSDF grid has
     resolution / 4 voxels along the scene's longest side."""
@@ -67,8 +67,9 @@ class ReconstructionConfig:
     point_cloud_density: Density = "medium"
     """high: every consistent depth sample; medium: one per mesh voxel; low: one per 2 voxels."""
     neural_iterations: int = 300
-    """neural: cap on the steps of the Gaussian fit (2DGS discs seeded at the aligned cloud; it stops
-    earlier on a loss plateau); 0 = no fit, mesh from the aligned cloud's signed distance."""
+    """neural / hybrid: cap on the steps of the Gaussian fit (2DGS discs seeded at the aligned cloud;
+    it stops earlier on a loss plateau); 0 = no fit (neural: mesh from the aligned cloud's signed
+    distance; hybrid: the MVS TSDF mesh)."""
     neural_batch_size: int = 8192
     """neural / hybrid: depth points sampled per frame for the alignment, and pixels rendered per
     step of the Gaussian fit (a random crop of one frame of about this many pixels)."""

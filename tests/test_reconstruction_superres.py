@@ -83,6 +83,10 @@ def test_bad_model_folders_are_one_line_errors(tmp_path):
     with pytest.raises(InputError, match="no \\*.pth checkpoint in sr_model_dir"):
         (tmp_path / "empty").mkdir()
         load_sr_model(tmp_path / "empty")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "model.pth").write_text("not a checkpoint")
+    with pytest.raises(InputError, match=r"model.pth: unreadable checkpoint \(UnpicklingError\)$"):
+        load_sr_model(tmp_path / "junk")
     write_checkpoint(tmp_path / "broken", drop="conv_hr.bias")
     with pytest.raises(InputError, match=r"checkpoint does not match RRDBNet: missing conv_hr.bias$"):
         load_sr_model(tmp_path / "broken")

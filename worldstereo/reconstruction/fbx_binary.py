@@ -27,7 +27,7 @@ class Node:
     name: bytes
     n_props: int
     props: bytes  # the property records as they were (they hold no offsets)
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
 
 
 def _layout(version: int) -> tuple[str, int]:

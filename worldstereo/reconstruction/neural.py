@@ -104,8 +104,8 @@ def seed_model(cloud: PointCloud, max_points: int) -> GaussianModel:
 
 def crop_size(width: int, height: int, pixels: int) -> tuple[int, int]:
     """(w, h) of a crop with the frame's aspect and about `pixels` pixels, within the frame."""
-    h = max(1, min(height, int(round(math.sqrt(pixels * height / width)))))
-    w = max(1, min(width, int(round(pixels / h))))
+    h = max(1, min(height, round(math.sqrt(pixels * height / width))))
+    w = max(1, min(width, round(pixels / h)))
     return w, h
 
 

@@ -14,6 +14,7 @@ downloaded: the folder must hold the file.
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def load_sr_model(folder: str | Path) -> RRDBNet:
     path = checkpoint_file(Path(folder))
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:  # truncated or foreign
         raise InputError(path, f"unreadable checkpoint ({e.__class__.__name__})")
     state = blob.get("params_ema", blob.get("params", blob)) if isinstance(blob, dict) else None
     if not isinstance(state, dict) or "conv_first.weight" not in state:

@@ -183,17 +183,45 @@ def test_usd_pxr(scene, tmp_path, fmt):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.usdz"]
 
 
+def _assimp_counts(path) -> dict[str, int]:
+    r = subprocess.run(["assimp", "info", str(path), "-jiv"], capture_output=True, text=True)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-500:]
+    return {k: int(v) for k, v in (ln.split(":")[:2] for ln in r.stdout.splitlines()
+                                   if ln.startswith(("Vertices:", "Faces:")))}
+
+
 @pytest.mark.skipif(shutil.which("assimp") is None, reason="assimp-utils not installed (apt-get install -y assimp-utils)")
-def test_fbx_assimp(scene, tmp_path):
-    export_mesh(scene, tmp_path / "scene.fbx", include_textures=True, fbx_ascii=True)
-    r = subprocess.run(["assimp", "info", str(tmp_path / "scene.fbx"), "-jiv"], capture_output=True, text=True, check=True)
-    counts = {k: int(v) for k, v in (ln.split(":")[:2] for ln in r.stdout.splitlines()
-                                     if ln.startswith(("Vertices:", "Faces:")))}
-    assert counts == {"Vertices": len(scene.mesh.vertices), "Faces": len(scene.mesh.faces)}
-    assert (tmp_path / "scene_fbx_albedo.png").exists()
+@pytest.mark.parametrize("ascii", [True, False], ids=["ascii", "binary"])
+def test_fbx_assimp(scene, tmp_path, ascii):
+    """Both FBX variants read back by Assimp with the mesh's vertex and face counts (the binary one
+    only after fbx_binary adds the NULL records Assimp 5.2 leaves out)."""
+    export_mesh(scene, tmp_path / "scene.fbx", include_textures=True, fbx_ascii=ascii)
+    assert _assimp_counts(tmp_path / "scene.fbx") == {"Vertices": len(scene.mesh.vertices), "Faces": len(scene.mesh.faces)}
+    assert (tmp_path / "scene.fbx").read_bytes()[:20] == (b"; FBX 7.5.0 project file" if ascii else b"Kaydara FBX Binary  ")[:20]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.fbx", "scene_fbx_albedo.png", "scene_fbx_normal.png"]
-    export_mesh(scene, tmp_path / "bin.fbx", include_textures=False)
-    assert (tmp_path / "bin.fbx").read_bytes()[:20] == b"Kaydara FBX Binary  "
+
+
+def test_fbx_nested_lists_get_their_null_records():
+    """A hand-built FBX 7500 tree whose nested list lacks its NULL record (as Assimp 5.2 writes it):
+    the repair adds the 25 zero bytes, fixes the end offsets, and leaves a repaired file unchanged."""
+    import struct
+
+    from worldstereo.reconstruction.fbx_binary import HEADER, add_nested_sentinels
+
+    def node(name: bytes, start: int, children: bytes = b"", props: bytes = b"", n_props: int = 0, null: bool = False):
+        body = bytes([len(name)]) + name + props
+        end = start + 24 + len(body) + len(children) + (25 if null else 0)
+        return struct.pack("<QQQ", end, n_props, len(props)) + body + children + (b"\0" * 25 if null else b"")
+
+    leaf_props = b"I" + struct.pack("<i", 7)
+    start = 27
+    leaf = node(b"Leaf", start + 24 + 1 + 6, props=leaf_props, n_props=1)
+    broken = HEADER + struct.pack("<I", 7500) + node(b"Parent", start, leaf) + b"\0" * 25 + b"FOOTER"
+    fixed = add_nested_sentinels(broken)
+    leaf_ok = node(b"Leaf", start + 24 + 1 + 6, props=leaf_props, n_props=1)
+    expected = HEADER + struct.pack("<I", 7500) + node(b"Parent", start, leaf_ok, null=True) + b"\0" * 25 + b"FOOTER"
+    assert fixed == expected and len(fixed) == len(broken) + 25
+    assert add_nested_sentinels(fixed) == fixed
 
 
 def test_fbx_without_assimp_is_one_line_error(scene, tmp_path, monkeypatch):

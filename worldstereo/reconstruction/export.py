@@ -299,8 +299,10 @@ def write_usd_file(em: ExportMesh, path: Path, package: bool) -> None:
 
 def write_fbx(em: ExportMesh, path: Path, ascii: bool = False) -> None:
     """FBX through the Assimp CLI from a glTF with external textures (copied beside the .fbx).
-    Binary by default (Blender reads only binary FBX); Assimp 5.2.5 cannot read its own binary FBX
-    back ("FBX-Tokenize ... block offset is out of range"), so the tests check the ASCII variant."""
+    Binary by default (Blender reads only binary FBX). Assimp < 5.3 writes binary FBX without the
+    NULL records that close nested node lists, which no reader accepts (its own: "FBX-Tokenize ...
+    block offset is out of range"); fbx_binary.add_nested_sentinels adds them (a no-op on a file
+    that has them)."""
     exe = shutil.which("assimp")
     if exe is None:
         raise InputError(path, ASSIMP_HINT)
@@ -311,6 +313,10 @@ def write_fbx(em: ExportMesh, path: Path, ascii: bool = False) -> None:
         r = subprocess.run([exe, "export", str(src), str(out), "-ffbxa" if ascii else "-ffbx"], capture_output=True, text=True)
         if r.returncode != 0 or not out.exists():
             raise RuntimeError(f"assimp failed to write {path}: {(r.stderr or r.stdout).strip()[-300:]}")
+        if not ascii:
+            from worldstereo.reconstruction.fbx_binary import add_nested_sentinels
+
+            out.write_bytes(add_nested_sentinels(out.read_bytes()))
         for f in Path(td).glob(f"{path.stem}_fbx_*.png"):
             shutil.move(f, path.parent / f.name)
         shutil.move(out, path)

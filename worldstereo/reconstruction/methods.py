@@ -34,9 +34,14 @@ def load_frames(video_path: str | Path, trajectory: Trajectory | str | Path | No
     return frames_from_video(video_path, trajectory, cfg.resolution, cfg.max_frames)
 
 
-def frame_depth(frames: Frames, cfg: ReconstructionConfig, source: Path) -> np.ndarray:
-    """Depth [N, H, W] to fuse: MVS (filled from a scene's own depth where MVS has none) or the
-    scene's depth; then, if asked, only pixels agreeing over mvs_min_views views."""
+def frame_depth(frames: Frames, cfg: ReconstructionConfig, source: Path) -> tuple[np.ndarray, dict]:
+    """Depth [N, H, W] to fuse: MVS (filled from a scene's own depth where MVS has none, that depth
+    first refined with the scene's cache and memory bank) or the scene's depth as is; then, if
+    asked, only pixels agreeing over mvs_min_views views. Also the memory refinement's report."""
+    from worldstereo.reconstruction.memory_depth import refine_with_memory
+
+    report: dict = {"used": False, "reason": "depth_estimation=False" if not cfg.depth_estimation
+                    else "not a scene folder"}
     if not cfg.depth_estimation:
         if frames.depth_m is None:
             raise InputError(source, "a video carries no depth: set depth_estimation=True (MVS) or pass a scene folder")
@@ -44,14 +49,15 @@ def frame_depth(frames: Frames, cfg: ReconstructionConfig, source: Path) -> np.n
     else:
         depth, _ = fusion.mvs_depths(frames, cfg.mvs_planes, cfg.mvs_neighbours, cfg.mvs_depth_range)
         if frames.depth_m is not None:
-            depth = np.where(depth > 0, depth, frames.depth_m).astype(np.float32)
+            own, report = refine_with_memory(frames, frames.depth_m, source)
+            depth = np.where(depth > 0, depth, own).astype(np.float32)
     if cfg.mvs_geometric_consistency and cfg.mvs_min_views > 1:
         depth = fusion.filter_by_views(depth, frames.K, frames.c2w, fusion.sweep_groups(frames),
                                        cfg.mvs_neighbours, cfg.mvs_min_views, cfg.consistency_tolerance)
     if not (depth > 0).any():
         raise InputError(source, "no reliable depth in any frame (too little texture or camera baseline; "
                                  "try mvs_depth_range, fewer mvs_min_views or more frames)")
-    return depth
+    return depth, report
 
 
 def grid_cells(frames: Frames, depth: np.ndarray, cloud: PointCloud, cfg: ReconstructionConfig) -> int:
@@ -85,7 +91,7 @@ def neural_cloud(frames: Frames, depth: np.ndarray, cfg: ReconstructionConfig) -
     fps = [frame_points(r, i, pre) for i in range(len(r)) if (depth[i] > 0).sum() >= 100]
     if len(fps) < 1:
         raise InputError(None, "neural: no frame has 100 reliable depth pixels to align")
-    icp = ICPConfig(max_iters=max(ICPConfig.min_iters, min(cfg.neural_iterations, ICPConfig.max_iters)))
+    icp = ICPConfig()
     scale = float(np.median(fps[0].xyz[:, 2]))
     res = sequential_align(fps, icp, DeformConfig(), scale, pre.max_depth_jump)
     xyz, rgb, nrm, _ = res.model.arrays()
@@ -94,6 +100,20 @@ def neural_cloud(frames: Frames, depth: np.ndarray, cfg: ReconstructionConfig) -
     stats = {"frames_aligned": len(fps), "seconds": res.seconds,
              "p2plane_median_after": float(np.median(after)) if after else None}
     return cloud, stats
+
+
+def fitted_depth(frames: Frames, depth: np.ndarray, aligned: PointCloud, cfg: ReconstructionConfig
+                 ) -> tuple[np.ndarray, dict]:
+    """Depth [N, H, W] rendered from 2DGS discs fitted (neural.py) to the frames, seeded at the
+    aligned cloud; the figures of the fit."""
+    from worldstereo.reconstruction.neural import FitConfig, fit_gaussians, rendered_depths
+
+    fit = fit_gaussians(frames, depth, aligned, FitConfig(iterations=cfg.neural_iterations,
+                                                          batch_pixels=cfg.neural_batch_size))
+    rendered = rendered_depths(fit.model, frames)
+    if not (rendered > 0).any():
+        raise InputError(None, "neural: the fitted Gaussians render no opaque pixel (try more neural_iterations)")
+    return rendered, fit.summary()
 
 
 def cloud_mesh(cloud: PointCloud, cells: int) -> tuple[Mesh, float]:
@@ -114,12 +134,32 @@ def surface(frames: Frames, depth: np.ndarray, cfg: ReconstructionConfig) -> tup
         return mesh, dense, voxel, info
     aligned, info["alignment"] = neural_cloud(frames, depth, cfg)
     if cfg.method == "neural":
-        mesh, voxel = cloud_mesh(aligned, grid_cells(frames, depth, dense, cfg))
+        if cfg.neural_iterations == 0:  # no Gaussian fit: the signed distance of the aligned cloud
+            mesh, voxel = cloud_mesh(aligned, grid_cells(frames, depth, dense, cfg))
+            return mesh, aligned, voxel, info
+        fitted, info["gaussian_fit"] = fitted_depth(frames, depth, aligned, cfg)
+        mesh, voxel = tsdf_mesh(frames, fitted, fusion.depth_cloud(frames, fitted), cfg)
         return mesh, aligned, voxel, info
-    mesh, voxel = tsdf_mesh(frames, depth, dense, cfg)  # hybrid: MVS surface, neural cloud checked against it
+    mesh, voxel = tsdf_mesh(frames, depth, dense, cfg)  # hybrid: the neural cloud checked against the MVS surface
     kept = fusion.keep_near_surface(aligned, mesh, 2.0 * voxel)
     info["hybrid_agreement"] = len(kept) / max(len(aligned), 1)
+    if cfg.neural_iterations == 0 or len(kept) == 0:
+        return mesh, kept, voxel, info
+    fitted, info["gaussian_fit"] = fitted_depth(frames, depth, kept, cfg)  # the model seeded by the checked cloud
+    combined, info["hybrid_depth"] = checked_depth(fitted, depth, cfg.consistency_tolerance)
+    mesh, voxel = tsdf_mesh(frames, combined, fusion.depth_cloud(frames, combined), cfg)
     return mesh, kept, voxel, info
+
+
+def checked_depth(rendered: np.ndarray, mvs: np.ndarray, rel_tol: float) -> tuple[np.ndarray, dict]:
+    """The model's rendered depth checked by the MVS depth [N, H, W]: where MVS has depth and the
+    two differ by more than rel_tol · MVS, MVS wins; where MVS has none, the model fills in."""
+    has_mvs, has_model = mvs > 0, rendered > 0
+    agree = has_mvs & has_model & (np.abs(rendered - mvs) <= rel_tol * np.maximum(mvs, 1e-9))
+    out = np.where(agree | (has_model & ~has_mvs), rendered, mvs).astype(np.float32)
+    n = max(int(has_mvs.sum()), 1)
+    return out, {"agree_with_mvs": float(agree.sum() / n), "mvs_kept": float((has_mvs & ~agree).sum() / n),
+                 "filled_by_model_px": int((has_model & ~has_mvs).sum())}
 
 
 def quality_metrics(mesh: Mesh, frames: Frames, depth: np.ndarray, cfg: ReconstructionConfig, voxel: float,
@@ -158,7 +198,7 @@ def reconstruct_scene(video_path: str | Path, camera_trajectory: Trajectory | st
     frames = load_frames(video_path, camera_trajectory, cfg, panoramic_input)
     times["load"] = time.perf_counter() - t
     t = time.perf_counter()
-    depth = frame_depth(frames, cfg, Path(video_path))
+    depth, memory_report = frame_depth(frames, cfg, Path(video_path))
     times["depth"] = time.perf_counter() - t
     t = time.perf_counter()
     mesh, cloud, voxel, info = surface(frames, depth, cfg)
@@ -183,7 +223,7 @@ def reconstruct_scene(video_path: str | Path, camera_trajectory: Trajectory | st
     times["total"] = sum(times.values())
     meta = {"config": cfg.to_dict(), "method": cfg.method, "timings": times, "quality_metrics": metrics,
             "voxel_size": voxel, "frames": len(frames.images), "working_size": list(frames.images.shape[2:0:-1]),
-            "source": str(video_path), **info}
+            "source": str(video_path), "memory_depth": memory_report, **info}
     scene = ReconstructedScene(mesh, cloud, textures, list(frames.cameras), meta, frames)
     out = output_path if output_path is not None else (Path(video_path) / "reconstruction"
                                                       if Path(video_path).is_dir() else None)

@@ -4,6 +4,7 @@ blending, detail enhancement, super-resolution), each reporting what it changed.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -273,12 +274,37 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def super_resolve(tex: dict[str, np.ndarray], factor: int, sr_model_dir: str | Path | None) -> tuple[dict, dict]:
+    """Maps upscaled by `factor` and the report. Albedo through the RRDBNet checkpoint of
+    sr_model_dir when given (its native ×s output resampled to ×factor when s differs), else
+    Lanczos-4; normal and roughness always classical (the model was trained on photographs)."""
+    S = tex["albedo"].shape[0]
+    out = upscale(tex, factor)
+    report = {"size_before": S, "size_after": S * factor, "method": "lanczos4",
+              "model": "none (no sr_model_dir given: classical Lanczos-4 upscale)"}
+    if sr_model_dir is not None:
+        from worldstereo.reconstruction.superres import load_sr_model, upscale_image
+
+        model = load_sr_model(sr_model_dir)
+        big = upscale_image(model, tex["albedo"])
+        if model.scale != factor:
+            interp = cv2.INTER_AREA if model.scale > factor else cv2.INTER_LANCZOS4
+            big = cv2.resize(big, (S * factor, S * factor), interpolation=interp)
+        out["albedo"] = big
+        report.update(method="rrdbnet", model=f"{model.source} (×{model.scale}, {Path(sr_model_dir)})")
+    back = cv2.resize(out["albedo"], (S, S), interpolation=cv2.INTER_AREA)
+    report["round_trip_psnr_db"] = float(psnr(back, tex["albedo"]))
+    return out, report
+
+
 def optimize_textures(scene: ReconstructedScene, super_resolution: bool = False, seam_blending: bool = True,
-                      enhance_details: bool = False, upscale_factor: int = 2, detail_amount: float = 0.6
-                      ) -> ReconstructedScene:
+                      enhance_details: bool = False, upscale_factor: int = 2, detail_amount: float = 0.6,
+                      sr_model_dir: str | Path | None = None) -> ReconstructedScene:
     """A copy of the scene with improved maps; metadata["texture_optimization"] holds the figures:
     seam difference before / after, gradient energy before / after the unsharp mask, size before /
-    after and the round-trip PSNR (upscaled then area-downscaled vs the original) of the upscaler."""
+    after, the upscaler used and its round-trip PSNR (upscaled then area-downscaled vs the original).
+    Super-resolution is Lanczos-4 unless sr_model_dir names a local folder with a Real-ESRGAN
+    RRDBNet checkpoint (superres.py); nothing is downloaded."""
     if not scene.textures or scene.mesh.uvs is None:
         raise InputError(None, "optimize_textures: the scene has no textures (reconstruct with texture_resolution > 0)")
     tex = dict(scene.textures)
@@ -293,12 +319,7 @@ def optimize_textures(scene: ReconstructedScene, super_resolution: bool = False,
         tex["albedo"] = unsharp(tex["albedo"], detail_amount)
         report["enhance_details"] = {"gradient_energy_before": before, "gradient_energy_after": gradient_energy(tex["albedo"])}
     if super_resolution:
-        S = tex["albedo"].shape[0]
-        tex_up = upscale(tex, upscale_factor)
-        back = cv2.resize(tex_up["albedo"], (S, S), interpolation=cv2.INTER_AREA)
-        report["super_resolution"] = {"size_before": S, "size_after": S * upscale_factor, "method": "lanczos4",
-                                      "round_trip_psnr_db": float(psnr(back, tex["albedo"]))}
-        tex = tex_up
+        tex, report["super_resolution"] = super_resolve(tex, upscale_factor, sr_model_dir)
     meta = {**scene.metadata, "texture_optimization": report}
     return dataclasses.replace(scene, textures=tex, metadata=meta)
 

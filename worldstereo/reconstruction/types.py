@@ -55,8 +55,9 @@ class ReconstructionConfig:
 
     method: Method = "mvs"
     """mvs: plane-sweep depth + consistency filter + TSDF + marching cubes; neural: non-rigid
-    alignment of the depth frames (worldstereo.align) + signed distance of the aligned cloud;
-    hybrid: the neural cloud checked against the MVS surface, meshed from the MVS TSDF."""
+    alignment of the depth frames (worldstereo.align), 2DGS discs fitted to the frames from the
+    aligned cloud, TSDF of their rendered depth; hybrid: the neural cloud checked against the MVS
+    surface seeds the fit, whose rendered depth, checked by the MVS depth, is fused."""
     resolution: int = 512
     """Working size: frames are downscaled so their long side is at most this; the TSDF grid has
     resolution / 4 voxels along the scene's longest side."""
@@ -65,11 +66,13 @@ class ReconstructionConfig:
     results.npz uses its depth as is when False, and fills MVS holes with it when True."""
     point_cloud_density: Density = "medium"
     """high: every consistent depth sample; medium: one per mesh voxel; low: one per 2 voxels."""
-    neural_iterations: int = 25
-    """neural / hybrid: cap on Gauss–Newton iterations per frame in the alignment (it stops
-    earlier when converged; the alignment's own cap is 25). No Gaussian fit is run here."""
+    neural_iterations: int = 300
+    """neural / hybrid: cap on the steps of the Gaussian fit (2DGS discs seeded at the aligned cloud;
+    it stops earlier on a loss plateau); 0 = no fit (neural: mesh from the aligned cloud's signed
+    distance; hybrid: the MVS TSDF mesh)."""
     neural_batch_size: int = 8192
-    """neural / hybrid: depth points sampled per frame for the alignment."""
+    """neural / hybrid: depth points sampled per frame for the alignment, and pixels rendered per
+    step of the Gaussian fit (a random crop of one frame of about this many pixels)."""
     mvs_min_views: int = 2
     """A depth pixel is kept when it agrees with at least this many views (itself included)."""
     mvs_geometric_consistency: bool = True
@@ -96,7 +99,9 @@ class ReconstructionConfig:
     def __post_init__(self) -> None:
         check_literal("method", self.method, Method)
         check_literal("point_cloud_density", self.point_cloud_density, Density)
-        for name in ("resolution", "neural_iterations", "neural_batch_size", "mvs_min_views", "mvs_planes",
+        if int(self.neural_iterations) < 0:
+            raise InputError(None, f"ReconstructionConfig.neural_iterations must be ≥ 0 (got {self.neural_iterations})")
+        for name in ("resolution", "neural_batch_size", "mvs_min_views", "mvs_planes",
                      "mvs_neighbours", "max_frames"):
             if int(getattr(self, name)) < 1:
                 raise InputError(None, f"ReconstructionConfig.{name} must be ≥ 1 (got {getattr(self, name)})")

@@ -7,7 +7,7 @@ import numpy as np
 from worldstereo.cameras import Camera, Trajectory
 from worldstereo.generate.base import GenerationRequest
 from worldstereo.generate.geometric import GeometricConfig, GeometricGenerator
-from worldstereo.generate.holefill import Plane, dense_planes, flying_pixels
+from worldstereo.generate.holefill import Plane, dense_planes, fit_planes, flying_pixels
 from worldstereo.geometry import depth_discontinuities
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.memory.cache import points_from_view
@@ -104,3 +104,14 @@ def test_flying_pixels_mark_a_depth_step_not_a_grazing_ground_plane():
     step = flying_pixels(box, 0.04)
     assert step[70, 45] and step[69, 45] and step[75, 40] and step[75, 39]  # both sides of each silhouette
     assert not step[72:78, 42:58].any() and not step[88:, :].any()
+
+
+def test_level_planes_extend_farther_than_walls():
+    xyz = points_from_view(np.zeros((H, W, 3), np.uint8), _room_depth(), _cam(0.0), 1.0, 0, 0, edge_rel_thresh=None).xyz
+    planes = fit_planes(xyz, extent_margin=0.25, up=np.array([0, -1.0, 0]), level_margin=1.0)
+    floor = next(p for p in planes if abs(p.normal[1]) > 0.99)
+    wall = next(p for p in planes if abs(p.normal[2]) > 0.99)
+    for p, margin in ((floor, 1.0), (wall, 0.25)):
+        on = np.abs(xyz @ p.normal + p.offset) <= 0.01 * np.median(np.linalg.norm(xyz, axis=1))
+        span = xyz[on, 0].max() - xyz[on, 0].min()  # sideways (x) extent of the inliers
+        np.testing.assert_allclose(p.hi[0] - p.lo[0], (1 + 2 * margin) * span, rtol=0.02)

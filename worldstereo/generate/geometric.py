@@ -9,7 +9,10 @@ Per target frame:
      inverse depth from the far rim, else a low-confidence guess; colour from the same rim;
      confidence by provenance (observed > plane > interpolated > extrapolated);
   4. the synthesised pixels enter the working cache at once, so later frames of this trajectory
-     see (and agree with) what earlier frames invented.
+     see (and agree with) what earlier frames invented;
+  5. what the frame emits as geometry (conf > 0, what update_cache stores) is narrower: plane hits
+     and re-rendered trusted points only; harmonic / extrapolated guesses, their re-renders and
+     pixels on depth steps get conf 0 (they were almost never within τ on the synthetic benchmark).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class GeometricConfig:
     sides) get conf 0: splat borders and hole rims there mix foreground and background depth."""
     emit_guesses: bool = False
     """Give interpolated / extrapolated hole depth a confidence > 0, so update_cache adds it to the
-    cache. Off: those pixels keep their colour and depth in the frame (the video looks the same) but
+    cache. Off: those pixels keep their colour and depth in the frame (the frame looks the same) but
     carry conf 0, because on the synthetic benchmark almost none of them lies within τ of the surface."""
     splat_scale: float = 1.0
     """Splat half-width relative to a point's projected footprint."""

@@ -9,7 +9,10 @@ Per target frame:
      inverse depth from the far rim, else a low-confidence guess; colour from the same rim;
      confidence by provenance (observed > plane > interpolated > extrapolated);
   4. the synthesised pixels enter the working cache at once, so later frames of this trajectory
-     see (and agree with) what earlier frames invented.
+     see (and agree with) what earlier frames invented;
+  5. what the frame emits as geometry (conf > 0, what update_cache stores) is narrower: plane hits
+     and re-rendered trusted points only; harmonic / extrapolated guesses, their re-renders and
+     pixels on depth steps get conf 0 (they were almost never within τ on the synthetic benchmark).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import numpy as np
 
 from worldstereo.console import progress
 from worldstereo.generate.base import GeneratedFrames, GenerationRequest
-from worldstereo.generate.holefill import KIND_OBSERVED, confidence_of, fill_holes, fit_planes
+from worldstereo.generate.holefill import (KIND_EXTRAPOLATED, KIND_INTERPOLATED, KIND_OBSERVED, confidence_of,
+                                           dense_planes, fill_holes, fit_planes, flying_pixels)
 from worldstereo.generate.transfer import transfer_colour
-from worldstereo.memory.cache import points_from_view, violates_free_space
+from worldstereo.memory.cache import PointCache, points_from_view, violates_free_space
 
 
 @dataclass
@@ -35,6 +39,23 @@ class GeometricConfig:
     """Telea radius for holes without a background rim (their colour comes from the far side only)."""
     max_planes: int = 4
     """Dominant planes fitted (RANSAC) to the input view's points and extended into holes."""
+    plane_extent_margin: float = 0.25
+    """How far a wall-like plane extends past the box of its inliers, as a fraction of that box per
+    side. On room_000 wall hits past 0.25 were right for 29 % (0.25–0.5) and 10 % (> 0.5) of pixels,
+    inside the box for 91 % (BENCHMARKS.md, issue 12)."""
+    level_extent_margin: float = 1.0
+    """The same for level planes (floor, ground, ceiling: normal within ~25° of the input camera's
+    up): a floor runs on behind objects and past the border far more often than a wall does."""
+    plane_min_cover: float = 0.6
+    """A plane is extended only if its inliers cover this fraction of their box in the input image
+    (8-px cells): floors and walls do, planes through scattered objects do not (holefill.dense_planes)."""
+    flying_edge_rel: float = 0.04
+    """Frame pixels at a depth step (inverse depth's second difference above this fraction, both
+    sides) get conf 0: splat borders and hole rims there mix foreground and background depth."""
+    emit_guesses: bool = False
+    """Give interpolated / extrapolated hole depth a confidence > 0, so update_cache adds it to the
+    cache. Off: those pixels keep their colour and depth in the frame (the frame looks the same) but
+    carry conf 0, because on the synthetic benchmark almost none of them lies within τ of the surface."""
     splat_scale: float = 1.0
     """Splat half-width relative to a point's projected footprint."""
 
@@ -53,7 +74,8 @@ class GeometricGenerator:
         work = req.cache
         refs = {e.id: e for e in req.bank.entries}
         ref_cache: dict[int, tuple] = {}
-        planes = fit_planes(work.xyz[work.step == 0], max_planes=cfg.max_planes)
+        planes = self._planes(work.xyz[work.step == 0], req)
+        trusted = np.ones(len(work), bool)  # working-cache points whose re-render may carry confidence
         rgb_out = np.zeros((N, H, W, 3), np.uint8)
         depth_out = np.zeros((N, H, W), np.float32)
         conf_out = np.zeros((N, H, W), np.float32)
@@ -72,20 +94,48 @@ class GeometricGenerator:
             fill = fill_holes(rgb, r.depth, hole, cam, planes, fallback_depth=req.pivot_depth, observed=req.observed,
                               inpaint_radius=cfg.inpaint_radius)
             rgb, depth = fill.rgb, fill.depth
-            observed_conf = np.ones((H, W), np.float32)
-            if not hole.all():
-                observed_conf[~hole] = np.minimum(1.0, work.conf[r.index[~hole]])
-            conf = confidence_of(fill.kind, observed_conf)
-            new = points_from_view(rgb, depth, cam, conf, req.step, j, mask=hole & (fill.kind != KIND_OBSERVED),
-                                   edge_rel_thresh=None)
-            if req.observed is not None and len(new):
-                # a guess that sits in space the input view saw empty is wrong: keep the pixel,
-                # mark it unreliable (conf 0), and keep it out of the cache
-                bad = violates_free_space(new.xyz, *req.observed)
-                yy, xx = np.nonzero(hole)
-                conf[yy[bad], xx[bad]] = 0.0
-                new = new.select(~bad)
-            work = work.concat(new)
+            conf = confidence_of(fill.kind, _observed_conf(work, trusted, r.index, hole))
+            work, trusted = self._remember(work, trusted, rgb, depth, conf, hole, fill.kind, cam, req, j)
+            if not cfg.emit_guesses:
+                conf[np.isin(fill.kind, (KIND_INTERPOLATED, KIND_EXTRAPOLATED))] = 0.0
+            conf[flying_pixels(depth, cfg.flying_edge_rel)] = 0.0
             rgb_out[j], depth_out[j], conf_out[j] = rgb, depth, conf
         return GeneratedFrames(rgb_out, depth_out, conf_out, self.name,
                                notes="cache render + reference transfer + background-side hole filling (planes, harmonic)")
+
+    def _planes(self, xyz_input: np.ndarray, req: GenerationRequest) -> list:
+        """Dominant planes of the input view's points; with the input camera known, only dense ones."""
+        cfg = self.cfg
+        up = -req.observed[0].c2w[:3, 1] if req.observed is not None else None  # OpenCV: y points down
+        planes = fit_planes(xyz_input, max_planes=cfg.max_planes, extent_margin=cfg.plane_extent_margin, up=up,
+                            level_margin=cfg.level_extent_margin)
+        if req.observed is not None:
+            planes = dense_planes(planes, xyz_input, req.observed[0], min_cover=cfg.plane_min_cover)
+        return planes
+
+    def _remember(self, work: PointCache, trusted: np.ndarray, rgb: np.ndarray, depth: np.ndarray, conf: np.ndarray,
+                  hole: np.ndarray, kind: np.ndarray, cam, req: GenerationRequest, j: int) -> tuple[PointCache, np.ndarray]:
+        """Add frame j's synthesised pixels to the working cache, so later frames agree with them.
+
+        A guess in space the input view saw empty is wrong: its pixel keeps colour and depth but gets
+        conf 0 (in place) and stays out. Interpolated / extrapolated guesses enter untrusted unless
+        emit_guesses: later frames show them, but their re-render carries conf 0, not a vote."""
+        new = points_from_view(rgb, depth, cam, conf, req.step, j, mask=hole & (kind != KIND_OBSERVED),
+                               edge_rel_thresh=None)
+        yy, xx = np.nonzero(hole & (kind != KIND_OBSERVED) & np.isfinite(depth) & (depth > 0))
+        if req.observed is not None and len(new):
+            bad = violates_free_space(new.xyz, *req.observed)
+            conf[yy[bad], xx[bad]] = 0.0
+            new, yy, xx = new.select(~bad), yy[~bad], xx[~bad]
+        new_trusted = self.cfg.emit_guesses | ~np.isin(kind[yy, xx], (KIND_INTERPOLATED, KIND_EXTRAPOLATED))
+        return work.concat(new), np.concatenate([trusted, new_trusted])
+
+
+def _observed_conf(work: PointCache, trusted: np.ndarray, index: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """[H, W] confidence of the rendered (non-hole) pixels: the cache point's, capped at 1; 0 where
+    the point is an untrusted guess of this trajectory (re-rendering a guess is no evidence for it)."""
+    out = np.ones(hole.shape, np.float32)
+    if not hole.all():
+        idx = index[~hole]
+        out[~hole] = np.where(trusted[idx], np.minimum(1.0, work.conf[idx]), 0.0)
+    return out

@@ -132,8 +132,9 @@ def violates_free_space(xyz: np.ndarray, cam: Camera, depth_m: np.ndarray, margi
 
 WORLD_MIN_CONF = 0.5
 """world.ply keeps cache points with at least this confidence (chosen on the synthetic benchmark,
-BENCHMARKS.md): input points (1.0 and up) and plane hits (0.6) pass alone; interpolated (0.35) and
-extrapolated (0.1) guesses pass once later frames re-observed and fused them enough."""
+BENCHMARKS.md, issue 12: best of 0.0–1.5 on all 8 scenes): input points (1.0 and up) and plane hits
+(0.6) pass; the geometric backend stores no interpolated / extrapolated guesses (conf 0), other
+backends' points below 0.5 pass once later frames re-observed and fused them enough."""
 
 
 def world_points(cache: PointCache, min_conf: float = WORLD_MIN_CONF,

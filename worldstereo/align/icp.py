@@ -5,7 +5,9 @@ linear in the grid values g and (after linearising the rigid increment exp(ω)·
 the twist (ω, v), so one ICP iteration is a sparse Gauss–Newton solve of
 
     E = Σ_p ρ(n_q·(X_p − q_p))² / P              point-to-plane to the model's nearest neighbour
-      + λ_c Σ_m ρ(‖X_m − Y_m‖)² / M               dense 2D correspondences (optical flow / SIFT)
+      + λ_c Σ_m ρ(‖P_m (X_m − Y_m)‖)² / M         dense 2D correspondences (optical flow / SIFT); P_m
+                                                   projects across the frame's ray through x_m (bearing:
+                                                   depth errors move points along their rays) or is I
       + λ_a Σ_m ‖X_m − X_m^anchor‖² / M           anchor (global optimisation only)
       + λ_s ‖L g‖² + μ ‖g − g₀‖²                   smoothness (2nd differences) + damping towards g₀
                                                    (the matches' scale field, else 0)
@@ -59,6 +61,13 @@ class CorrespondenceConfig:
     min_weight: float = 1e-3
     """Leave the match rows out of an iteration once λ_c is below this (3 rows per match that no
     longer move the solution: most of the solve's cost in the late iterations)."""
+    residual: Literal["bearing", "point"] = "bearing"
+    """bearing: only the part of X_m − Y_m across the frame's ray through the match (2 rows per
+    match): a depth error moves a point along its ray, so this part carries the camera's bearing
+    and never fights the depth warp; it keeps λ_c = bearing_weight through all iterations.
+    point: the full 3D difference (3 rows), weight λ_c falling to weight_final (before issue 15)."""
+    bearing_weight: float = 1.0
+    """λ_c of the bearing residual (constant over the iterations)."""
 
 
 @dataclass
@@ -231,12 +240,6 @@ def frame_matches(frame: FramePoints, ref: FramePoints, ref_map: np.ndarray, cfg
 # --------------------------------------------------------------------------- Gauss–Newton step
 
 
-def _skew(a: np.ndarray) -> np.ndarray:  # [N, 3] → [N, 3, 3]
-    z = np.zeros(len(a))
-    return np.stack([np.stack([z, -a[:, 2], a[:, 1]], 1), np.stack([a[:, 2], z, -a[:, 0]], 1),
-                     np.stack([-a[:, 1], a[:, 0], z], 1)], 1)
-
-
 def _rows(pose_part: np.ndarray, grid_coef: np.ndarray | None, idx: np.ndarray | None, n_cols: int) -> sp.csr_matrix:
     """Sparse Jacobian rows: dense pose columns [R, 6] + grid columns (node idx [R, 8], coef [R, 8, 3])."""
     R = len(pose_part)
@@ -368,25 +371,45 @@ def _point_terms(frame: FramePoints, state: FrameState, m: Matches, lam: float, 
     or of the anchor (plain least squares); weights λ · w_m / Σ w_m."""
     Xm = state.world(m.x)
     e = Xm - m.Y
-    dist = np.linalg.norm(e, axis=1)
+    bearing = robust and icp.corr.residual == "bearing"
+    # row directions: the world axes, or two directions across each match's ray (bearing)
+    dirs = _across_ray(Xm - state.A[:3, 3], state.A[:3, 0]) if bearing else np.broadcast_to(np.eye(3), (len(e), 3, 3))
+    e_dir = np.einsum("mkj,mj->mk", dirs, e)  # [M, 2 or 3]
+    dist = np.linalg.norm(e_dir, axis=1)
     keep = dist < (icp.corr.cutoff * scale * m.x[:, 2] / frame_scale(frame) if robust else np.inf)
     if keep.sum() < 3:
         return []
-    e, a, x = e[keep], Xm[keep] - c, m.x[keep]
+    e_dir, a, x, dirs = e_dir[keep], Xm[keep] - c, m.x[keep], dirs[keep]
     w = lam * m.w[keep] * (_huber(dist[keep], 1e-4 * scale) if robust else 1.0)
     w = w / m.w[keep].sum()
-    S = -_skew(a)  # d(ω×a)/dω
     R_A = state.A[:3, :3]
     gc = idx = None
     if state.grid is not None:
         idx, gw = state.grid.weights(x)
     terms = []
-    for j in range(3):
-        pose = np.concatenate([S[:, j, :], np.tile(np.eye(3)[j], (len(a), 1))], axis=1)
+    for j in range(dirs.shape[1]):
+        b = dirs[:, j]  # d(b·X)/d(ω, v) = (a × b, b), as for a plane normal
+        pose = np.concatenate([np.cross(a, b), b], axis=1)
         if state.grid is not None:
-            gc = gw[:, :, None] * R_A[j][None, None, :]
-        terms.append(_Term(_rows(pose, gc, idx, n_cols), e[:, j], w))
+            gc = gw[:, :, None] * (b @ R_A)[:, None, :]
+        terms.append(_Term(_rows(pose, gc, idx, n_cols), e_dir[:, j], w))
     return terms
+
+
+def _across_ray(ray: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """[M, 2, 3]: two unit directions orthogonal to each ray [M, 3] and to each other (`side`, a
+    direction never along a ray in view, e.g. the camera's x axis, fixes the pair)."""
+    r = ray / np.linalg.norm(ray, axis=1, keepdims=True)
+    b1 = np.cross(r, side)
+    b1 /= np.linalg.norm(b1, axis=1, keepdims=True)
+    return np.stack([b1, np.cross(r, b1)], axis=1)
+
+
+def _corr_weight(corr: CorrespondenceConfig, frac: float) -> float:
+    """λ_c at a point `frac` (0 → 1) of the cutoff schedule (see CorrespondenceConfig)."""
+    if corr.residual == "bearing":
+        return corr.bearing_weight
+    return corr.weight * (corr.weight_final / corr.weight) ** frac if corr.weight > 0 else 0.0
 
 
 def _solve(terms: list[_Term], state: FrameState, icp: ICPConfig, deform: DeformConfig, scale: float,
@@ -487,7 +510,7 @@ def align_frame(frame: FramePoints, state: FrameState, model: VoxelModel, matche
     for it in range(icp.max_iters):
         frac = min(it / half, 1.0)
         cutoff = scale * icp.max_dist_init * (icp.max_dist_final / icp.max_dist_init) ** frac
-        lam_c = icp.corr.weight * (icp.corr.weight_final / icp.corr.weight) ** frac if icp.corr.weight > 0 else 0.0
+        lam_c = _corr_weight(icp.corr, frac)
         st = gn_step(frame, state, model, matches, anchor, icp, deform, scale, cutoff, anchor_weight, lam_c,
                      subset_rng)
         if it + 1 >= icp.min_iters and frac >= 1.0 and st.update < icp.tol:

@@ -30,7 +30,6 @@ from typing import Callable, Literal
 import cv2
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 import torch
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
@@ -61,13 +60,18 @@ class CorrespondenceConfig:
     min_weight: float = 1e-3
     """Leave the match rows out of an iteration once λ_c is below this (3 rows per match that no
     longer move the solution: most of the solve's cost in the late iterations)."""
-    residual: Literal["bearing", "point"] = "bearing"
-    """bearing: only the part of X_m − Y_m across the frame's ray through the match (2 rows per
-    match): a depth error moves a point along its ray, so this part carries the camera's bearing
-    and never fights the depth warp; it keeps λ_c = bearing_weight through all iterations.
-    point: the full 3D difference (3 rows), weight λ_c falling to weight_final (before issue 15)."""
+    residual: Literal["point", "bearing"] = "point"
+    """point: the full 3D difference X_m − Y_m (3 rows per match), λ_c falling from weight to
+    weight_final. bearing: only its part across the frame's ray through the match (2 rows), λ_c
+    falling from bearing_weight to bearing_weight_final: a depth error moves a point along its ray,
+    so this part carries the camera's bearing and does not fight the depth warp. On the harder
+    benchmark (16 frames) bearing halves the refined cameras' RotErr and ATE on two of four cases
+    at the same F; with few frames and large motion (flow partly wrong) it misplaces frames that
+    point aligns exactly (BENCHMARKS.md, issue 15), so it is opt-in."""
     bearing_weight: float = 1.0
-    """λ_c of the bearing residual (constant over the iterations)."""
+    """λ_c of the bearing residual at the first iteration."""
+    bearing_weight_final: float = 0.1
+    """λ_c of the bearing residual once the cutoff has shrunk (geometric in between)."""
 
 
 @dataclass
@@ -240,18 +244,9 @@ def frame_matches(frame: FramePoints, ref: FramePoints, ref_map: np.ndarray, cfg
 # --------------------------------------------------------------------------- Gauss–Newton step
 
 
-def _rows(pose_part: np.ndarray, grid_coef: np.ndarray | None, idx: np.ndarray | None, n_cols: int) -> sp.csr_matrix:
-    """Sparse Jacobian rows: dense pose columns [R, 6] + grid columns (node idx [R, 8], coef [R, 8, 3])."""
-    R = len(pose_part)
-    cols = [np.tile(np.arange(6), (R, 1))]
-    vals = [pose_part]
-    if grid_coef is not None:
-        cols.append((6 + 3 * idx[:, :, None] + np.arange(3)[None, None]).reshape(R, -1))
-        vals.append(grid_coef.reshape(R, -1))
-    cols = np.concatenate(cols, 1)
-    vals = np.concatenate(vals, 1)
-    indptr = np.arange(0, cols.size + 1, cols.shape[1])
-    return sp.csr_matrix((vals.ravel(), cols.ravel(), indptr), shape=(R, n_cols))
+def _rows(pose_part: np.ndarray, grid_coef: np.ndarray | None, idx: np.ndarray | None) -> "_Rows":
+    """Jacobian rows: dense pose columns [R, 6] + grid columns (node idx [R, 8], coef [R, 8, 3])."""
+    return _Rows(pose_part, grid_coef, idx)
 
 
 def frame_scale(frame: FramePoints) -> float:
@@ -262,15 +257,16 @@ def frame_scale(frame: FramePoints) -> float:
 _REG_CACHE: dict = {}
 
 
-def _regulariser(res: int, smoothness: float, damping: float) -> np.ndarray:
-    """Sparse block-diag(0₆, (λ LᵀL + μ I) ⊗ I₃) for a grid of `res`³ nodes (cached)."""
+def _regulariser(res: int, smoothness: float, damping: float) -> tuple[sp.csr_matrix, np.ndarray]:
+    """block-diag(0₆, (λ LᵀL + μ I) ⊗ I₃) for a grid of `res`³ nodes, sparse and dense (cached)."""
     key = (res, smoothness, damping)
     if key not in _REG_CACHE:
         from worldstereo.align.deform import ControlGrid
 
         L = ControlGrid(np.zeros(3), np.ones(3), np.zeros((res, res, res, 3))).smoothness_operator()
         reg = smoothness * (L.T @ L) + damping * sp.identity(res**3)
-        _REG_CACHE[key] = sp.block_diag([sp.csr_matrix((6, 6)), sp.kron(reg, sp.identity(3))]).tocsr()
+        reg3 = sp.block_diag([sp.csr_matrix((6, 6)), sp.kron(reg, sp.identity(3))]).tocsr()
+        _REG_CACHE[key] = (reg3, reg3.toarray())
     return _REG_CACHE[key]
 
 
@@ -320,10 +316,20 @@ def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: M
 
 
 @dataclass
+class _Rows:
+    """Jacobian rows of one term: every row has the 6 twist columns and, with a grid, the 3 columns
+    of each of the 8 nodes of the cell holding its point (so rows of one cell share 30 columns)."""
+
+    pose: np.ndarray  # [R, 6]
+    grid_coef: np.ndarray | None  # [R, 8, 3]
+    idx: np.ndarray | None  # [R, 8] flat node indices
+
+
+@dataclass
 class _Term:
     """Weighted least-squares rows of one energy term: Jacobian J [R, n_cols], residual r [R], weight w [R]."""
 
-    J: sp.csr_matrix
+    J: _Rows
     resid: np.ndarray
     weight: np.ndarray
 
@@ -362,7 +368,7 @@ def _plane_term(frame: FramePoints, state: FrameState, model: VoxelModel, X0: np
         idx, gw = state.grid.weights(frame.xyz)  # cached for the frame's points
         idx, gw = idx[ok], gw[ok]
         gc = gw[:, :, None] * (n @ R_A)[:, None, :]
-    return _Term(_rows(pose, gc, idx, n_cols), r, w / w.sum())
+    return _Term(_rows(pose, gc, idx), r, w / w.sum())
 
 
 def _point_terms(frame: FramePoints, state: FrameState, m: Matches, lam: float, robust: bool, c: np.ndarray,
@@ -392,7 +398,7 @@ def _point_terms(frame: FramePoints, state: FrameState, m: Matches, lam: float, 
         pose = np.concatenate([np.cross(a, b), b], axis=1)
         if state.grid is not None:
             gc = gw[:, :, None] * (b @ R_A)[:, None, :]
-        terms.append(_Term(_rows(pose, gc, idx, n_cols), e_dir[:, j], w))
+        terms.append(_Term(_rows(pose, gc, idx), e_dir[:, j], w))
     return terms
 
 
@@ -408,28 +414,53 @@ def _across_ray(ray: np.ndarray, side: np.ndarray) -> np.ndarray:
 def _corr_weight(corr: CorrespondenceConfig, frac: float) -> float:
     """λ_c at a point `frac` (0 → 1) of the cutoff schedule (see CorrespondenceConfig)."""
     if corr.residual == "bearing":
-        return corr.bearing_weight
+        return corr.bearing_weight * (corr.bearing_weight_final / corr.bearing_weight) ** frac
     return corr.weight * (corr.weight_final / corr.weight) ** frac if corr.weight > 0 else 0.0
+
+
+def _normal_equations(terms: list[_Term], n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense JᵀWJ [n_cols, n_cols] and JᵀWr [n_cols], accumulated per grid cell: the rows of one cell
+    share their 30 columns, so each cell adds one 30 × 30 block (a few BLAS calls per cell instead of
+    a sparse matrix product over all rows; measured in BENCHMARKS.md, issue 15)."""
+    H = np.zeros((n_cols, n_cols))
+    b = np.zeros(n_cols)
+    for t in terms:
+        J, w, wr = t.J, t.weight, t.weight * t.resid
+        if J.grid_coef is None:
+            H[:6, :6] += J.pose.T @ (w[:, None] * J.pose)
+            b[:6] += J.pose.T @ wr
+            continue
+        R = len(w)
+        vals = np.concatenate([J.pose, J.grid_coef.reshape(R, -1)], axis=1)  # [R, 30]
+        cols = np.concatenate([np.broadcast_to(np.arange(6), (R, 6)),
+                               (6 + 3 * J.idx[:, :, None] + np.arange(3)).reshape(R, -1)], axis=1)
+        b += np.bincount(cols.ravel(), weights=(vals * wr[:, None]).ravel(), minlength=n_cols)
+        order = np.argsort(J.idx[:, 0], kind="stable")  # corner 0 names the cell
+        cell = J.idx[order, 0]
+        starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+        vals, w, cols = vals[order], w[order], cols[order]
+        for s0, s1 in zip(starts, np.r_[starts[1:], R]):
+            v = vals[s0:s1]
+            c = cols[s0]
+            H[np.ix_(c, c)] += v.T @ (w[s0:s1, None] * v)
+    return H, b
 
 
 def _solve(terms: list[_Term], state: FrameState, icp: ICPConfig, deform: DeformConfig, scale: float,
            n_cols: int) -> tuple[np.ndarray, float]:
     """Damped, regularised normal equations (JᵀWJ + D + R) Δ = −(JᵀWr + R g) → (Δ [n_cols], cost)."""
-    J = sp.vstack([t.J for t in terms]).tocsr()
+    H, b = _normal_equations(terms, n_cols)
     r = np.concatenate([t.resid for t in terms])
     w = np.concatenate([t.weight for t in terms])
-    JW = J.T.multiply(w[None, :]).tocsr()
-    H = JW @ J
-    b = JW @ r
-    damp = np.zeros(n_cols)
-    damp[:6] = icp.pose_damping * np.array([scale**2] * 3 + [1.0] * 3)
-    H = H + sp.diags(damp)
+    H[np.arange(3), np.arange(3)] += icp.pose_damping * scale**2
+    H[np.arange(3, 6), np.arange(3, 6)] += icp.pose_damping
     if state.grid is not None:
-        reg3 = _regulariser(state.grid.resolution, deform.smoothness, deform.damping)
-        H = H + reg3
+        reg3, reg3_dense = _regulariser(state.grid.resolution, deform.smoothness, deform.damping)
+        H += reg3_dense
         g = state.grid.values if state.rest is None or not deform.damp_to_scale else state.grid.values - state.rest
         b = b + reg3 @ np.concatenate([np.zeros(6), g.reshape(-1)])
-    return spla.spsolve(H.tocsc(), -b), float(np.sum(w * r**2))
+    return np.linalg.solve(H, -b), float(np.sum(w * r**2))
+
 
 
 def _apply_update(state: FrameState, delta: np.ndarray, c: np.ndarray, scale: float) -> float:

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import scipy.sparse as sp
 import torch
+from scipy.linalg import cho_factor, cho_solve
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
@@ -337,16 +338,26 @@ class _Term:
 def _plane_pairs(frame: FramePoints, state: FrameState, model: VoxelModel, X0: np.ndarray, icp: ICPConfig,
                  cutoff: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(ok [P] bool: points paired with their nearest model point, nn [P] model index): within the
-    depth-scaled cutoff, normals agreeing, at most icp.gn_points of them (a random subset)."""
+    depth-scaled cutoff, normals agreeing, at most icp.gn_points of them (a random subset).
+
+    Only a random candidate set of 2 × gn_points points is looked up in the KD-tree (bounded by the
+    largest cutoff): the nearest-neighbour queries were the largest cost left after the solve."""
     _, _, mn, _ = model.arrays()
-    d, nn = model.tree().query(X0, workers=-1)
-    nrm_w = frame.normal @ state.A[:3, :3].T
-    rel = frame.xyz[:, 2] / frame_scale(frame)  # cutoffs grow with the point's depth
-    ok = (d < cutoff * rel) & (np.sum(nrm_w * mn[nn], axis=1) > icp.normal_cos)
-    if ok.sum() > icp.gn_points:  # a random subset per iteration is enough for the normal equations
-        keep = rng.choice(np.nonzero(ok)[0], icp.gn_points, replace=False)
-        ok = np.zeros_like(ok)
-        ok[keep] = True
+    P = len(X0)
+    cand = np.sort(rng.choice(P, 2 * icp.gn_points, replace=False)) if P > 2 * icp.gn_points else np.arange(P)
+    rel = frame.xyz[cand, 2] / frame_scale(frame)  # cutoffs grow with the point's depth
+    d, nn_c = model.tree().query(X0[cand], workers=-1, distance_upper_bound=cutoff * float(rel.max()))
+    nn_c = np.minimum(nn_c, len(mn) - 1)  # misses (d = inf) get a valid index; `ok` drops them
+    nrm_w = frame.normal[cand] @ state.A[:3, :3].T
+    ok_c = (d < cutoff * rel) & (np.sum(nrm_w * mn[nn_c], axis=1) > icp.normal_cos)
+    if ok_c.sum() > icp.gn_points:  # a random subset per iteration is enough for the normal equations
+        keep = rng.choice(np.nonzero(ok_c)[0], icp.gn_points, replace=False)
+        ok_c = np.zeros_like(ok_c)
+        ok_c[keep] = True
+    ok = np.zeros(P, bool)
+    ok[cand] = ok_c
+    nn = np.zeros(P, np.int64)
+    nn[cand] = nn_c
     return ok, nn
 
 
@@ -459,7 +470,11 @@ def _solve(terms: list[_Term], state: FrameState, icp: ICPConfig, deform: Deform
         H += reg3_dense
         g = state.grid.values if state.rest is None or not deform.damp_to_scale else state.grid.values - state.rest
         b = b + reg3 @ np.concatenate([np.zeros(6), g.reshape(-1)])
-    return np.linalg.solve(H, -b), float(np.sum(w * r**2))
+    try:  # symmetric positive definite once damped: Cholesky, half the work of LU
+        delta = cho_solve(cho_factor(H), -b)
+    except np.linalg.LinAlgError:
+        delta = np.linalg.solve(H, -b)
+    return delta, float(np.sum(w * r**2))
 
 
 

@@ -7,7 +7,7 @@ pixel p, whatever depth x_p had. That camera is found here by minimising the rep
 
     E(w2c) = Σ_p ρ(‖π(K, w2c · X_p) − p‖)
 
-(Gauss–Newton, Huber ρ at 1.345 × the MAD scale of the pixel residuals), started from the rigid part
+(Gauss–Newton, Huber then Tukey ρ at the MAD scale of the pixel residuals), started from the rigid part
 of the Sim(3) that maps x_p to X_p. The deformation stays fixed: only the rotation and the centre
 are re-solved. The rigid Sim(3) alone is biased wherever the warp is not a pure scale: it trades
 rotation for warp (measured on the harder benchmark in BENCHMARKS.md); bearings do not.
@@ -34,8 +34,13 @@ def rigid_c2w(x_cam: np.ndarray, X_world: np.ndarray) -> np.ndarray:
     return c2w
 
 
-def _huber_weights(r: np.ndarray, floor: float) -> np.ndarray:
+def _robust_weights(r: np.ndarray, floor: float, redescending: bool) -> np.ndarray:
+    """IRLS weights of residual norms r at the MAD scale σ: Huber (1.345σ), or Tukey's biweight
+    (4.685σ; points beyond get weight 0) once the pose is close."""
     sigma = max(1.4826 * float(np.median(r)), floor)
+    if redescending:
+        c = 4.685 * sigma
+        return np.where(r < c, (1.0 - (r / c) ** 2) ** 2, 0.0)
     k = 1.345 * sigma
     return np.where(r <= k, 1.0, k / np.maximum(r, 1e-30))
 
@@ -50,17 +55,18 @@ def reprojection_px(X_world: np.ndarray, pix: np.ndarray, K: np.ndarray, c2w: np
     return np.where(z > 0, err, np.inf)
 
 
-def bearing_pnp(X_world: np.ndarray, pix: np.ndarray, K: np.ndarray, c2w_init: np.ndarray, iters: int = 15,
+def bearing_pnp(X_world: np.ndarray, pix: np.ndarray, K: np.ndarray, c2w_init: np.ndarray, iters: int = 20,
                 floor_px: float = 0.25, tol: float = 1e-9) -> np.ndarray:
     """c2w [4, 4] minimising the Huber reprojection error of world points X [N, 3] seen at pixels
-    pix [N, 2] (OpenCV axes, K in pixels), by Gauss–Newton from c2w_init. Points behind the camera
-    are left out; with fewer than 6 usable points c2w_init is returned."""
+    pix [N, 2] (OpenCV axes, K in pixels), by Gauss–Newton from c2w_init: Huber weights for the first
+    half of the iterations, Tukey's biweight after (misplaced points then stop pulling). Points
+    behind the camera are left out; with fewer than 6 usable points c2w_init is returned."""
     w2c = np.linalg.inv(c2w_init)
     R, t = w2c[:3, :3].copy(), w2c[:3, 3].copy()
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     X = np.asarray(X_world, np.float64)
     pix = np.asarray(pix, np.float64)
-    for _ in range(iters):
+    for it in range(iters):
         p = X @ R.T + t
         ok = p[:, 2] > 1e-9
         if ok.sum() < 6:
@@ -68,7 +74,7 @@ def bearing_pnp(X_world: np.ndarray, pix: np.ndarray, K: np.ndarray, c2w_init: n
         p, q = p[ok], pix[ok]
         iz = 1.0 / p[:, 2]
         r = np.stack([fx * p[:, 0] * iz + cx - q[:, 0], fy * p[:, 1] * iz + cy - q[:, 1]], 1)  # [M, 2]
-        w = _huber_weights(np.linalg.norm(r, axis=1), floor_px)
+        w = _robust_weights(np.linalg.norm(r, axis=1), floor_px, redescending=it >= iters // 2)
         # d(uv)/dp [M, 2, 3]; dp/d(ω, v) = [−[p]×, I] for the left update p ← exp(ω) p + v
         Jp = np.zeros((len(p), 2, 3))
         Jp[:, 0, 0], Jp[:, 0, 2] = fx * iz, -fx * p[:, 0] * iz**2
@@ -79,7 +85,7 @@ def bearing_pnp(X_world: np.ndarray, pix: np.ndarray, K: np.ndarray, c2w_init: n
         delta = np.linalg.solve(H + 1e-12 * np.trace(H) * np.eye(6), -g)
         dR = Rotation.from_rotvec(delta[:3]).as_matrix()
         R, t = dR @ R, dR @ t + delta[3:]
-        if np.abs(delta[:3]).max() < tol and np.abs(delta[3:]).max() < tol * max(np.abs(t).max(), 1.0):
+        if it >= iters // 2 and np.abs(delta[:3]).max() < tol and np.abs(delta[3:]).max() < tol * max(np.abs(t).max(), 1.0):
             break
     out = np.eye(4)
     out[:3, :3], out[:3, 3] = R.T, -R.T @ t

@@ -57,7 +57,7 @@ def reprojection_px(X_world: np.ndarray, pix: np.ndarray, K: np.ndarray, c2w: np
 
 def bearing_pnp(X_world: np.ndarray, pix: np.ndarray, K: np.ndarray, c2w_init: np.ndarray, iters: int = 20,
                 floor_px: float = 0.25, tol: float = 1e-9) -> np.ndarray:
-    """c2w [4, 4] minimising the Huber reprojection error of world points X [N, 3] seen at pixels
+    """c2w [4, 4] minimising the robust reprojection error of world points X [N, 3] seen at pixels
     pix [N, 2] (OpenCV axes, K in pixels), by Gauss–Newton from c2w_init: Huber weights for the first
     half of the iterations, Tukey's biweight after (misplaced points then stop pulling). Points
     behind the camera are left out; with fewer than 6 usable points c2w_init is returned."""
@@ -75,13 +75,13 @@ def bearing_pnp(X_world: np.ndarray, pix: np.ndarray, K: np.ndarray, c2w_init: n
         iz = 1.0 / p[:, 2]
         r = np.stack([fx * p[:, 0] * iz + cx - q[:, 0], fy * p[:, 1] * iz + cy - q[:, 1]], 1)  # [M, 2]
         w = _robust_weights(np.linalg.norm(r, axis=1), floor_px, redescending=it >= iters // 2)
-        # d(uv)/dp [M, 2, 3]; dp/d(ω, v) = [−[p]×, I] for the left update p ← exp(ω) p + v
-        Jp = np.zeros((len(p), 2, 3))
-        Jp[:, 0, 0], Jp[:, 0, 2] = fx * iz, -fx * p[:, 0] * iz**2
-        Jp[:, 1, 1], Jp[:, 1, 2] = fy * iz, -fy * p[:, 1] * iz**2
-        J = np.concatenate([-np.einsum("mij,mjk->mik", Jp, _skew(p)), Jp], axis=2)  # [M, 2, 6]
-        H = np.einsum("m,mai,maj->ij", w, J, J)
-        g = np.einsum("m,mai,ma->i", w, J, r)
+        # rows d(u)/d(ω, v) and d(v)/d(ω, v) for the left update p ← p + ω × p + v: (p × g, g), g = d(u)/dp
+        gu = np.stack([fx * iz, np.zeros_like(iz), -fx * p[:, 0] * iz**2], 1)
+        gv = np.stack([np.zeros_like(iz), fy * iz, -fy * p[:, 1] * iz**2], 1)
+        Ju = np.concatenate([np.cross(p, gu), gu], 1)
+        Jv = np.concatenate([np.cross(p, gv), gv], 1)
+        H = Ju.T @ (w[:, None] * Ju) + Jv.T @ (w[:, None] * Jv)
+        g = Ju.T @ (w * r[:, 0]) + Jv.T @ (w * r[:, 1])
         delta = np.linalg.solve(H + 1e-12 * np.trace(H) * np.eye(6), -g)
         dR = Rotation.from_rotvec(delta[:3]).as_matrix()
         R, t = dR @ R, dR @ t + delta[3:]
@@ -91,8 +91,3 @@ def bearing_pnp(X_world: np.ndarray, pix: np.ndarray, K: np.ndarray, c2w_init: n
     out[:3, :3], out[:3, 3] = R.T, -R.T @ t
     return out
 
-
-def _skew(a: np.ndarray) -> np.ndarray:  # [N, 3] → [N, 3, 3], _skew(a) @ b = a × b
-    z = np.zeros(len(a))
-    return np.stack([np.stack([z, -a[:, 2], a[:, 1]], 1), np.stack([a[:, 2], z, -a[:, 0]], 1),
-                     np.stack([-a[:, 1], a[:, 0], z], 1)], 1)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 STAGE = "reconstruct"
 CAMERAS_FILE = "cameras_refined.json"
+PNP_POINTS = 5000  # points per frame in the refined cameras' reprojection fit
 OUTPUTS = ("canonical.ply", DEFORMATIONS_FILE, "config.json", "convention.json", "metrics.json", CAMERAS_FILE)
 
 CONVENTION = {
@@ -286,8 +287,13 @@ def refined_c2w(frame: FramePoints, state: FrameState) -> np.ndarray:
     pixels (camera_refine.bearing_pnp), started from the rigid part of the Sim(3) x → X. Depth
     errors move points along their rays, so the bearings hold where the rigid fit trades rotation
     for warp. A alone is not the camera: the grid may carry part of the rigid motion."""
-    X = state.world(frame.xyz)
-    return bearing_pnp(X, frame.pix, frame.K, rigid_c2w(frame.xyz, X))
+    P = len(frame.xyz)
+    sub = np.arange(P)
+    if P > PNP_POINTS:  # a fixed subset: 6 unknowns, thousands of points are plenty
+        sub = np.sort(np.random.default_rng([0, frame.index]).choice(P, PNP_POINTS, replace=False))
+    x = frame.xyz[sub]
+    X = state.world(x)
+    return bearing_pnp(X, frame.pix[sub], frame.K, rigid_c2w(x, X))
 
 
 def _write_cameras(path: Path, frames: list[FramePoints], res: AlignResult) -> None:

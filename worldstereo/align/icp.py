@@ -138,7 +138,8 @@ class FrameState:
         if self.hash_field is None:
             return x
         with torch.no_grad():
-            return x + self.hash_field(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+            x32 = torch.from_numpy(np.asarray(x, np.float32).copy())  # a frame's points are read-only
+            return x + self.hash_field(x32).double().numpy()
 
     def camera_deformed(self, x: np.ndarray) -> np.ndarray:
         """x + δ(x) [N, 3], still in the frame's camera space."""

@@ -10,7 +10,9 @@ pixel p, whatever depth x_p had. That camera is found here by minimising the rep
 (Gauss–Newton, Huber then Tukey ρ at the MAD scale of the pixel residuals), started from the rigid part
 of the Sim(3) that maps x_p to X_p. The deformation stays fixed: only the rotation and the centre
 are re-solved. The rigid Sim(3) alone is biased wherever the warp is not a pure scale: it trades
-rotation for warp (measured on the harder benchmark in BENCHMARKS.md); bearings do not.
+rotation for warp (~1° under the harder benchmark's warps with a perfect placement,
+tests/test_align_refine.py); bearings do not. The camera is only as good as the placement: a frame
+that the alignment slid along the surfaces keeps that slide (BENCHMARKS.md, issue 15).
 """
 
 from __future__ import annotations

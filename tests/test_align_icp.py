@@ -53,3 +53,32 @@ def test_voxel_model_add_remove_roundtrip():
     m.add(c2, 1)
     m.remove(c2)
     assert np.allclose(m.arrays()[0], before)
+
+
+def test_per_cell_normal_equations_equal_the_sparse_product():
+    """_normal_equations (dense, one 30 × 30 block per grid cell) = JᵀWJ, JᵀWr of the explicit sparse J."""
+    import scipy.sparse as sp
+
+    from worldstereo.align.deform import ControlGrid
+    from worldstereo.align.icp import _normal_equations, _rows, _Term
+
+    rng = np.random.default_rng(3)
+    grid = ControlGrid.around(rng.uniform(-1, 1, (500, 3)) + [0, 0, 3], 4, 0.05, "xyz")
+    n_cols = 6 + 3 * grid.n_nodes
+    terms, blocks = [], []
+    for R in (300, 200):
+        x = rng.uniform(-1.2, 1.2, (R, 3)) + [0, 0, 3]  # some outside the box (clamped cells)
+        idx, gw = grid.weights(x)
+        pose, v = rng.normal(size=(R, 6)), rng.normal(size=(R, 3))
+        gc = gw[:, :, None] * v[:, None, :]
+        terms.append(_Term(_rows(pose, gc, idx), rng.normal(size=R), rng.uniform(0.1, 1, R)))
+        cols = np.concatenate([np.tile(np.arange(6), (R, 1)), (6 + 3 * idx[:, :, None] + np.arange(3)).reshape(R, -1)], 1)
+        vals = np.concatenate([pose, gc.reshape(R, -1)], 1)
+        blocks.append(sp.csr_matrix((vals.ravel(), cols.ravel(), np.arange(0, cols.size + 1, 30)), shape=(R, n_cols)))
+    J = sp.vstack(blocks).tocsr()
+    w = np.concatenate([t.weight for t in terms])
+    r = np.concatenate([t.resid for t in terms])
+    H, b = _normal_equations(terms, n_cols)
+    np.testing.assert_allclose(H, (J.T @ sp.diags(w) @ J).toarray(), atol=1e-10)
+    np.testing.assert_allclose(b, J.T @ (w * r), atol=1e-10)
+    assert np.abs(H[6:, 6:]).sum() > 0  # the grid block was filled

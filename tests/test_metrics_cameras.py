@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worldstereo.metrics.cameras import (associate, ate_rmse, pairwise_auc, read_tum, rot_err, score_cameras,
-                                         trans_err)
+from worldstereo.metrics.cameras import (ape_rot_rmse, associate, ate_rmse, pairwise_auc, read_tum, rot_err,
+                                         score_cameras, trans_err)
 
 DATA = Path(__file__).resolve().parents[1] / "shared" / "data" / "tum_fr1_xyz"
 if not DATA.exists():
@@ -50,6 +50,39 @@ def test_ate_equals_evo_ape_sim3():
     ours, T = ate_rmse(es[ib], gt[ia])
     assert ours == pytest.approx(evo_rmse, rel=1e-9, abs=1e-12)
     assert 0 < ours < 0.1 and 0.5 < T.s < 2
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="shared TUM data not found")
+def test_ape_rotation_equals_evo_angle_deg_sim3():
+    pytest.importorskip("evo")
+    from evo.core import metrics, sync
+    from evo.tools import file_interface
+
+    ref = file_interface.read_tum_trajectory_file(str(DATA / "groundtruth.txt"))
+    est = file_interface.read_tum_trajectory_file(str(DATA / "rgbdslam.txt"))
+    ref, est = sync.associate_trajectories(ref, est, max_diff=0.01)
+    est.align(ref, correct_scale=True)
+    ape = metrics.APE(metrics.PoseRelation.rotation_angle_deg)
+    ape.process_data((ref, est))
+    evo_rmse = ape.get_statistic(metrics.StatisticsType.rmse)
+
+    ts_gt, gt = read_tum(DATA / "groundtruth.txt")
+    ts_est, es = read_tum(DATA / "rgbdslam.txt")
+    ia, ib = associate(ts_gt, ts_est, 0.01)
+    ours = ape_rot_rmse(es[ib], gt[ia])
+    assert ours == pytest.approx(evo_rmse, rel=1e-6)
+    assert 0.5 < ours < 20
+
+
+def test_rot_err_is_a_sum_and_its_mean_is_per_frame():
+    c = _circle()
+    turned = c.copy()
+    turned[1:] = c[1:] @ _rz(2.0)  # every later frame 2° off, centres exact
+    s = score_cameras(turned, c)
+    assert s.rot_err_deg == pytest.approx(2.0 * (len(c) - 1), rel=1e-6)
+    assert s.rot_err_mean_deg == pytest.approx(2.0, rel=1e-6)
+    # APE: the Sim(3) of the (exact) centres is the identity, so each of the N−1 frames is 2° off
+    assert s.ape_rot_deg == pytest.approx(2.0 * np.sqrt((len(c) - 1) / len(c)), rel=1e-6)
 
 
 def test_rot_trans_err_zero_against_itself():

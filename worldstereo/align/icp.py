@@ -5,7 +5,9 @@ linear in the grid values g and (after linearising the rigid increment exp(ω)·
 the twist (ω, v), so one ICP iteration is a sparse Gauss–Newton solve of
 
     E = Σ_p ρ(n_q·(X_p − q_p))² / P              point-to-plane to the model's nearest neighbour
-      + λ_c Σ_m ρ(‖X_m − Y_m‖)² / M               dense 2D correspondences (optical flow / SIFT)
+      + λ_c Σ_m ρ(‖P_m (X_m − Y_m)‖)² / M         dense 2D correspondences (optical flow / SIFT); P_m
+                                                   projects across the frame's ray through x_m (bearing:
+                                                   depth errors move points along their rays) or is I
       + λ_a Σ_m ‖X_m − X_m^anchor‖² / M           anchor (global optimisation only)
       + λ_s ‖L g‖² + μ ‖g − g₀‖²                   smoothness (2nd differences) + damping towards g₀
                                                    (the matches' scale field, else 0)
@@ -28,8 +30,8 @@ from typing import Callable, Literal
 import cv2
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 import torch
+from scipy.linalg import cho_factor, cho_solve
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
@@ -59,6 +61,18 @@ class CorrespondenceConfig:
     min_weight: float = 1e-3
     """Leave the match rows out of an iteration once λ_c is below this (3 rows per match that no
     longer move the solution: most of the solve's cost in the late iterations)."""
+    residual: Literal["point", "bearing"] = "point"
+    """point: the full 3D difference X_m − Y_m (3 rows per match), λ_c falling from weight to
+    weight_final. bearing: only its part across the frame's ray through the match (2 rows), λ_c
+    falling from bearing_weight to bearing_weight_final: a depth error moves a point along its ray,
+    so this part carries the camera's bearing and does not fight the depth warp. On the harder
+    benchmark (16 frames) bearing halves the refined cameras' RotErr and ATE on two of four cases
+    at the same F; with few frames and large motion (flow partly wrong) it misplaces frames that
+    point aligns exactly (BENCHMARKS.md, issue 15), so it is opt-in."""
+    bearing_weight: float = 1.0
+    """λ_c of the bearing residual at the first iteration."""
+    bearing_weight_final: float = 0.1
+    """λ_c of the bearing residual once the cutoff has shrunk (geometric in between)."""
 
 
 @dataclass
@@ -124,7 +138,8 @@ class FrameState:
         if self.hash_field is None:
             return x
         with torch.no_grad():
-            return x + self.hash_field(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+            x32 = torch.from_numpy(np.asarray(x, np.float32).copy())  # a frame's points are read-only
+            return x + self.hash_field(x32).double().numpy()
 
     def camera_deformed(self, x: np.ndarray) -> np.ndarray:
         """x + δ(x) [N, 3], still in the frame's camera space."""
@@ -231,24 +246,9 @@ def frame_matches(frame: FramePoints, ref: FramePoints, ref_map: np.ndarray, cfg
 # --------------------------------------------------------------------------- Gauss–Newton step
 
 
-def _skew(a: np.ndarray) -> np.ndarray:  # [N, 3] → [N, 3, 3]
-    z = np.zeros(len(a))
-    return np.stack([np.stack([z, -a[:, 2], a[:, 1]], 1), np.stack([a[:, 2], z, -a[:, 0]], 1),
-                     np.stack([-a[:, 1], a[:, 0], z], 1)], 1)
-
-
-def _rows(pose_part: np.ndarray, grid_coef: np.ndarray | None, idx: np.ndarray | None, n_cols: int) -> sp.csr_matrix:
-    """Sparse Jacobian rows: dense pose columns [R, 6] + grid columns (node idx [R, 8], coef [R, 8, 3])."""
-    R = len(pose_part)
-    cols = [np.tile(np.arange(6), (R, 1))]
-    vals = [pose_part]
-    if grid_coef is not None:
-        cols.append((6 + 3 * idx[:, :, None] + np.arange(3)[None, None]).reshape(R, -1))
-        vals.append(grid_coef.reshape(R, -1))
-    cols = np.concatenate(cols, 1)
-    vals = np.concatenate(vals, 1)
-    indptr = np.arange(0, cols.size + 1, cols.shape[1])
-    return sp.csr_matrix((vals.ravel(), cols.ravel(), indptr), shape=(R, n_cols))
+def _rows(pose_part: np.ndarray, grid_coef: np.ndarray | None, idx: np.ndarray | None) -> "_Rows":
+    """Jacobian rows: dense pose columns [R, 6] + grid columns (node idx [R, 8], coef [R, 8, 3])."""
+    return _Rows(pose_part, grid_coef, idx)
 
 
 def frame_scale(frame: FramePoints) -> float:
@@ -259,15 +259,16 @@ def frame_scale(frame: FramePoints) -> float:
 _REG_CACHE: dict = {}
 
 
-def _regulariser(res: int, smoothness: float, damping: float) -> np.ndarray:
-    """Sparse block-diag(0₆, (λ LᵀL + μ I) ⊗ I₃) for a grid of `res`³ nodes (cached)."""
+def _regulariser(res: int, smoothness: float, damping: float) -> tuple[sp.csr_matrix, np.ndarray]:
+    """block-diag(0₆, (λ LᵀL + μ I) ⊗ I₃) for a grid of `res`³ nodes, sparse and dense (cached)."""
     key = (res, smoothness, damping)
     if key not in _REG_CACHE:
         from worldstereo.align.deform import ControlGrid
 
         L = ControlGrid(np.zeros(3), np.ones(3), np.zeros((res, res, res, 3))).smoothness_operator()
         reg = smoothness * (L.T @ L) + damping * sp.identity(res**3)
-        _REG_CACHE[key] = sp.block_diag([sp.csr_matrix((6, 6)), sp.kron(reg, sp.identity(3))]).tocsr()
+        reg3 = sp.block_diag([sp.csr_matrix((6, 6)), sp.kron(reg, sp.identity(3))]).tocsr()
+        _REG_CACHE[key] = (reg3, reg3.toarray())
     return _REG_CACHE[key]
 
 
@@ -317,10 +318,20 @@ def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: M
 
 
 @dataclass
+class _Rows:
+    """Jacobian rows of one term: every row has the 6 twist columns and, with a grid, the 3 columns
+    of each of the 8 nodes of the cell holding its point (so rows of one cell share 30 columns)."""
+
+    pose: np.ndarray  # [R, 6]
+    grid_coef: np.ndarray | None  # [R, 8, 3]
+    idx: np.ndarray | None  # [R, 8] flat node indices
+
+
+@dataclass
 class _Term:
     """Weighted least-squares rows of one energy term: Jacobian J [R, n_cols], residual r [R], weight w [R]."""
 
-    J: sp.csr_matrix
+    J: _Rows
     resid: np.ndarray
     weight: np.ndarray
 
@@ -328,16 +339,26 @@ class _Term:
 def _plane_pairs(frame: FramePoints, state: FrameState, model: VoxelModel, X0: np.ndarray, icp: ICPConfig,
                  cutoff: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(ok [P] bool: points paired with their nearest model point, nn [P] model index): within the
-    depth-scaled cutoff, normals agreeing, at most icp.gn_points of them (a random subset)."""
+    depth-scaled cutoff, normals agreeing, at most icp.gn_points of them (a random subset).
+
+    Only a random candidate set of 2 × gn_points points is looked up in the KD-tree (bounded by the
+    largest cutoff): the nearest-neighbour queries were the largest cost left after the solve."""
     _, _, mn, _ = model.arrays()
-    d, nn = model.tree().query(X0, workers=-1)
-    nrm_w = frame.normal @ state.A[:3, :3].T
-    rel = frame.xyz[:, 2] / frame_scale(frame)  # cutoffs grow with the point's depth
-    ok = (d < cutoff * rel) & (np.sum(nrm_w * mn[nn], axis=1) > icp.normal_cos)
-    if ok.sum() > icp.gn_points:  # a random subset per iteration is enough for the normal equations
-        keep = rng.choice(np.nonzero(ok)[0], icp.gn_points, replace=False)
-        ok = np.zeros_like(ok)
-        ok[keep] = True
+    P = len(X0)
+    cand = np.sort(rng.choice(P, 2 * icp.gn_points, replace=False)) if P > 2 * icp.gn_points else np.arange(P)
+    rel = frame.xyz[cand, 2] / frame_scale(frame)  # cutoffs grow with the point's depth
+    d, nn_c = model.tree().query(X0[cand], workers=-1, distance_upper_bound=cutoff * float(rel.max()))
+    nn_c = np.minimum(nn_c, len(mn) - 1)  # misses (d = inf) get a valid index; `ok` drops them
+    nrm_w = frame.normal[cand] @ state.A[:3, :3].T
+    ok_c = (d < cutoff * rel) & (np.sum(nrm_w * mn[nn_c], axis=1) > icp.normal_cos)
+    if ok_c.sum() > icp.gn_points:  # a random subset per iteration is enough for the normal equations
+        keep = rng.choice(np.nonzero(ok_c)[0], icp.gn_points, replace=False)
+        ok_c = np.zeros_like(ok_c)
+        ok_c[keep] = True
+    ok = np.zeros(P, bool)
+    ok[cand] = ok_c
+    nn = np.zeros(P, np.int64)
+    nn[cand] = nn_c
     return ok, nn
 
 
@@ -359,7 +380,7 @@ def _plane_term(frame: FramePoints, state: FrameState, model: VoxelModel, X0: np
         idx, gw = state.grid.weights(frame.xyz)  # cached for the frame's points
         idx, gw = idx[ok], gw[ok]
         gc = gw[:, :, None] * (n @ R_A)[:, None, :]
-    return _Term(_rows(pose, gc, idx, n_cols), r, w / w.sum())
+    return _Term(_rows(pose, gc, idx), r, w / w.sum())
 
 
 def _point_terms(frame: FramePoints, state: FrameState, m: Matches, lam: float, robust: bool, c: np.ndarray,
@@ -368,45 +389,94 @@ def _point_terms(frame: FramePoints, state: FrameState, m: Matches, lam: float, 
     or of the anchor (plain least squares); weights λ · w_m / Σ w_m."""
     Xm = state.world(m.x)
     e = Xm - m.Y
-    dist = np.linalg.norm(e, axis=1)
+    bearing = robust and icp.corr.residual == "bearing"
+    # row directions: the world axes, or two directions across each match's ray (bearing)
+    dirs = _across_ray(Xm - state.A[:3, 3], state.A[:3, 0]) if bearing else np.broadcast_to(np.eye(3), (len(e), 3, 3))
+    e_dir = np.einsum("mkj,mj->mk", dirs, e)  # [M, 2 or 3]
+    dist = np.linalg.norm(e_dir, axis=1)
     keep = dist < (icp.corr.cutoff * scale * m.x[:, 2] / frame_scale(frame) if robust else np.inf)
     if keep.sum() < 3:
         return []
-    e, a, x = e[keep], Xm[keep] - c, m.x[keep]
+    e_dir, a, x, dirs = e_dir[keep], Xm[keep] - c, m.x[keep], dirs[keep]
     w = lam * m.w[keep] * (_huber(dist[keep], 1e-4 * scale) if robust else 1.0)
     w = w / m.w[keep].sum()
-    S = -_skew(a)  # d(ω×a)/dω
     R_A = state.A[:3, :3]
     gc = idx = None
     if state.grid is not None:
         idx, gw = state.grid.weights(x)
     terms = []
-    for j in range(3):
-        pose = np.concatenate([S[:, j, :], np.tile(np.eye(3)[j], (len(a), 1))], axis=1)
+    for j in range(dirs.shape[1]):
+        b = dirs[:, j]  # d(b·X)/d(ω, v) = (a × b, b), as for a plane normal
+        pose = np.concatenate([np.cross(a, b), b], axis=1)
         if state.grid is not None:
-            gc = gw[:, :, None] * R_A[j][None, None, :]
-        terms.append(_Term(_rows(pose, gc, idx, n_cols), e[:, j], w))
+            gc = gw[:, :, None] * (b @ R_A)[:, None, :]
+        terms.append(_Term(_rows(pose, gc, idx), e_dir[:, j], w))
     return terms
+
+
+def _across_ray(ray: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """[M, 2, 3]: two unit directions orthogonal to each ray [M, 3] and to each other (`side`, a
+    direction never along a ray in view, e.g. the camera's x axis, fixes the pair)."""
+    r = ray / np.linalg.norm(ray, axis=1, keepdims=True)
+    b1 = np.cross(r, side)
+    b1 /= np.linalg.norm(b1, axis=1, keepdims=True)
+    return np.stack([b1, np.cross(r, b1)], axis=1)
+
+
+def _corr_weight(corr: CorrespondenceConfig, frac: float) -> float:
+    """λ_c at a point `frac` (0 → 1) of the cutoff schedule (see CorrespondenceConfig)."""
+    if corr.residual == "bearing":
+        return corr.bearing_weight * (corr.bearing_weight_final / corr.bearing_weight) ** frac
+    return corr.weight * (corr.weight_final / corr.weight) ** frac if corr.weight > 0 else 0.0
+
+
+def _normal_equations(terms: list[_Term], n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense JᵀWJ [n_cols, n_cols] and JᵀWr [n_cols], accumulated per grid cell: the rows of one cell
+    share their 30 columns, so each cell adds one 30 × 30 block (a few BLAS calls per cell instead of
+    a sparse matrix product over all rows; measured in BENCHMARKS.md, issue 15)."""
+    H = np.zeros((n_cols, n_cols))
+    b = np.zeros(n_cols)
+    for t in terms:
+        J, w, wr = t.J, t.weight, t.weight * t.resid
+        if J.grid_coef is None:
+            H[:6, :6] += J.pose.T @ (w[:, None] * J.pose)
+            b[:6] += J.pose.T @ wr
+            continue
+        R = len(w)
+        vals = np.concatenate([J.pose, J.grid_coef.reshape(R, -1)], axis=1)  # [R, 30]
+        cols = np.concatenate([np.broadcast_to(np.arange(6), (R, 6)),
+                               (6 + 3 * J.idx[:, :, None] + np.arange(3)).reshape(R, -1)], axis=1)
+        b += np.bincount(cols.ravel(), weights=(vals * wr[:, None]).ravel(), minlength=n_cols)
+        order = np.argsort(J.idx[:, 0], kind="stable")  # corner 0 names the cell
+        cell = J.idx[order, 0]
+        starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+        vals, w, cols = vals[order], w[order], cols[order]
+        for s0, s1 in zip(starts, np.r_[starts[1:], R]):
+            v = vals[s0:s1]
+            c = cols[s0]
+            H[np.ix_(c, c)] += v.T @ (w[s0:s1, None] * v)
+    return H, b
 
 
 def _solve(terms: list[_Term], state: FrameState, icp: ICPConfig, deform: DeformConfig, scale: float,
            n_cols: int) -> tuple[np.ndarray, float]:
     """Damped, regularised normal equations (JᵀWJ + D + R) Δ = −(JᵀWr + R g) → (Δ [n_cols], cost)."""
-    J = sp.vstack([t.J for t in terms]).tocsr()
+    H, b = _normal_equations(terms, n_cols)
     r = np.concatenate([t.resid for t in terms])
     w = np.concatenate([t.weight for t in terms])
-    JW = J.T.multiply(w[None, :]).tocsr()
-    H = JW @ J
-    b = JW @ r
-    damp = np.zeros(n_cols)
-    damp[:6] = icp.pose_damping * np.array([scale**2] * 3 + [1.0] * 3)
-    H = H + sp.diags(damp)
+    H[np.arange(3), np.arange(3)] += icp.pose_damping * scale**2
+    H[np.arange(3, 6), np.arange(3, 6)] += icp.pose_damping
     if state.grid is not None:
-        reg3 = _regulariser(state.grid.resolution, deform.smoothness, deform.damping)
-        H = H + reg3
+        reg3, reg3_dense = _regulariser(state.grid.resolution, deform.smoothness, deform.damping)
+        H += reg3_dense
         g = state.grid.values if state.rest is None or not deform.damp_to_scale else state.grid.values - state.rest
         b = b + reg3 @ np.concatenate([np.zeros(6), g.reshape(-1)])
-    return spla.spsolve(H.tocsc(), -b), float(np.sum(w * r**2))
+    try:  # symmetric positive definite once damped: Cholesky, half the work of LU
+        delta = cho_solve(cho_factor(H), -b)
+    except np.linalg.LinAlgError:
+        delta = np.linalg.solve(H, -b)
+    return delta, float(np.sum(w * r**2))
+
 
 
 def _apply_update(state: FrameState, delta: np.ndarray, c: np.ndarray, scale: float) -> float:
@@ -487,7 +557,7 @@ def align_frame(frame: FramePoints, state: FrameState, model: VoxelModel, matche
     for it in range(icp.max_iters):
         frac = min(it / half, 1.0)
         cutoff = scale * icp.max_dist_init * (icp.max_dist_final / icp.max_dist_init) ** frac
-        lam_c = icp.corr.weight * (icp.corr.weight_final / icp.corr.weight) ** frac if icp.corr.weight > 0 else 0.0
+        lam_c = _corr_weight(icp.corr, frac)
         st = gn_step(frame, state, model, matches, anchor, icp, deform, scale, cutoff, anchor_weight, lam_c,
                      subset_rng)
         if it + 1 >= icp.min_iters and frac >= 1.0 and st.update < icp.tol:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from worldstereo import console
+from worldstereo.align.camera_refine import bearing_pnp, rigid_c2w
 from worldstereo.align.deform import DeformConfig
 from worldstereo.align.fuse import SupportStats, support_filter
 from worldstereo.align.global_opt import GlobalOptConfig, GlobalOptStats, global_optimise
@@ -29,7 +30,6 @@ from worldstereo.align.inverse import (DEFORMATIONS_FILE, InverseConfig, Inverse
 from worldstereo.align.preprocess import FramePoints, PreprocessConfig, frame_points, select_frames
 from worldstereo.align.voxel_model import VoxelModel
 from worldstereo.errors import InputError
-from worldstereo.geometry import umeyama
 from worldstereo.io.atomic import atomic_dir, atomic_write_text
 from worldstereo.io.dataclass_json import to_jsonable
 from worldstereo.io.ply import write_ply
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 STAGE = "reconstruct"
 CAMERAS_FILE = "cameras_refined.json"
+PNP_POINTS = 5000  # points per frame in the refined cameras' reprojection fit
 OUTPUTS = ("canonical.ply", DEFORMATIONS_FILE, "config.json", "convention.json", "metrics.json", CAMERAS_FILE)
 
 CONVENTION = {
@@ -54,9 +55,9 @@ CONVENTION = {
                "placement is c2w_given · x",
     "matrices": "c2w_given, c2w_aligned: 4×4 camera-to-world; results.npz extrinsics are w2c 3×4",
     "frame_index": "original results.npz frame indices (offset and stride applied)",
-    CAMERAS_FILE: "refined cameras: trajectory JSON {width, height, frames: [{c2w, K}]}; c2w = rotation and "
-                  "translation of the Sim(3) best mapping the frame's camera points x to their canonical "
-                  "placement (the rigid part of its alignment); a rejected frame keeps its given c2w",
+    CAMERAS_FILE: "refined cameras: trajectory JSON {width, height, frames: [{c2w, K}]}; c2w = the camera that "
+                  "sees the frame's canonical points at their own pixels (robust reprojection fit, started "
+                  "from the rigid part of its alignment); a rejected frame keeps its given c2w",
 }
 
 
@@ -282,13 +283,17 @@ def _support(frames: list[FramePoints], res: AlignResult, icp: ICPConfig,
 
 
 def refined_c2w(frame: FramePoints, state: FrameState) -> np.ndarray:
-    """The rigid part of a frame's placement: rotation and translation of the Sim(3) that best maps
-    its camera-space points x to X = A (x + δ(x)) (the scale, a depth scale error, is left out).
-    A alone is not the camera: the grid may carry part of the rigid motion (affine fields are free)."""
-    sim = umeyama(frame.xyz, state.world(frame.xyz), with_scale=True)
-    c2w = np.eye(4)
-    c2w[:3, :3], c2w[:3, 3] = sim.R, sim.t
-    return c2w
+    """A frame's refined camera: the pose that sees its aligned points X = A (x + δ(x)) at their own
+    pixels (camera_refine.bearing_pnp), started from the rigid part of the Sim(3) x → X. Depth
+    errors move points along their rays, so the bearings hold where the rigid fit trades rotation
+    for warp. A alone is not the camera: the grid may carry part of the rigid motion."""
+    P = len(frame.xyz)
+    sub = np.arange(P)
+    if P > PNP_POINTS:  # a fixed subset: 6 unknowns, thousands of points are plenty
+        sub = np.sort(np.random.default_rng([0, frame.index]).choice(P, PNP_POINTS, replace=False))
+    x = frame.xyz[sub]
+    X = state.world(x)
+    return bearing_pnp(X, frame.pix[sub], frame.K, rigid_c2w(x, X))
 
 
 def _write_cameras(path: Path, frames: list[FramePoints], res: AlignResult) -> None:

@@ -4,6 +4,10 @@ All poses are c2w [N, 4, 4] (OpenCV axes), estimated and ground truth in the sam
 
 - RotErr   = Σ_j ∠(R̂_j, R_j), degrees, with every pose taken relative to its trajectory's first
              frame (R_j ← R_0ᵀ R_j); ∠ = geodesic angle arccos((tr(AᵀB) − 1)/2). Frame 0 adds 0.
+             A *sum* over frames (CameraCtrl / WorldStereo tables): N frames each 2° off score
+             2·(N−1). `rot_err_mean_deg` is the same divided by N − 1 (degrees per frame).
+- APE rot  = √(mean_j ∠(S_R R̂_j, R_j)²), degrees, with S_R the rotation of the ATE's Sim(3)
+             (evo APE `--pose_relation angle_deg --align --correct_scale`).
 - TransErr = Σ_j ‖t̂_j/ŝ − t_j/s‖ on the camera centres relative to the first frame
              (t_j ← R_0ᵀ (c_j − c_0)), each trajectory divided by its own scale s = max_j ‖t_j‖
              ("max"; or "none" / "total" = path length).
@@ -43,6 +47,17 @@ def rot_err(c2w_est: np.ndarray, c2w_gt: np.ndarray) -> float:
     """RotErr: Σ over frames of the geodesic angle (degrees) between relative-to-first rotations."""
     a, b = relative_to_first(c2w_est), relative_to_first(c2w_gt)
     return float(geodesic_deg(a[:, :3, :3], b[:, :3, :3]).sum())
+
+
+def rot_err_mean(c2w_est: np.ndarray, c2w_gt: np.ndarray) -> float:
+    """RotErr per frame: the mean geodesic angle (degrees) over frames 1..N−1 (relative to first)."""
+    return rot_err(c2w_est, c2w_gt) / max(len(c2w_gt) - 1, 1)
+
+
+def ape_rot_rmse(c2w_est: np.ndarray, c2w_gt: np.ndarray) -> float:
+    """evo-style APE of rotation (degrees, RMSE) after the Sim(3) Umeyama alignment of the centres."""
+    _, T = ate_rmse(c2w_est, c2w_gt)
+    return float(np.sqrt(np.mean(geodesic_deg(T.R[None] @ c2w_est[:, :3, :3], c2w_gt[:, :3, :3]) ** 2)))
 
 
 def _normalised_centres(c2w: np.ndarray, norm: TransNorm) -> np.ndarray:
@@ -99,6 +114,8 @@ class CameraScores:
     ate: float
     auc30: float
     n_frames: int
+    rot_err_mean_deg: float = float("nan")  # RotErr / (N − 1): degrees per frame
+    ape_rot_deg: float = float("nan")  # evo APE rotation RMSE (degrees) after Sim(3) alignment
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -110,9 +127,11 @@ def score_cameras(c2w_est: np.ndarray, c2w_gt: np.ndarray, trans_norm: TransNorm
     c2w_gt = np.asarray(c2w_gt, np.float64)
     if c2w_est.shape != c2w_gt.shape:
         raise ValueError(f"trajectories differ in shape: {c2w_est.shape} vs {c2w_gt.shape}")
-    ate = ate_rmse(c2w_est, c2w_gt)[0] if len(c2w_gt) >= 3 else float("nan")
+    enough = len(c2w_gt) >= 3  # a Sim(3) fit of the centres needs three
+    ate = ate_rmse(c2w_est, c2w_gt)[0] if enough else float("nan")
     return CameraScores(rot_err(c2w_est, c2w_gt), trans_err(c2w_est, c2w_gt, trans_norm), ate,
-                        pairwise_auc(c2w_est, c2w_gt), len(c2w_gt))
+                        pairwise_auc(c2w_est, c2w_gt), len(c2w_gt), rot_err_mean(c2w_est, c2w_gt),
+                        ape_rot_rmse(c2w_est, c2w_gt) if enough else float("nan"))
 
 
 # --------------------------------------------------------------------------- TUM format

@@ -120,3 +120,35 @@ def test_world_points_drop_guesses_in_observed_free_space_and_low_confidence():
     world = world_points(cache, observed=(cam, depth))
     np.testing.assert_array_equal(world.xyz, xyz[[0, 2]])
     assert not violates_free_space(world.xyz[world.step > 0], cam, depth).any()
+
+
+def test_a_plane_carries_its_own_texture_mirrored_past_the_observed_edge():
+    """A striped wall seen in columns < 98 only: hole pixels past that edge take the stripes mirrored
+    about it (column c shows what column 2·97 − c saw), not a smooth blend from the rim."""
+    from worldstereo.generate.holefill import plane_texture
+
+    cam = Camera(K, np.eye(4), W, H)
+    depth = np.full((H, W), 5.0)
+    cols = np.broadcast_to(np.arange(W), (H, W))
+    rgb = np.stack([(cols * 37) % 256, np.full((H, W), 60), (cols * 11) % 256], -1).astype(np.uint8)
+    hole = cols >= 98
+    wall = points_from_view(rgb, np.where(hole, 0.0, depth), cam, 1.0, 0, 0, edge_rel_thresh=None)
+    planes = fit_planes(wall.xyz)
+    assert len(planes) == 1
+    flat = fill_holes(np.where(hole[..., None], 0, rgb).astype(np.uint8), np.where(hole, 0.0, depth), hole, cam,
+                      planes, fallback_depth=5.0)
+    planes[0].texture = plane_texture(planes[0], wall.xyz, wall.rgb, tol=0.05)
+    tex = fill_holes(np.where(hole[..., None], 0, rgb).astype(np.uint8), np.where(hole, 0.0, depth), hole, cam,
+                     planes, fallback_depth=5.0)
+    assert (tex.kind[hole] == KIND_PLANE).all() and np.allclose(tex.depth[hole], 5.0, rtol=1e-5)
+    mirrored = rgb[:, np.clip(2 * 97 - np.arange(98, W), 0, W - 1)]
+    assert (tex.rgb[:, 98:] == mirrored).all(axis=-1).mean() > 0.99
+    # the rim blend it replaces has none of the stripes' contrast
+    assert flat.rgb[:, 110:, 0].astype(float).std() < 0.3 * tex.rgb[:, 110:, 0].astype(float).std()
+
+
+def test_mirror_into_reflects_back_and_forth():
+    from worldstereo.generate.holefill import mirror_into
+
+    got = mirror_into(np.array([0.5, 1.2, 2.5, -0.3, 3.1]), np.array(0.0), np.array(1.0))
+    np.testing.assert_allclose(got, [0.5, 0.8, 0.5, 0.3, 0.9])

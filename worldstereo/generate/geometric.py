@@ -24,7 +24,8 @@ import numpy as np
 from worldstereo.console import progress
 from worldstereo.generate.base import GeneratedFrames, GenerationRequest
 from worldstereo.generate.holefill import (KIND_EXTRAPOLATED, KIND_INTERPOLATED, KIND_OBSERVED, confidence_of,
-                                           dense_planes, fill_holes, fit_planes, flying_pixels)
+                                           dense_planes, fill_holes, fit_planes, flying_pixels,
+                                           plane_texture)
 from worldstereo.generate.transfer import transfer_colour
 from worldstereo.memory.cache import PointCache, points_from_view, violates_free_space
 
@@ -52,6 +53,9 @@ class GeometricConfig:
     flying_edge_rel: float = 0.04
     """Frame pixels at a depth step (inverse depth's second difference above this fraction, both
     sides) get conf 0: splat borders and hole rims there mix foreground and background depth."""
+    plane_texture: bool = True
+    """Colour plane-hit hole pixels with the plane's own texture as the input saw it, mirrored past
+    its observed extent (holefill.plane_colours); off: the smooth colour from the background rim."""
     emit_guesses: bool = False
     """Give interpolated / extrapolated hole depth a confidence > 0, so update_cache adds it to the
     cache. Off: those pixels keep their colour and depth in the frame (the frame looks the same) but
@@ -74,7 +78,7 @@ class GeometricGenerator:
         work = req.cache
         refs = {e.id: e for e in req.bank.entries}
         ref_cache: dict[int, tuple] = {}
-        planes = self._planes(work.xyz[work.step == 0], req)
+        planes = self._planes(work.select(work.step == 0), req)
         trusted = np.ones(len(work), bool)  # working-cache points whose re-render may carry confidence
         rgb_out = np.zeros((N, H, W, 3), np.uint8)
         depth_out = np.zeros((N, H, W), np.float32)
@@ -103,14 +107,20 @@ class GeometricGenerator:
         return GeneratedFrames(rgb_out, depth_out, conf_out, self.name,
                                notes="cache render + reference transfer + background-side hole filling (planes, harmonic)")
 
-    def _planes(self, xyz_input: np.ndarray, req: GenerationRequest) -> list:
-        """Dominant planes of the input view's points; with the input camera known, only dense ones."""
+    def _planes(self, input_points: PointCache, req: GenerationRequest) -> list:
+        """Dominant planes of the input view's points; with the input camera known, only dense ones;
+        each with the texture the input saw on it (carried into the holes it fills)."""
         cfg = self.cfg
+        xyz_input = input_points.xyz
         up = -req.observed[0].c2w[:3, 1] if req.observed is not None else None  # OpenCV: y points down
         planes = fit_planes(xyz_input, max_planes=cfg.max_planes, extent_margin=cfg.plane_extent_margin, up=up,
                             level_margin=cfg.level_extent_margin)
         if req.observed is not None:
             planes = dense_planes(planes, xyz_input, req.observed[0], min_cover=cfg.plane_min_cover)
+        if cfg.plane_texture and len(xyz_input):
+            tol = 0.01 * float(np.median(np.linalg.norm(xyz_input, axis=1)))  # fit_planes' inlier band
+            for p in planes:
+                p.texture = plane_texture(p, xyz_input, input_points.rgb, tol)
         return planes
 
     def _remember(self, work: PointCache, trusted: np.ndarray, rgb: np.ndarray, depth: np.ndarray, conf: np.ndarray,

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import scipy.sparse as sp
 from scipy.ndimage import distance_transform_edt, label
+from scipy.spatial import cKDTree
 from scipy.sparse.linalg import splu
 
 from worldstereo.cameras import Camera
@@ -44,6 +45,23 @@ class Plane:
     lo: np.ndarray  # [3] world box of the inliers, enlarged
     hi: np.ndarray  # [3]
     support: int
+    texture: "PlaneTexture | None" = None
+
+
+@dataclass
+class PlaneTexture:
+    """The colours the input view saw on a plane, in 2D plane coordinates (origin, u, v), for
+    carrying its texture into holes: a hit outside the observed extent is mirrored back into it."""
+
+    origin: np.ndarray  # [3]
+    u: np.ndarray  # [3] unit, in the plane
+    v: np.ndarray  # [3] unit, in the plane, ⟂ u
+    lo: np.ndarray  # [2] observed extent in (u, v)
+    hi: np.ndarray  # [2]
+    tree: cKDTree  # over the observed points' (u, v)
+    rgb: np.ndarray  # [M, 3] uint8
+    spacing: float
+    """Median distance between neighbouring observed points: the gate for a sample to count."""
 
 
 def fit_planes(xyz: np.ndarray, max_planes: int = 4, min_support: float = 0.05, tol_rel: float = 0.01,
@@ -120,6 +138,44 @@ def dense_planes(planes: list[Plane], xyz: np.ndarray, cam: Camera, tol_rel: flo
     return keep
 
 
+def plane_texture(plane: Plane, xyz: np.ndarray, rgb: np.ndarray, tol: float, max_points: int = 50000,
+                  seed: int = 0) -> PlaneTexture | None:
+    """The texture of `plane` from coloured points (the input view's): those within tol of it."""
+    on = np.abs(xyz @ plane.normal + plane.offset) <= tol
+    if on.sum() < 16:
+        return None
+    q, c = xyz[on].astype(np.float64), rgb[on]
+    if len(q) > max_points:
+        pick = np.random.default_rng(seed).choice(len(q), max_points, replace=False)
+        q, c = q[pick], c[pick]
+    n = plane.normal
+    u = np.cross(n, [0.0, 0.0, 1.0] if abs(n[2]) < 0.9 else [1.0, 0.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(n, u)
+    origin = -plane.offset * n
+    ab = np.stack([(q - origin) @ u, (q - origin) @ v], 1)
+    tree = cKDTree(ab)
+    spacing = float(np.median(tree.query(ab, k=2)[0][:, 1]))
+    return PlaneTexture(origin, u, v, ab.min(0), ab.max(0), tree, c.astype(np.uint8), max(spacing, 1e-9))
+
+
+def mirror_into(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """x reflected back and forth into [lo, hi] (per column): a mirror tiling, continuous at the edges."""
+    span = np.maximum(hi - lo, 1e-12)
+    s = np.mod(x - lo, 2 * span)
+    return lo + np.where(s <= span, s, 2 * span - s)
+
+
+def plane_colours(tex: PlaneTexture, hits: np.ndarray, gate: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """(rgb [M, 3] uint8, found [M] bool) for points on the plane: the observed colour at the hit's
+    plane coordinates mirrored into the observed extent. Past the image border or behind an
+    occluder the plane continues with its own texture; where the mirrored spot was not seen either
+    (farther than gate × the point spacing from any observed point), found is False."""
+    ab = np.stack([(hits - tex.origin) @ tex.u, (hits - tex.origin) @ tex.v], 1)
+    dist, idx = tex.tree.query(mirror_into(ab, tex.lo, tex.hi))
+    return tex.rgb[idx], dist <= gate * tex.spacing
+
+
 def plane_depth(cam: Camera, planes: list[Plane], pix: tuple[np.ndarray, np.ndarray],
                 observed: tuple[Camera, np.ndarray] | None = None) -> np.ndarray:
     """Depth [M] where the rays of pixels (rows, cols) first meet a plane inside its extent (inf: none).
@@ -127,12 +183,19 @@ def plane_depth(cam: Camera, planes: list[Plane], pix: tuple[np.ndarray, np.ndar
     With `observed` (the input camera and depth), a hit in space that view saw empty does not
     count: a plane extends behind occluders and past the image border, never across what was seen
     through (an enlarged box-front plane must not cover the wall visible around the box)."""
+    return plane_hits(cam, planes, pix, observed)[0]
+
+
+def plane_hits(cam: Camera, planes: list[Plane], pix: tuple[np.ndarray, np.ndarray],
+               observed: tuple[Camera, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """plane_depth and, per pixel, the index of the plane hit (-1: none)."""
     yy, xx = pix
     rays_cam = np.linalg.solve(cam.K, np.stack([xx + 0.0, yy + 0.0, np.ones(len(xx))]))  # z = 1
     R, o = cam.c2w[:3, :3], cam.c2w[:3, 3]
     d = (R @ rays_cam).T  # world direction per unit camera depth
     best = np.full(len(xx), np.inf)
-    for p in planes:
+    which = np.full(len(xx), -1)
+    for k, p in enumerate(planes):
         denom = d @ p.normal
         with np.errstate(divide="ignore", invalid="ignore"):
             t = -(o @ p.normal + p.offset) / denom
@@ -140,8 +203,9 @@ def plane_depth(cam: Camera, planes: list[Plane], pix: tuple[np.ndarray, np.ndar
         inside = np.all((hit >= p.lo) & (hit <= p.hi), axis=1) & (t > 0) & np.isfinite(t)
         if observed is not None and inside.any():
             inside[inside] = ~violates_free_space(hit[inside], *observed)
-        best = np.where(inside & (t < best), t, best)
-    return best
+        closer = inside & (t < best)
+        best, which = np.where(closer, t, best), np.where(closer, k, which)
+    return best, which
 
 
 def background_rim(depth_m: np.ndarray, hole: np.ndarray, window: int, rel: float = 0.15) -> np.ndarray:
@@ -265,14 +329,32 @@ def fill_holes(rgb: np.ndarray, depth_m: np.ndarray, hole: np.ndarray, cam: Came
         kind[rest] = KIND_EXTRAPOLATED
     if planes:
         pix = np.nonzero(hole)
-        t = plane_depth(cam, planes, pix, observed)
+        t, which = plane_hits(cam, planes, pix, observed)
         cur = depth[pix]
         # a plane may lie behind the background fill (the hole reveals what is behind), not in front of it
         agree = np.isfinite(t) & ((t >= (1.0 - plane_agree) * cur) | (kind[pix] == KIND_EXTRAPOLATED))
         yy, xx = pix[0][agree], pix[1][agree]
         depth[yy, xx] = t[agree]
         kind[yy, xx] = KIND_PLANE
+        _texture_plane_hits(out_rgb, cam, planes, yy, xx, t[agree], which[agree])
     return HoleFill(depth.astype(np.float32), out_rgb, kind)
+
+
+def _texture_plane_hits(rgb: np.ndarray, cam: Camera, planes: list[Plane], yy: np.ndarray, xx: np.ndarray,
+                        t: np.ndarray, which: np.ndarray) -> None:
+    """Colour plane-hit pixels (in place) with their plane's own texture (plane_colours) where it
+    has one; elsewhere the background-rim colour stays."""
+    if not len(yy):
+        return
+    rays = np.linalg.solve(cam.K, np.stack([xx + 0.0, yy + 0.0, np.ones(len(xx))]))  # z = 1
+    hits = (cam.c2w[:3, :3] @ (rays * t)).T + cam.c2w[:3, 3]
+    for k, p in enumerate(planes):
+        on = which == k
+        if p.texture is None or not on.any():
+            continue
+        colour, found = plane_colours(p.texture, hits[on])
+        sel = np.flatnonzero(on)[found]
+        rgb[yy[sel], xx[sel]] = colour[found]
 
 
 def flying_pixels(depth_m: np.ndarray, rel: float) -> np.ndarray:

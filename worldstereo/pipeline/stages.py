@@ -32,6 +32,7 @@ from worldstereo.io.video import write_video
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.memory.cache import PointCache, align_frame_to_cache, fuse_frame, world_points
 from worldstereo.memory.retrieval import retrieve
+from worldstereo.panorama.equirect import EquirectCamera, nearest_surface
 from worldstereo.pipeline.config import (DIFFUSION_BACKENDS, GenerationConfig, custom_trajectory_name, is_panorama,
                                          pano_planner_config, trajectory_names)
 from worldstereo.pipeline.prepare import InputView, load_input_view, write_prepared
@@ -85,12 +86,14 @@ def _consume(scene: SceneDir, stages: list[str], what: Path) -> dict[str, str]:
     return {s: scene.require_current(s, what).run for s in stages}
 
 
-def _input_view(scene: SceneDir) -> tuple[Camera, np.ndarray] | None:
+def _input_view(scene: SceneDir) -> tuple[Camera | EquirectCamera, np.ndarray] | None:
     """The input camera and its observed depth: free space that synthesised points may not fill.
-    None for a panorama: its depth is a ray-distance map, not one camera's view (docs/panorama.md)."""
+    A panorama observes from the world origin in every direction; its depth is the ray-distance
+    map with each pixel the nearest of its neighbours (equirect.nearest_surface, docs/panorama.md)."""
     m = scene.load()
     if m.input_kind == "panorama":
-        return None
+        distance_m = np.load(scene.input_depth)
+        return EquirectCamera(distance_m.shape[1], distance_m.shape[0]), nearest_surface(distance_m)
     W, H = m.working_size
     return Camera(np.asarray(m.K), np.eye(4), W, H), np.load(scene.input_depth)
 

@@ -20,7 +20,7 @@ from worldstereo.io.atomic import atomic_copy, atomic_save
 from worldstereo.io.images import read_depth, write_image
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.panorama.bank import MIDDLE_VIEWS, RELEASE_LAYOUT, BankLayout
-from worldstereo.panorama.cache import points_from_panorama
+from worldstereo.panorama.cache import FOOTPRINT_SCALE, points_from_panorama
 from worldstereo.panorama.equirect import is_equirect_shape
 from worldstereo.panorama.load import load_panorama_view, resize_equirect
 from worldstereo.panorama.planner import pivot_depths_from_distance
@@ -133,6 +133,7 @@ def write_prepared_panorama(scene: SceneDir, pv: PanoramaView, cache_cfg: CacheC
         "pivot_depth_m": float(np.median(list(pivots.values()))),
         "valid_depth_fraction": float(valid.mean()),
         "cache_points": {"input": len(cache)},
-        "voxel_m": float(cache_cfg.voxel_scale * np.median(cache.size)),
+        # the point spacing, as a photo's voxel is its pixel footprint (size is the enlarged splat)
+        "voxel_m": float(cache_cfg.voxel_scale * np.median(cache.size) / FOOTPRINT_SCALE),
     }
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from worldstereo.io.images import write_image
+from worldstereo.panorama import make_bank, write_pano_bank
 from worldstereo.panorama.bank import BankLayout
 from worldstereo.panorama.depth import depth_cameras, distance_from_model, fuse_view_distances, view_distance
 from worldstereo.panorama.synthetic_room import Room, render_panorama, render_view
@@ -101,3 +102,14 @@ def test_run_pipeline_panorama_with_tiny_depth_model(tmp_path):
     # the views agree better after alignment than before (figures recorded in scene.json's note)
     found = re.search(r"\(median \|log ratio\|\) ([0-9.]+) before, ([0-9.]+) after", src["note"])
     assert found and float(found.group(2)) < float(found.group(1))
+    # the release's pano_bank as input: the model runs on its own 27 views (no pole views: caps unknown)
+    write_pano_bank(tmp_path / "pano_bank", make_bank(rgb, None, LAYOUT))
+    r = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "--pano-bank", "pano_bank", "--depth-model",
+                        str(model), "--pano-width", "128", "--until", "prepare", "--scene", "scene_bank"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    src = json.loads((tmp_path / "scene_bank" / "scene.json").read_text())["depth_source"]
+    assert src["kind"] == "model" and "27 views (the pano_bank's)" in src["note"]
+    dist = np.load(tmp_path / "scene_bank" / "input" / "depth.npy")
+    assert dist.shape == (64, 128) and 0.75 < (dist > 0).mean() < 0.85  # the caps past ±71.6° (20 % of rows)
+    assert (dist[:, :] > 0)[20:44].all()  # around the horizon every pixel is seen

@@ -63,6 +63,15 @@ sides), and at 1.0 the renders of the panoramic cache showed cracks (3.8 % holes
 of the synthetic room, 0.1 % at 1.5) that the hole filler then filled with wrong depth."""
 
 
+def cache_height(pano_height: int, view_fx: float) -> int:
+    """Equirect height the panoramic cache is built at: the panorama's, or fewer rows when its
+    pixels are finer than the bank views' at their centre (1/fx radians). Kept points lie π/H
+    apart, so H = π·fx matches the views' pixel pitch; a denser cache only hides its own points in
+    every render while each render, fusion and snapshot pays for all of them (at the defaults,
+    2048 × 1024 with 832 × 480 views of fx 240: H 754, 0.7 M points instead of 1.3 M)."""
+    return int(min(pano_height, max(8, round(math.pi * view_fx))))
+
+
 def points_from_panorama(rgb: np.ndarray, distance_m: np.ndarray, conf: float = 1.0, step: int = 0,
                          frame: int = 0, edge_rel_thresh: float | None = 0.04,
                          even_density: bool = True, footprint_scale: float = FOOTPRINT_SCALE) -> "PointCache":

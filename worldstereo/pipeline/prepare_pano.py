@@ -20,8 +20,9 @@ from worldstereo.errors import InputError
 from worldstereo.io.atomic import atomic_copy, atomic_save
 from worldstereo.io.images import read_depth, write_image
 from worldstereo.memory.bank import MemoryBank
+from worldstereo.memory.cache import PointCache
 from worldstereo.panorama.bank import MIDDLE_VIEWS, RELEASE_LAYOUT, BankLayout
-from worldstereo.panorama.cache import FOOTPRINT_SCALE, points_from_panorama
+from worldstereo.panorama.cache import FOOTPRINT_SCALE, cache_height, points_from_panorama
 from worldstereo.panorama.equirect import is_equirect_shape
 from worldstereo.panorama.load import load_panorama_view, resize_equirect
 from worldstereo.panorama.planner import pivot_depths_from_distance
@@ -138,11 +139,21 @@ def load_panorama_input(cfg: InputConfig) -> PanoramaView:
     return pv
 
 
+def _panoramic_cache(pv: PanoramaView, cache_cfg: CacheConfig) -> PointCache:
+    """The step-0 cache from the panorama at cache_height (colour box-filtered, distance nearest)."""
+    H = pv.rgb.shape[0]
+    h = cache_height(H, float(pv.views[0].camera.K[0, 0]))
+    rgb, distance = pv.rgb, pv.distance_m
+    if h < H:
+        rgb, distance = resize_equirect(rgb, 2 * h, h), resize_equirect(distance, 2 * h, h, nearest=True)
+    return points_from_panorama(rgb, distance, 1.0, step=0, frame=0, edge_rel_thresh=cache_cfg.edge_rel_thresh)
+
+
 def write_prepared_panorama(scene: SceneDir, pv: PanoramaView, cache_cfg: CacheConfig) -> dict:
     """Write input/ (panorama.png, depth.npy = ray distance, image.png = bank view 0), the panoramic
     cache (cache/step_00.ply, copied to cache.ply) and the bank views (source `panorama`, step 0);
     returns SceneManifest fields."""
-    cache = points_from_panorama(pv.rgb, pv.distance_m, 1.0, step=0, frame=0, edge_rel_thresh=cache_cfg.edge_rel_thresh)
+    cache = _panoramic_cache(pv, cache_cfg)
     if len(cache) < 100:  # checked before the first write
         raise InputError(pv.depth_source.path or scene.input_depth, "depth leaves fewer than 100 usable points for the cache")
     cams = [v.camera for v in pv.views]

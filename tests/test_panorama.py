@@ -18,12 +18,12 @@ from worldstereo.cameras import Camera, PlannerConfig, intrinsics_from_fov, plan
 from worldstereo.errors import InputError
 from worldstereo.geometry import project_points
 from worldstereo.geometry import depth_discontinuities as depth_edges
-from worldstereo.panorama import (MIDDLE_VIEWS, PanoPlannerConfig, bank_cameras, load_panorama_view, make_bank,
+from worldstereo.panorama import (MIDDLE_VIEWS, RELEASE_LAYOUT, PanoPlannerConfig, bank_cameras, load_panorama_view, make_bank,
                                   pivot_depths_from_distance, plan_panorama, points_from_panorama,
                                   read_bank_cameras, read_pano_bank, views_to_equirect, write_bank_cameras,
                                   write_pano_bank)
 from worldstereo.panorama.bank import R_OURS_FROM_RELEASE, BankLayout, yaw_pitch_c2w
-from worldstereo.panorama.cache import FOOTPRINT_SCALE, equirect_depth_edges, panorama_point_mask
+from worldstereo.panorama.cache import FOOTPRINT_SCALE, cache_height, equirect_depth_edges, panorama_point_mask
 from worldstereo.panorama.equirect import (angles_to_dirs, dirs_to_pixel, equirect_rays, pixel_solid_angle,
                                            pixel_to_angles)
 from worldstereo.panorama.synthetic_room import Room, raycast, render_panorama, render_view
@@ -241,6 +241,13 @@ def test_cache_from_exact_depth_matches_ray_cast_ground_truth():
     assert np.allclose(cache.size, FOOTPRINT_SCALE * t * math.pi / H, rtol=1e-6)
     # no flying pixels: every depth-edge pixel was dropped
     assert not (keep & equirect_depth_edges(dist, 0.04)).any()
+
+
+def test_cache_height_matches_the_bank_views_pixel_pitch():
+    fx = RELEASE_LAYOUT.K()[0, 0]  # ≈ 240.18: π·fx ≈ 754.5 → 755 rows, kept points π/755 rad apart
+    assert cache_height(1024, fx) == 755 and abs(math.pi / 755 - 1 / fx) < 0.001 / fx
+    assert cache_height(64, fx / 8) == 64  # never above the panorama's own height
+    assert cache_height(4096, fx) == cache_height(1024, fx)  # the input's size does not matter
 
 
 def test_panoramic_cache_renders_into_a_bank_view_without_cracks():

@@ -8,7 +8,8 @@ ground truth, and the timings (panorama → bank + cache; the whole pipeline).
 Rows (points scored against GT, all in the panorama's world frame):
   * panorama only: every pixel of the working panorama unprojected along its ray (no edge dropping,
     no density equalisation), i.e. what the input alone gives;
-  * panoramic cache: cache/step_00.ply (edges dropped, poles thinned);
+  * panoramic cache: cache/step_00.ply (edges dropped, poles thinned, at the bank views' pixel
+    pitch: panorama.cache.cache_height);
   * pipeline cache: cache.ply after every trajectory's update_cache;
   * pipeline frames: results.npz's frames (bank views + generated frames) fused naively.
 GT: the room's surfaces ray-cast from the centre and 8 points around it (what any camera of the

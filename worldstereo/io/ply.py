@@ -35,7 +35,7 @@ def write_ply(path: str | Path, fields: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(("\n".join(header) + "\n").encode("ascii"))
-            arr.tofile(f)  # no intermediate bytes copy (caches hold millions of points)
+            f.write(arr.data)  # the buffer itself, no bytes copy (caches hold millions of points)
 
 
 def read_ply(path: str | Path) -> np.ndarray:

@@ -112,6 +112,18 @@ def main() -> None:
         print(f"| {name} | {s['fscore']:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | {s['chamfer']:.4f} | {len(pts):,} |")
     print(f"\n{2 * args.height}×{args.height} → 27-view bank + cache: {t_bank:.2f} s (best of 3)")
     print(f"whole pipeline ({len(res)} frames in results.npz): {t_pipe:.1f} s")
+    print(f"stage seconds (scene.json): {stage_seconds(scene)}")
+
+
+def stage_seconds(scene: Path) -> str:
+    """Seconds per stage kind from scene.json's records (generate and update_cache summed over trajectories)."""
+    import json
+
+    total: dict[str, float] = {}
+    for name, rec in json.loads((scene / "scene.json").read_text())["stages"].items():
+        kind = name.split("/")[0]
+        total[kind] = total.get(kind, 0.0) + rec["seconds"]
+    return ", ".join(f"{k} {v:.1f}" for k, v in total.items())
 
 
 if __name__ == "__main__":

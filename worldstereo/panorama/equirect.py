@@ -104,8 +104,9 @@ def nearest_surface(distance_m: np.ndarray) -> np.ndarray:
     """[H, W] the smallest known distance among each pixel's 3 × 3 neighbours (seam wrapped, 0 =
     unknown where none is known): a point on a silhouette that rounds to the background pixel
     beside it is then not taken for a point in front of that background."""
-    from scipy.ndimage import minimum_filter
+    import cv2
 
-    d = np.where(np.isfinite(distance_m) & (distance_m > 0), distance_m, np.inf)
-    out = minimum_filter(d, size=3, mode=("nearest", "wrap"))
+    d = np.where(np.isfinite(distance_m) & (distance_m > 0), distance_m, np.inf).astype(np.float32)
+    padded = np.concatenate([d[:, -1:], d, d[:, :1]], axis=1)  # the seam wraps
+    out = cv2.erode(padded, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)[:, 1:-1]
     return np.where(np.isfinite(out), out, 0.0).astype(np.float32)

@@ -381,3 +381,30 @@ def test_bad_panorama_inputs_are_one_line_errors(tmp_path, case):
     r = subprocess.run([sys.executable, "-c", code, str(img), str(tmp_path / "d.npy")], cwd=REPO, capture_output=True,
                        text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
     assert r.returncode == 2 and r.stderr == f"error: {expect}\n" and r.stdout == ""
+
+
+def test_aerials_are_lowered_to_stay_inside_the_room():
+    """The release aerial rises 45° about a pivot a few metres away: in the synthetic room that goes
+    through the ceiling. plan_inside lowers each aerial until its cameras stay inside what the
+    panorama saw; the room's own box (not the distance map) checks the result."""
+    from worldstereo.panorama.planner import plan_inside
+
+    room = Room()
+    _, dist = render_panorama(room, 128)
+    cams = bank_cameras(BankLayout(width=208, height=120))
+    cfg = PanoPlannerConfig(frames=9)
+    pivots = pivot_depths_from_distance(dist, cams, cfg.views)
+    plain = {t.name: t for t in plan_panorama(cams, pivots, cfg)}
+    lo, hi = np.array(room.lo), np.array(room.hi)
+    outside = lambda t: (~np.all((t.c2w()[:, :3, 3] > lo) & (t.c2w()[:, :3, 3] < hi), axis=1)).sum()  # noqa: E731
+    assert sum(outside(t) for t in plain.values()) > 0  # the plain plan does leave the room
+    trajs, lowered = plan_inside(cams, pivots, dist, cfg)
+    assert [t.name for t in trajs] == list(plain) and set(lowered) <= {n for n in plain if n.endswith("_aerial")}
+    assert lowered and all(0 <= up < 45 for up in lowered.values())
+    for t in trajs:
+        assert outside(t) == 0
+        if t.name not in lowered:  # the rest are the plain plan's
+            np.testing.assert_array_equal(t.c2w(), plain[t.name].c2w())
+    # a far sphere: nothing to lower
+    trajs, lowered = plan_inside(cams, pivots, np.full_like(dist, 100.0), cfg)
+    assert lowered == {} and all(np.array_equal(t.c2w(), plain[t.name].c2w()) for t in trajs)

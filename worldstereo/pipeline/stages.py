@@ -169,13 +169,18 @@ def stage_plan(scene: SceneDir, cfg: GenerationConfig, force: bool = False) -> N
 
 def _plan_panorama(scene: SceneDir, cfg: GenerationConfig) -> list[Trajectory]:
     """The panorama planner's trajectories from the bank views prepare stored (source `panorama`)."""
-    from worldstereo.panorama.planner import pivot_depths_from_distance, plan_panorama
+    from worldstereo.panorama.planner import pivot_depths_from_distance, plan_inside
 
     entries = sorted((e for e in MemoryBank(scene.memory_bank).entries if e.source == "panorama"), key=lambda e: e.frame)
     cams = [e.camera for e in entries]
     pcfg = pano_planner_config(cfg.plan)
-    pivots = pivot_depths_from_distance(np.load(scene.input_depth), cams, pcfg.views)
-    return plan_panorama(cams, pivots, pcfg)
+    distance_m = np.load(scene.input_depth)
+    pivots = pivot_depths_from_distance(distance_m, cams, pcfg.views)
+    trajs, lowered = plan_inside(cams, pivots, distance_m, pcfg)
+    for name, up in lowered.items():
+        print(f"[plan] {name}: rises {up:g}° instead of {pcfg.aerial_up_deg:g}° (higher, it would leave the "
+              "space the panorama saw)", flush=True)
+    return trajs
 
 
 # --------------------------------------------------------------------------- per trajectory

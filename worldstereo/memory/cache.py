@@ -175,10 +175,11 @@ def fuse_frame(cache: PointCache, rgb: np.ndarray, depth_m: np.ndarray, conf: np
     new = pts.select(~agree & keep)
     if observed is not None:
         new = new.select(~violates_free_space(new.xyz, *observed))
-    return merge_voxel(out, new, voxel, max_conf)
+    return merge_voxel(out, new, voxel, max_conf, copy=False)  # `out` is this call's own copy already
 
 
-def merge_voxel(cache: PointCache, new: PointCache, voxel: float, max_conf: float = 10.0) -> PointCache:
+def merge_voxel(cache: PointCache, new: PointCache, voxel: float, max_conf: float = 10.0,
+                copy: bool = True) -> PointCache:
     """Merge `new` into `cache` by voxel with confidence.
 
     New points in an occupied voxel are fused into that voxel's oldest cache point (position and
@@ -189,7 +190,7 @@ def merge_voxel(cache: PointCache, new: PointCache, voxel: float, max_conf: floa
         return cache
     keys_n = voxel_keys(new.xyz.astype(np.float64), voxel)
     hit, oldest = _oldest_in_voxels(cache.xyz, keys_n, voxel)
-    out = cache.copy()
+    out = cache.copy() if copy else cache  # copy=False: `cache` is updated in place
     if hit.any():
         fuse_into(out, oldest, new.select(hit), max_conf)  # into the voxel's oldest point
     fresh = new.select(~hit)

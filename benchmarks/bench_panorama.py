@@ -8,7 +8,8 @@ ground truth, and the timings (panorama → bank + cache; the whole pipeline).
 Rows (points scored against GT, all in the panorama's world frame):
   * panorama only: every pixel of the working panorama unprojected along its ray (no edge dropping,
     no density equalisation), i.e. what the input alone gives;
-  * panoramic cache: cache/step_00.ply (edges dropped, poles thinned);
+  * panoramic cache: cache/step_00.ply (edges dropped, poles thinned, at the bank views' pixel
+    pitch: panorama.cache.cache_height);
   * pipeline cache: cache.ply after every trajectory's update_cache;
   * pipeline frames: results.npz's frames (bank views + generated frames) fused naively.
 GT: the room's surfaces ray-cast from the centre and 8 points around it (what any camera of the
@@ -111,6 +112,18 @@ def main() -> None:
         print(f"| {name} | {s['fscore']:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | {s['chamfer']:.4f} | {len(pts):,} |")
     print(f"\n{2 * args.height}×{args.height} → 27-view bank + cache: {t_bank:.2f} s (best of 3)")
     print(f"whole pipeline ({len(res)} frames in results.npz): {t_pipe:.1f} s")
+    print(f"stage seconds (scene.json): {stage_seconds(scene)}")
+
+
+def stage_seconds(scene: Path) -> str:
+    """Seconds per stage kind from scene.json's records (generate and update_cache summed over trajectories)."""
+    import json
+
+    total: dict[str, float] = {}
+    for name, rec in json.loads((scene / "scene.json").read_text())["stages"].items():
+        kind = name.split("/")[0]
+        total[kind] = total.get(kind, 0.0) + rec["seconds"]
+    return ", ".join(f"{k} {v:.1f}" for k, v in total.items())
 
 
 if __name__ == "__main__":

@@ -155,7 +155,8 @@ def test_spherical_prior_is_a_loud_fallback(room: Path) -> None:
     assert np.all(np.load(room / "prior" / "input" / "depth.npy") == 2.5)  # the default --median-depth-m
 
 
-@pytest.mark.parametrize("case", ["not_2to1", "depth_size", "depth_nan", "depth_for_photo_flag"])
+@pytest.mark.parametrize("case", ["not_2to1", "depth_size", "depth_nan", "depth_for_photo_flag", "two_depth_sources",
+                                  "no_model_folder"])
 def test_bad_panorama_input_one_line_exit_2_nothing_written(room: Path, case: str) -> None:
     bad = room / f"bad_{case}"
     bad.mkdir()
@@ -172,6 +173,11 @@ def test_bad_panorama_input_one_line_exit_2_nothing_written(room: Path, case: st
         d[3, 4] = np.nan
         np.save(bad / "d.npy", d)
         args, expect = ["--panorama", "room.png", "--pano-depth", "d.npy"], "d.npy: depth contains 1 NaN"
+    elif case == "two_depth_sources":
+        args += ["--depth-model", str(bad)]
+        expect = "--depth-model and --pano-depth both given: give one depth source"
+    elif case == "no_model_folder":
+        args, expect = ["--panorama", "room.png", "--depth-model", "nowhere"], "nowhere: depth model folder not found"
     else:
         args, expect = ["--panorama", "room.png", "--depth", "room_d.npy"], "--pano-depth"
     for a in ("room.png", "room_d.npy"):

@@ -16,6 +16,7 @@ from worldstereo.cameras import Camera
 from worldstereo.geometry import (Sim3, depth_discontinuities, project_points, robust_umeyama, transform_points,
                                   unproject_depth, voxel_keys)
 from worldstereo.io.ply import read_ply, write_ply
+from worldstereo.panorama.equirect import EquirectCamera
 from worldstereo.render.points import PointRender, fill_cracks, render_points
 
 FIELDS = ("x", "y", "z", "red", "green", "blue", "conf", "size", "step", "frame")
@@ -112,13 +113,17 @@ def fuse_into(cache: PointCache, target: np.ndarray, new: PointCache, max_conf: 
     cache.conf[uniq] = np.minimum(tot, max_conf)
 
 
-def violates_free_space(xyz: np.ndarray, cam: Camera, depth_m: np.ndarray, margin: float = 0.03) -> np.ndarray:
+def violates_free_space(xyz: np.ndarray, cam: Camera | EquirectCamera, depth_m: np.ndarray,
+                        margin: float = 0.03) -> np.ndarray:
     """[N] bool: points that an observed view says are empty space.
 
     A point that projects inside `cam`'s image in front of its observed depth (by more than a
     relative margin) would have been seen there; a synthesised point like that contradicts a
-    real observation and must not enter the cache.
+    real observation and must not enter the cache. `cam` may be a panorama (EquirectCamera, with
+    its ray-distance map as `depth_m`): it sees every direction from the world origin.
     """
+    if isinstance(cam, EquirectCamera):
+        return cam.free_space(xyz, depth_m, margin)
     uv, z = project_points(xyz.astype(np.float64), cam.K, cam.w2c)
     u = np.round(uv[:, 0])
     v = np.round(uv[:, 1])
@@ -171,10 +176,11 @@ def fuse_frame(cache: PointCache, rgb: np.ndarray, depth_m: np.ndarray, conf: np
     new = pts.select(~agree & keep)
     if observed is not None:
         new = new.select(~violates_free_space(new.xyz, *observed))
-    return merge_voxel(out, new, voxel, max_conf)
+    return merge_voxel(out, new, voxel, max_conf, copy=False)  # `out` is this call's own copy already
 
 
-def merge_voxel(cache: PointCache, new: PointCache, voxel: float, max_conf: float = 10.0) -> PointCache:
+def merge_voxel(cache: PointCache, new: PointCache, voxel: float, max_conf: float = 10.0,
+                copy: bool = True) -> PointCache:
     """Merge `new` into `cache` by voxel with confidence.
 
     New points in an occupied voxel are fused into that voxel's oldest cache point (position and
@@ -183,16 +189,11 @@ def merge_voxel(cache: PointCache, new: PointCache, voxel: float, max_conf: floa
     """
     if len(new) == 0:
         return cache
-    keys_c = voxel_keys(cache.xyz.astype(np.float64), voxel)
     keys_n = voxel_keys(new.xyz.astype(np.float64), voxel)
-    order = np.argsort(keys_c, kind="stable")
-    sorted_c = keys_c[order]
-    pos = np.searchsorted(sorted_c, keys_n)
-    pos_c = np.minimum(pos, max(len(sorted_c) - 1, 0))
-    hit = (sorted_c[pos_c] == keys_n) if len(sorted_c) else np.zeros(len(new), bool)
-    out = cache.copy()
+    hit, oldest = _oldest_in_voxels(cache.xyz, keys_n, voxel)
+    out = cache.copy() if copy else cache  # copy=False: `cache` is updated in place
     if hit.any():
-        fuse_into(out, order[pos_c[hit]], new.select(hit), max_conf)  # into the voxel's oldest point
+        fuse_into(out, oldest, new.select(hit), max_conf)  # into the voxel's oldest point
     fresh = new.select(~hit)
     if len(fresh):
         uniq, first, inv = np.unique(keys_n[~hit], return_index=True, return_inverse=True)
@@ -204,6 +205,35 @@ def merge_voxel(cache: PointCache, new: PointCache, voxel: float, max_conf: floa
                              fresh.frame[first])
         out = out.concat(reduced)
     return out
+
+
+def _oldest_in_voxels(xyz: np.ndarray, keys_n: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray]:
+    """For voxel keys [M]: (hit [M] bool: the voxel holds a cache point; the lowest cache index in
+    each hit voxel [hit.sum()]).
+
+    Only cache points inside the new points' voxel-aligned bounding box can share a voxel with
+    them, and only those whose key is one of the new keys are sorted: a cache of millions of
+    points is never sorted whole (this runs once per fused frame).
+    """
+    if len(xyz) == 0:
+        return np.zeros(len(keys_n), bool), np.zeros(0, np.int64)
+    uniq_n = np.sort(keys_n)
+    uniq_n = uniq_n[np.concatenate([[True], uniq_n[1:] != uniq_n[:-1]])]
+    off = np.int64(1 << 20)  # voxel_keys' packing: 21 bits per axis
+    cell_lo = [((uniq_n >> s) & 0x1FFFFF).min() - off for s in (42, 21, 0)]
+    cell_hi = [((uniq_n >> s) & 0x1FFFFF).max() - off for s in (42, 21, 0)]
+    cand = np.flatnonzero(np.all((xyz >= np.asarray(cell_lo) * voxel - voxel)
+                                 & (xyz < (np.asarray(cell_hi) + 2) * voxel), axis=1))
+    keys_c = voxel_keys(xyz[cand].astype(np.float64), voxel)
+    pos = np.minimum(np.searchsorted(uniq_n, keys_c), len(uniq_n) - 1)
+    member = uniq_n[pos] == keys_c
+    cand, keys_c = cand[member], keys_c[member]
+    voxels, first = np.unique(keys_c, return_index=True)  # cand ascends: first = lowest index
+    if len(voxels) == 0:
+        return np.zeros(len(keys_n), bool), np.zeros(0, np.int64)
+    pos_n = np.minimum(np.searchsorted(voxels, keys_n), len(voxels) - 1)
+    hit = voxels[pos_n] == keys_n
+    return hit, cand[first][pos_n[hit]]
 
 
 @dataclass

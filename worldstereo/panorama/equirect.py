@@ -80,3 +80,33 @@ def pixel_solid_angle(height: int, width: int) -> np.ndarray:
 def is_equirect_shape(height: int, width: int) -> bool:
     """2:1 within one pixel of rounding (e.g. 2048×1024, or 2049×1024 from a careless crop)."""
     return height > 0 and abs(width - 2 * height) <= 1
+
+
+class EquirectCamera:
+    """The panorama as an observer for free-space checks: centre of projection at the world origin,
+    every direction seen, its depth the ray-distance map [H, W] (memory.cache.violates_free_space)."""
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+
+    def free_space(self, xyz: np.ndarray, distance_m: np.ndarray, margin: float) -> np.ndarray:
+        """[N] bool: points nearer to the centre than the distance the panorama saw along their ray
+        (by more than the relative margin), i.e. in space the panorama saw through. Unknown
+        distance (0) marks nothing."""
+        u, v, r = points_to_pixel(np.asarray(xyz, np.float64), self.width, self.height)
+        ui = np.mod(np.round(u).astype(np.int64), self.width)
+        vi = np.clip(np.round(v).astype(np.int64), 0, self.height - 1)
+        d = distance_m[vi, ui]
+        return (d > 0) & np.isfinite(d) & (r < d * (1.0 - margin))
+
+
+def nearest_surface(distance_m: np.ndarray) -> np.ndarray:
+    """[H, W] the smallest known distance among each pixel's 3 × 3 neighbours (seam wrapped, 0 =
+    unknown where none is known): a point on a silhouette that rounds to the background pixel
+    beside it is then not taken for a point in front of that background."""
+    import cv2
+
+    d = np.where(np.isfinite(distance_m) & (distance_m > 0), distance_m, np.inf).astype(np.float32)
+    padded = np.concatenate([d[:, -1:], d, d[:, :1]], axis=1)  # the seam wraps
+    out = cv2.erode(padded, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)[:, 1:-1]
+    return np.where(np.isfinite(out), out, 0.0).astype(np.float32)

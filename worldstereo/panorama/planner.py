@@ -16,6 +16,7 @@ rotations meet halfway between neighbouring start views.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Literal, Mapping, Sequence
@@ -25,6 +26,7 @@ import numpy as np
 from worldstereo.cameras import Camera, PlannerConfig, Trajectory, look_at, plan_trajectory
 from worldstereo.errors import InputError
 from worldstereo.panorama.bank import MIDDLE_VIEWS
+from worldstereo.panorama.equirect import points_to_pixel
 from worldstereo.panorama.views import distance_to_view_depth
 
 PanoSet = Literal["release", "standard"]
@@ -121,3 +123,44 @@ def pivot_depths_from_distance(distance_m: np.ndarray, bank_cameras: Sequence[Ca
             raise InputError(None, f"the panorama's depth has no valid pixel in bank view {idx}: cannot place its pivot")
         out[idx] = float(np.median(z[valid]))
     return out
+
+
+INSIDE_MARGIN = 0.1
+"""A planned camera counts as inside the seen space when it is at least this fraction nearer to the
+panorama's centre than the surface the panorama saw in its direction."""
+
+
+def inside_seen_space(centres: np.ndarray, distance_m: np.ndarray) -> np.ndarray:
+    """[N] bool: camera centres [N, 3] in space the panorama saw through (or in a direction of unknown
+    distance, where nothing says otherwise)."""
+    from worldstereo.panorama.equirect import EquirectCamera, nearest_surface
+
+    H, W = distance_m.shape
+    near = nearest_surface(distance_m)
+    eq = EquirectCamera(W, H)
+    u, v, _ = points_to_pixel(centres, W, H)
+    unknown = near[np.clip(np.round(v).astype(int), 0, H - 1), np.mod(np.round(u).astype(int), W)] <= 0
+    return eq.free_space(centres, near, INSIDE_MARGIN) | unknown
+
+
+def plan_inside(bank_cameras: Sequence[Camera], pivot_depths_m: Mapping[int, float], distance_m: np.ndarray,
+                cfg: PanoPlannerConfig = PanoPlannerConfig(), step_deg: float = 5.0) -> tuple[list[Trajectory], dict[str, float]]:
+    """plan_panorama, with each release aerial lowered (aerial_up_deg in steps of `step_deg`) until
+    all its cameras stay inside the space the panorama saw (inside_seen_space): in a room, a 45°
+    rise about a pivot a few metres away goes through the ceiling, and frames made from outside
+    add points outside the room. Returns the trajectories and {name: lowered angle} for those lowered."""
+    trajs = plan_panorama(bank_cameras, pivot_depths_m, cfg)
+    lowered: dict[str, float] = {}
+    if cfg.set != "release":
+        return trajs, lowered
+    for i, t in enumerate(trajs):
+        if not t.name.endswith("_aerial"):
+            continue
+        up = cfg.aerial_up_deg
+        while up > 0 and not inside_seen_space(t.c2w()[:, :3, 3], distance_m).all():
+            up = max(0.0, up - step_deg)
+            lower = dataclasses.replace(cfg, aerial_up_deg=up)
+            t = next(x for x in plan_panorama(bank_cameras, pivot_depths_m, lower) if x.name == trajs[i].name)
+            lowered[t.name] = up
+        trajs[i] = t
+    return trajs, lowered

@@ -279,9 +279,8 @@ def _validate_panorama(inp: InputConfig) -> None:
         return
     if inp.depth is not None:
         raise InputError(inp.depth, "--depth is a photo's z-depth: give a panorama's distance map as --pano-depth")
-    if inp.depth_model is not None:
-        raise InputError(inp.depth_model, "--depth-model is not supported for panoramas yet: give --pano-depth "
-                                          "(or none, for the spherical prior)")
+    if inp.depth_model is not None and inp.pano_depth is not None:
+        raise InputError(inp.depth_model, "--depth-model and --pano-depth both given: give one depth source")
     if inp.pano_width < 16 or inp.pano_width % 2:
         raise InputError(None, f"--pano-width must be an even number ≥ 16, got {inp.pano_width}")
     if not (math.isfinite(inp.pano_view_scale) and 0.01 <= inp.pano_view_scale <= 4):

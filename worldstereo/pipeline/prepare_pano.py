@@ -1,7 +1,8 @@
 """Stage `prepare` for a panorama: the equirect (or the release's pano_bank) and its distance map →
 input/panorama.png, the panoramic cache and the 27 bank views in the memory bank (docs/panorama.md).
 
-The spherical prior (no --pano-depth): every ray ends at `median_depth_m` (a sphere about the
+Depth: --pano-depth (a distance map), --depth-model (a local model on perspective views, fused:
+panorama/depth.py), or the spherical prior (neither): every ray ends at `median_depth_m` (a sphere about the
 panorama's centre). It gives the planner a pivot and the generator something to render, nothing
 more; the manifest records it with fallback true and the run warns loudly.
 """
@@ -19,8 +20,9 @@ from worldstereo.errors import InputError
 from worldstereo.io.atomic import atomic_copy, atomic_save
 from worldstereo.io.images import read_depth, write_image
 from worldstereo.memory.bank import MemoryBank
+from worldstereo.memory.cache import PointCache
 from worldstereo.panorama.bank import MIDDLE_VIEWS, RELEASE_LAYOUT, BankLayout
-from worldstereo.panorama.cache import points_from_panorama
+from worldstereo.panorama.cache import FOOTPRINT_SCALE, cache_height, points_from_panorama
 from worldstereo.panorama.equirect import is_equirect_shape
 from worldstereo.panorama.load import load_panorama_view, resize_equirect
 from worldstereo.panorama.planner import pivot_depths_from_distance
@@ -51,22 +53,55 @@ def scaled_layout(scale: float) -> BankLayout:
 
 
 def _spherical_prior(H: int, cfg: InputConfig) -> tuple[np.ndarray, DepthSource]:
-    warn(f"no --pano-depth: using the SPHERICAL PRIOR (every ray ends at {cfg.median_depth_m} m). "
+    warn(f"no --pano-depth or --depth-model: using the SPHERICAL PRIOR (every ray ends at {cfg.median_depth_m} m). "
          "Geometry will be a rough guess; give a distance map for real results.")
     src = DepthSource("prior", None, True, f"spherical prior: distance {cfg.median_depth_m} m along every ray")
     return np.full((H, 2 * H), cfg.median_depth_m, np.float32), src
 
 
+def _model_distance(cfg: InputConfig, rgb: np.ndarray | None, bank: list[PanoView] | None,
+                    height: int) -> tuple[np.ndarray, DepthSource]:
+    """The depth model on the depth views cut from the equirect `rgb` (the bank + 2 pole views), or
+    on the given `bank` views, fused into one distance map [height, 2·height] (panorama/depth.py)."""
+    from worldstereo.depth.model import DepthModel
+    from worldstereo.panorama.depth import depth_cameras, distance_from_model, fuse_view_distances, view_distance
+
+    model = DepthModel(cfg.depth_model)
+    relative = cfg.depth_model_output != "metric"
+
+    def predict(view_rgb: np.ndarray) -> np.ndarray:
+        return model.depth(view_rgb, cfg.depth_model_output, cfg.median_depth_m)
+
+    median = cfg.median_depth_m if relative else None
+    if bank is None:
+        cams = depth_cameras(scaled_layout(cfg.pano_view_scale))
+        fused = distance_from_model(rgb, predict, cams, median)
+        which = f"{len(cams)} views (the bank + 2 pole views)"
+    else:
+        cams = [v.camera for v in bank]
+        fused = fuse_view_distances([view_distance(predict(v.rgb), v.camera) for v in bank], cams, height, median)
+        which = f"{len(cams)} views (the pano_bank's)"
+    scaled = f"; fused median set to {cfg.median_depth_m} m" if relative else ""
+    note = (f"{cfg.depth_model_output} on {which}, scales aligned on {fused.pairs} overlapping pairs: scale offset "
+            f"between views (median |log ratio|) {fused.offset_before:.4f} before, {fused.offset_after:.4f} after; "
+            f"per-pixel disagreement after {fused.spread_after:.4f}{scaled}")
+    return fused.distance_m, DepthSource("model", str(Path(cfg.depth_model).absolute()), False, note)
+
+
 def _from_equirect(cfg: InputConfig) -> PanoramaView:
     pano = load_panorama_view(cfg.panorama, cfg.pano_depth, working_width=cfg.pano_width)
-    if pano.distance_m is None:
-        distance, src = _spherical_prior(pano.height, cfg)
-    else:
+    source_id = pano.source_id
+    if pano.distance_m is not None:
         distance = pano.distance_m
         src = DepthSource("file", str(Path(cfg.pano_depth).absolute()), False, "metres along each ray (equirect)")
+    elif cfg.depth_model is not None:
+        distance, src = _model_distance(cfg, pano.rgb, None, pano.height)
+        source_id = hashlib.sha1(source_id.encode() + distance.tobytes()).hexdigest()[:16]
+    else:
+        distance, src = _spherical_prior(pano.height, cfg)
     views = make_bank(pano.rgb, distance, scaled_layout(cfg.pano_view_scale))
     w, h = pano.original_size
-    return PanoramaView(pano.rgb, distance, views, src, f"equirect {w}×{h} → release bank layout", pano.source_id)
+    return PanoramaView(pano.rgb, distance, views, src, f"equirect {w}×{h} → release bank layout", source_id)
 
 
 def _from_bank(cfg: InputConfig) -> PanoramaView:
@@ -82,6 +117,9 @@ def _from_bank(cfg: InputConfig) -> PanoramaView:
         distance = resize_equirect(np.where(np.isfinite(d0), d0, 0.0).astype(np.float32), 2 * H, H, nearest=True)
         src = DepthSource("file", str(Path(cfg.pano_depth).absolute()), False, "metres along each ray (equirect)")
         digest.update(np.ascontiguousarray(d0).tobytes())
+    elif cfg.depth_model is not None:
+        distance, src = _model_distance(cfg, None, views, cfg.pano_width // 2)
+        digest.update(distance.tobytes())
     else:
         distance, src = _spherical_prior(cfg.pano_width // 2, cfg)
     H = distance.shape[0]
@@ -101,11 +139,21 @@ def load_panorama_input(cfg: InputConfig) -> PanoramaView:
     return pv
 
 
+def _panoramic_cache(pv: PanoramaView, cache_cfg: CacheConfig) -> PointCache:
+    """The step-0 cache from the panorama at cache_height (colour box-filtered, distance nearest)."""
+    H = pv.rgb.shape[0]
+    h = cache_height(H, float(pv.views[0].camera.K[0, 0]))
+    rgb, distance = pv.rgb, pv.distance_m
+    if h < H:
+        rgb, distance = resize_equirect(rgb, 2 * h, h), resize_equirect(distance, 2 * h, h, nearest=True)
+    return points_from_panorama(rgb, distance, 1.0, step=0, frame=0, edge_rel_thresh=cache_cfg.edge_rel_thresh)
+
+
 def write_prepared_panorama(scene: SceneDir, pv: PanoramaView, cache_cfg: CacheConfig) -> dict:
     """Write input/ (panorama.png, depth.npy = ray distance, image.png = bank view 0), the panoramic
     cache (cache/step_00.ply, copied to cache.ply) and the bank views (source `panorama`, step 0);
     returns SceneManifest fields."""
-    cache = points_from_panorama(pv.rgb, pv.distance_m, 1.0, step=0, frame=0, edge_rel_thresh=cache_cfg.edge_rel_thresh)
+    cache = _panoramic_cache(pv, cache_cfg)
     if len(cache) < 100:  # checked before the first write
         raise InputError(pv.depth_source.path or scene.input_depth, "depth leaves fewer than 100 usable points for the cache")
     cams = [v.camera for v in pv.views]
@@ -133,6 +181,7 @@ def write_prepared_panorama(scene: SceneDir, pv: PanoramaView, cache_cfg: CacheC
         "pivot_depth_m": float(np.median(list(pivots.values()))),
         "valid_depth_fraction": float(valid.mean()),
         "cache_points": {"input": len(cache)},
-        "voxel_m": float(cache_cfg.voxel_scale * np.median(cache.size)),
+        # the point spacing, as a photo's voxel is its pixel footprint (size is the enlarged splat)
+        "voxel_m": float(cache_cfg.voxel_scale * np.median(cache.size) / FOOTPRINT_SCALE),
     }
 

@@ -33,6 +33,7 @@ from worldstereo.io.video import write_video
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.memory.cache import PointCache, align_frame_to_cache, fuse_frame, world_points
 from worldstereo.memory.retrieval import retrieve
+from worldstereo.panorama.equirect import EquirectCamera, nearest_surface
 from worldstereo.pipeline.config import (DIFFUSION_BACKENDS, GenerationConfig, custom_trajectory_name,
                                          frame_depth_model_dir, is_panorama,
                                          pano_planner_config, trajectory_names)
@@ -89,12 +90,14 @@ def _consume(scene: SceneDir, stages: list[str], what: Path) -> dict[str, str]:
     return {s: scene.require_current(s, what).run for s in stages}
 
 
-def _input_view(scene: SceneDir) -> tuple[Camera, np.ndarray] | None:
+def _input_view(scene: SceneDir) -> tuple[Camera | EquirectCamera, np.ndarray] | None:
     """The input camera and its observed depth: free space that synthesised points may not fill.
-    None for a panorama: its depth is a ray-distance map, not one camera's view (docs/panorama.md)."""
+    A panorama observes from the world origin in every direction; its depth is the ray-distance
+    map with each pixel the nearest of its neighbours (equirect.nearest_surface, docs/panorama.md)."""
     m = scene.load()
     if m.input_kind == "panorama":
-        return None
+        distance_m = np.load(scene.input_depth)
+        return EquirectCamera(distance_m.shape[1], distance_m.shape[0]), nearest_surface(distance_m)
     W, H = m.working_size
     return Camera(np.asarray(m.K), np.eye(4), W, H), np.load(scene.input_depth)
 
@@ -170,13 +173,18 @@ def stage_plan(scene: SceneDir, cfg: GenerationConfig, force: bool = False) -> N
 
 def _plan_panorama(scene: SceneDir, cfg: GenerationConfig) -> list[Trajectory]:
     """The panorama planner's trajectories from the bank views prepare stored (source `panorama`)."""
-    from worldstereo.panorama.planner import pivot_depths_from_distance, plan_panorama
+    from worldstereo.panorama.planner import pivot_depths_from_distance, plan_inside
 
     entries = sorted((e for e in MemoryBank(scene.memory_bank).entries if e.source == "panorama"), key=lambda e: e.frame)
     cams = [e.camera for e in entries]
     pcfg = pano_planner_config(cfg.plan)
-    pivots = pivot_depths_from_distance(np.load(scene.input_depth), cams, pcfg.views)
-    return plan_panorama(cams, pivots, pcfg)
+    distance_m = np.load(scene.input_depth)
+    pivots = pivot_depths_from_distance(distance_m, cams, pcfg.views)
+    trajs, lowered = plan_inside(cams, pivots, distance_m, pcfg)
+    for name, up in lowered.items():
+        print(f"[plan] {name}: rises {up:g}° instead of {pcfg.aerial_up_deg:g}° (higher, it would leave the "
+              "space the panorama saw)", flush=True)
+    return trajs
 
 
 # --------------------------------------------------------------------------- per trajectory

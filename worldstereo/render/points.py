@@ -62,12 +62,23 @@ def render_points(
     u, v, z = _project(xyz, K, w2c)
     f = 0.5 * (float(K[0, 0]) + float(K[1, 1]))
     r = (0.5 * splat_scale * size * f / z.clamp_min(1e-9)).clamp(0.5, max_radius_px)
-    key, lin, owner, zcat = _covered_pixels(u, v, z, r, W, H, tie_penalty, near)
-    index, depth = _zbuffer(key, lin, owner, zcat, H * W)
+    # only points whose splat covers a pixel centre take part (a 360° cache puts most behind or
+    # beside any one view); the rest would only fill the spare off-screen slot
+    on = torch.nonzero(_covers_a_pixel(u, v, z, r, W, H, near)).squeeze(1)
+    key, lin, owner, zcat = _covered_pixels(u[on], v[on], z[on], r[on], W, H, tie_penalty, near)
+    index, depth = _zbuffer(key, lin, on[owner], zcat, H * W)
     hole = index < 0
     out_rgb = np.take(rgb_np, np.maximum(index, 0), axis=0)
     out_rgb[hole] = 0
     return PointRender(out_rgb.reshape(H, W, 3), depth.reshape(H, W), hole.reshape(H, W), index.reshape(H, W))
+
+
+def _covers_a_pixel(u: torch.Tensor, v: torch.Tensor, z: torch.Tensor, r: torch.Tensor, W: int, H: int,
+                    near: float) -> torch.Tensor:
+    """[N] bool: the splat of half-width r at (u, v) covers at least one pixel centre of the image
+    and lies beyond `near` (the same bounds as `_covered_pixels`)."""
+    return ((z > near) & (torch.ceil(u - r).clamp_min(0) <= torch.floor(u + r).clamp_max(W - 1))
+            & (torch.ceil(v - r).clamp_min(0) <= torch.floor(v + r).clamp_max(H - 1)))
 
 
 def _covered_pixels(u: torch.Tensor, v: torch.Tensor, z: torch.Tensor, r: torch.Tensor, W: int, H: int,

@@ -32,7 +32,7 @@ def _cam(x: float) -> Camera:
     return Camera(K, c2w, W, H)
 
 
-def _generate(tmp_path, cfg: GeometricConfig, xs=(0.25, 0.5, 0.75)):
+def _generate(tmp_path, cfg: GeometricConfig, xs=(0.25, 0.5, 0.75), observed=None):
     rgb = np.zeros((H, W, 3), np.uint8)
     rgb[..., 2] = 200
     depth0 = _room_depth()
@@ -42,7 +42,7 @@ def _generate(tmp_path, cfg: GeometricConfig, xs=(0.25, 0.5, 0.75)):
     n = len(xs)
     req = GenerationRequest(traj, cache, MemoryBank(tmp_path / "bank"), [], 1, 4.0,
                             np.zeros((n, H, W, 3), np.uint8), np.zeros((n, H, W), bool),
-                            observed=(_cam(0.0), depth0))
+                            observed=observed or (_cam(0.0), depth0))
     return GeometricGenerator(cfg).generate(req), cache, traj
 
 
@@ -115,3 +115,26 @@ def test_level_planes_extend_farther_than_walls():
         on = np.abs(xyz @ p.normal + p.offset) <= 0.01 * np.median(np.linalg.norm(xyz, axis=1))
         span = xyz[on, 0].max() - xyz[on, 0].min()  # sideways (x) extent of the inliers
         np.testing.assert_allclose(p.hi[0] - p.lo[0], (1 + 2 * margin) * span, rtol=0.02)
+
+
+def test_a_panorama_observer_levels_planes_by_world_up(tmp_path):
+    """A panoramic scene's observer is an EquirectCamera (no c2w, no image box): planes are fitted
+    with the world's up (-y) and all kept; the frames' confident pixels stay right."""
+    from worldstereo.panorama.equirect import EquirectCamera
+
+    pano = (EquirectCamera(256, 128), np.zeros((128, 256)))  # distance unknown: no free space marked
+    gen = GeometricGenerator(GeometricConfig())
+    cache = points_from_view(np.zeros((H, W, 3), np.uint8), _room_depth(), _cam(0.0), 1.0, 0, 0, edge_rel_thresh=None)
+    req = GenerationRequest(Trajectory([_cam(0.0)], "x"), cache, MemoryBank(tmp_path / "b"), [], 1, 4.0,
+                            np.zeros((1, H, W, 3), np.uint8), np.zeros((1, H, W), bool), observed=pano)
+    planes = gen._planes(cache, req)
+    floor = [p for p in planes if abs(p.normal[1]) > 0.99]
+    # the floor is seen from z ≈ 2.1 to 6 m: a level plane grows by 1.0 × that per side (≈ 11.4 m), a wall by 0.25 (≈ 5.7 m)
+    assert floor and floor[0].hi[2] - floor[0].lo[2] > 10.0
+    out, _, traj = _generate(tmp_path, GeometricConfig(), observed=pano)
+    for j, cam in enumerate(traj.cameras):
+        gt = _room_depth(cam.c2w[0, 3])
+        trusted = out.conf[j] > 0
+        # 97.8 % here against 99.99 % with the photo's observer: with no distance known, nothing
+        # stops the card's own plane from reaching into the disocclusion beside it
+        assert trusted.mean() > 0.8 and (np.abs(out.depth[j] - gt)[trusted] / gt[trusted] < 0.01).mean() > 0.95

@@ -25,7 +25,8 @@ class GenerationRequest:
     pivot_depth: float
     cond_rgb: np.ndarray  # [N, H, W, 3] uint8 cache render along the path
     cond_hole: np.ndarray  # [N, H, W] bool, True where the cache has nothing
-    observed: tuple | None = None  # (Camera, depth_m) of the input view: free space nothing may fill
+    observed: tuple | None = None  # (Camera, depth_m) of the input view, or (EquirectCamera, distance_m) of a
+    # panorama: free space nothing may fill (memory.cache.violates_free_space)
 
 
 @dataclass

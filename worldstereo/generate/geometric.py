@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from worldstereo.cameras import Camera
 from worldstereo.console import progress
 from worldstereo.generate.base import GeneratedFrames, GenerationRequest
 from worldstereo.generate.holefill import (KIND_EXTRAPOLATED, KIND_INTERPOLATED, KIND_OBSERVED, confidence_of,
@@ -112,11 +113,14 @@ class GeometricGenerator:
         each with the texture the input saw on it (carried into the holes it fills)."""
         cfg = self.cfg
         xyz_input = input_points.xyz
-        up = -req.observed[0].c2w[:3, 1] if req.observed is not None else None  # OpenCV: y points down
+        observer = req.observed[0] if req.observed is not None else None
+        perspective = isinstance(observer, Camera)
+        # OpenCV axes, y points down: the input camera's -y, or a panorama's world -y (docs/panorama.md)
+        up = -observer.c2w[:3, 1] if perspective else np.array([0.0, -1.0, 0.0]) if observer is not None else None
         planes = fit_planes(xyz_input, max_planes=cfg.max_planes, extent_margin=cfg.plane_extent_margin, up=up,
                             level_margin=cfg.level_extent_margin)
-        if req.observed is not None:
-            planes = dense_planes(planes, xyz_input, req.observed[0], min_cover=cfg.plane_min_cover)
+        if perspective:  # the image-box cover test needs one perspective view; a panorama's planes are all kept
+            planes = dense_planes(planes, xyz_input, observer, min_cover=cfg.plane_min_cover)
         if cfg.plane_texture and len(xyz_input):
             tol = 0.01 * float(np.median(np.linalg.norm(xyz_input, axis=1)))  # fit_planes' inlier band
             for p in planes:

@@ -69,7 +69,7 @@ class CorrespondenceConfig:
     misplaces frames where the flow is partly wrong (few frames, large motion). guarded: point,
     then `polish_iters` bearing iterations kept only where the point-to-plane residual stays close
     (`bearing_polish`); on the harder benchmark it halves the refined cameras' RotErr and ATE on
-    two of four cases at the same F and leaves the exact few-frame cases exact (BENCHMARKS.md,
+    two of four cases (F 0.01–0.03 lower) and leaves the exact few-frame cases exact (BENCHMARKS.md,
     issue 15)."""
     polish_iters: int = 5
     """Bearing iterations of the guarded step (at the final cutoff; 10 measured no better)."""

@@ -15,7 +15,9 @@ the twist (ω, v), so one ICP iteration is a sparse Gauss–Newton solve of
 with ρ a Huber weight at 1.345 × the MAD scale, pairs beyond a shrinking cutoff rejected, and a
 colour weight exp(−‖c_p − c_q‖² / 2σ²) on each nearest-neighbour pair. Iterations stop early when
 the update is below `tol`. The optional hash field (deform.kind = hashgrid) is then fitted by Adam
-on top, with an added colour loss (model colour interpolated at X).
+on top, with an added colour loss (model colour interpolated at X). With corr.residual = guarded (the
+default) a few bearing iterations follow, kept only where the point-to-plane residual holds
+(`bearing_polish`).
 
 Aligned frames are merged into a `VoxelModel` (voxel_model.py); a frame with too few points near
 the model after alignment is rejected (not merged, `AlignResult.rejected`).
@@ -72,11 +74,11 @@ class CorrespondenceConfig:
     two of four cases (F 0.01–0.03 lower) and leaves the exact few-frame cases exact (BENCHMARKS.md,
     issue 15)."""
     polish_iters: int = 5
-    """Bearing iterations of the guarded step (at the final cutoff; 10 measured no better)."""
+    """Bearing iterations of the guarded step (at the final cutoff; 10 measured mixed, not better)."""
     polish_max_ratio: float = 2.0
     """The guarded step is kept when its median point-to-plane residual is at most this × the point
-    solution's (+ polish_slack × scene scale); on the benchmark ≤ 1.4 × where the flow is right,
-    ≥ 8 × on the exact few-frame cases where it is not."""
+    solution's (+ polish_slack × scene scale); measured ≤ 1.4 × on the benchmark where the flow is
+    right, ≥ 7 × this threshold on the exact few-frame cases where it is not."""
     polish_slack: float = 1e-4
     """Absolute allowance of that test, a fraction of the scene scale (exact frames have ~1e-5)."""
     bearing_weight: float = 1.0

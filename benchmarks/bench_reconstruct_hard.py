@@ -36,7 +36,7 @@ from worldstereo.cameras import load_trajectory
 from worldstereo.io.ply import read_ply
 from worldstereo.metrics.cameras import score_cameras
 
-Variant = Literal["full", "bearing", "no_filter", "no_reject", "before"]
+Variant = Literal["full", "point", "bearing", "no_filter", "no_reject", "before"]
 
 # distortions shared by every case (the issue's list)
 _HARD = dict(scale_drift=0.10, warp_amp=0.03, frame_scale=0.05, depth_shift=0.03, bumps=3, bump_amp=0.06,
@@ -62,7 +62,8 @@ class Args:
     cases: list[str] = field(default_factory=lambda: list(CASES))
     """Which cases (names in CASES)."""
     variants: list[Variant] = field(default_factory=lambda: ["full"])
-    """full; bearing (full with --icp.corr.residual bearing); no_filter (support filter off); no_reject
+    """full (the default: --icp.corr.residual guarded); point / bearing (full with --icp.corr.residual
+    point / bearing); no_filter (support filter off); no_reject
     (rejection and filter off); before (also damping towards zero: the method before issue 15)."""
     out: Path | None = None
     """Write the figures as JSON here too."""
@@ -77,8 +78,8 @@ def _config(a: Args, variant: Variant):
         cfg.icp.reject_inlier_frac = cfg.icp.reject_match_frac = 0.0
     if variant == "before":
         cfg.deform.damp_to_scale = False
-    if variant == "bearing":
-        cfg.icp.corr.residual = "bearing"
+    if variant in ("point", "bearing"):
+        cfg.icp.corr.residual = variant
     return cfg
 
 

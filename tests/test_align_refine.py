@@ -4,12 +4,16 @@ import json
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from configs.reconstruct import fast
+from worldstereo.align.deform import DeformConfig
 from worldstereo.align.fuse import FuseConfig, support_filter
-from worldstereo.align.icp import FrameState, sequential_align, world_pointmap
+from worldstereo.align.icp import (FrameState, Matches, bearing_polish, merge_frame, sequential_align,
+                                   world_pointmap)
 from worldstereo.align.pipeline import CAMERAS_FILE, refined_c2w, run_reconstruct
 from worldstereo.align.preprocess import frame_points
+from worldstereo.align.voxel_model import VoxelModel
 from worldstereo.bench.builders import SyntheticConfig, make_inconsistent
 from worldstereo.bench.writers import write_results_folder
 from worldstereo.cameras import load_trajectory
@@ -111,3 +115,25 @@ def test_bearing_pnp_recovers_the_camera_under_a_smooth_depth_warp_where_the_rig
         robust = bearing_pnp(X_out, f.pix, f.K, rigid)
         assert geodesic_deg(T[:3, :3], robust[:3, :3]) < 0.05
         assert np.linalg.norm(robust[:3, 3] - T[:3, 3]) < 0.002 * data.scale
+
+
+def test_guarded_bearing_step_keeps_right_flow_and_drops_biased_flow():
+    """corr.residual = guarded: the bearing iterations are kept when the matches are right and
+    thrown away when a flow bias (here 3° about the camera) would drag the frame off the surfaces."""
+    data = make_inconsistent(SyntheticConfig(frames=2, width=96, height=72, rigid_rot_deg=2.0, **EXACT))
+    cfg, frames = _frames(data, 4000)
+    assert cfg.icp.corr.residual == "guarded"  # the default
+    model = VoxelModel(cfg.icp.voxel * data.scale)
+    merge_frame(model, frames[0], FrameState(frames[0].c2w_given.copy(), None))
+    exact = FrameState(data.true_c2w[1].copy(), None)
+    x = frames[1].xyz[::4]
+    Y = exact.world(x)
+    rigid = DeformConfig(kind="none")
+    kept = bearing_polish(frames[1], exact, model, Matches(x, Y, np.ones(len(x))), cfg.icp, rigid, data.scale)
+    assert kept is not exact
+    assert geodesic_deg(kept.A[:3, :3], data.true_c2w[1][:3, :3]) < 0.05
+    assert np.linalg.norm(kept.A[:3, 3] - data.true_c2w[1][:3, 3]) < 1e-3 * data.scale
+    R_bias = Rotation.from_rotvec([0.0, np.deg2rad(3.0), 0.0]).as_matrix()
+    c = exact.A[:3, 3]
+    biased = Matches(x, (Y - c) @ R_bias.T + c, np.ones(len(x)))
+    assert bearing_polish(frames[1], exact, model, biased, cfg.icp, rigid, data.scale) is exact

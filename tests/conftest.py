@@ -79,3 +79,12 @@ def tiny_inputs(tmp_path):
     args = ["--image", str(img), "--depth", str(dep), "--intrinsics", str(K[0, 0]), str(K[1, 1]), str(K[0, 2]),
             str(K[1, 2]), "--long-side", "96", "--frames", "6"]
     return img, dep, args
+
+
+def sigint_as_in_a_terminal() -> None:
+    """Popen preexec_fn: SIGINT back to its default in the child, as in a terminal's foreground job.
+    A shell starts background jobs with SIGINT ignored (e.g. a CI script run with `&`), Python then
+    installs no KeyboardInterrupt handler, and a Ctrl-C test would see its SIGINT ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

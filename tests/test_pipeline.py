@@ -18,7 +18,7 @@ from worldstereo.io.results import RESULTS_KEYS, load_results
 from worldstereo.memory.cache import PointCache
 from worldstereo.pipeline.driver import open_scene, run_pipeline
 
-from conftest import REPO
+from conftest import REPO, sigint_as_in_a_terminal
 
 
 def _cfg(img, dep, frames=6):
@@ -183,7 +183,7 @@ def test_kill_midway_then_rerun_gives_same_outputs(tiny_inputs, tmp_path):
 def test_ctrl_c_message_and_resume(tiny_inputs, tmp_path):
     _, _, args = tiny_inputs
     scene = tmp_path / "s"
-    p = _cli(args + ["--scene", str(scene)])
+    p = _cli(args + ["--scene", str(scene)], preexec_fn=sigint_as_in_a_terminal)
     for line in p.stdout:
         if "[plan] done" in line:
             p.send_signal(signal.SIGINT)

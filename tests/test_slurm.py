@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, textured_box_scene
+from conftest import REPO, sigint_as_in_a_terminal, textured_box_scene
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -154,7 +154,8 @@ def test_ctrl_c_cancels_the_submitted_jobs(local_slurm, tmp_path):
     _image_list(tmp_path, ["a", "b"])
     cmd = [sys.executable, str(REPO / "run_pipeline.py"), "--long-side", "96", "--frames", "6", "--images",
            "images.txt", "--scene", "scenes", "--launcher", "slurm", *SMALL_JOB]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     job_a = _wait_for_job_start(tmp_path / "logs/jobs/a")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

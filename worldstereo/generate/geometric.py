@@ -26,7 +26,7 @@ from worldstereo.console import progress
 from worldstereo.generate.base import GeneratedFrames, GenerationRequest
 from worldstereo.generate.holefill import (KIND_EXTRAPOLATED, KIND_INTERPOLATED, KIND_OBSERVED, confidence_of,
                                            dense_planes, fill_holes, fit_planes, flying_pixels,
-                                           plane_texture)
+                                           plane_texture, plane_tolerance)
 from worldstereo.generate.transfer import transfer_colour
 from worldstereo.memory.cache import PointCache, points_from_view, violates_free_space
 
@@ -122,7 +122,7 @@ class GeometricGenerator:
         if perspective:  # the image-box cover test needs one perspective view; a panorama's planes are all kept
             planes = dense_planes(planes, xyz_input, observer, min_cover=cfg.plane_min_cover)
         if cfg.plane_texture and len(xyz_input):
-            tol = 0.01 * float(np.median(np.linalg.norm(xyz_input, axis=1)))  # fit_planes' inlier band
+            tol = plane_tolerance(xyz_input)  # fit_planes' inlier band
             for p in planes:
                 p.texture = plane_texture(p, xyz_input, input_points.rgb, tol)
         return planes

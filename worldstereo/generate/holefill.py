@@ -64,6 +64,11 @@ class PlaneTexture:
     """Median distance between neighbouring observed points: the gate for a sample to count."""
 
 
+def plane_tolerance(xyz: np.ndarray, tol_rel: float = 0.01) -> float:
+    """Half-width of a plane's inlier band: tol_rel × the points' median distance to the origin."""
+    return tol_rel * float(np.median(np.linalg.norm(xyz, axis=1)))
+
+
 def fit_planes(xyz: np.ndarray, max_planes: int = 4, min_support: float = 0.05, tol_rel: float = 0.01,
                iters: int = 300, extent_margin: float = 1.0, max_points: int = 20000, seed: int = 0,
                up: np.ndarray | None = None, level_margin: float | None = None) -> list[Plane]:
@@ -80,7 +85,7 @@ def fit_planes(xyz: np.ndarray, max_planes: int = 4, min_support: float = 0.05, 
     n_total = len(pts)
     if n_total < 3:
         return []
-    tol = tol_rel * float(np.median(np.linalg.norm(pts, axis=1)))
+    tol = plane_tolerance(pts, tol_rel)
     planes: list[Plane] = []
     for _ in range(max_planes):
         if len(pts) < max(3, min_support * n_total):
@@ -122,7 +127,7 @@ def dense_planes(planes: list[Plane], xyz: np.ndarray, cam: Camera, tol_rel: flo
     the hole pixels they filled."""
     if not planes or not len(xyz):
         return planes
-    tol = tol_rel * float(np.median(np.linalg.norm(xyz, axis=1)))
+    tol = plane_tolerance(xyz, tol_rel)
     uv, z = project_points(xyz.astype(np.float64), cam.K, cam.w2c)
     inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
     cells = (uv[inside] // cell_px).astype(np.int64)
@@ -186,15 +191,19 @@ def plane_depth(cam: Camera, planes: list[Plane], pix: tuple[np.ndarray, np.ndar
     return plane_hits(cam, planes, pix, observed)[0]
 
 
+def pixel_rays(cam: Camera, yy: np.ndarray, xx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(camera centre [3], world direction per unit camera depth [M, 3]) of pixels (rows, cols):
+    the point at depth t is centre + t · direction."""
+    rays_cam = np.linalg.solve(cam.K, np.stack([xx + 0.0, yy + 0.0, np.ones(len(xx))]))  # z = 1
+    return cam.c2w[:3, 3], (cam.c2w[:3, :3] @ rays_cam).T
+
+
 def plane_hits(cam: Camera, planes: list[Plane], pix: tuple[np.ndarray, np.ndarray],
                observed: tuple[Camera, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """plane_depth and, per pixel, the index of the plane hit (-1: none)."""
-    yy, xx = pix
-    rays_cam = np.linalg.solve(cam.K, np.stack([xx + 0.0, yy + 0.0, np.ones(len(xx))]))  # z = 1
-    R, o = cam.c2w[:3, :3], cam.c2w[:3, 3]
-    d = (R @ rays_cam).T  # world direction per unit camera depth
-    best = np.full(len(xx), np.inf)
-    which = np.full(len(xx), -1)
+    o, d = pixel_rays(cam, *pix)
+    best = np.full(len(d), np.inf)
+    which = np.full(len(d), -1)
     for k, p in enumerate(planes):
         denom = d @ p.normal
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -346,8 +355,8 @@ def _texture_plane_hits(rgb: np.ndarray, cam: Camera, planes: list[Plane], yy: n
     has one; elsewhere the background-rim colour stays."""
     if not len(yy):
         return
-    rays = np.linalg.solve(cam.K, np.stack([xx + 0.0, yy + 0.0, np.ones(len(xx))]))  # z = 1
-    hits = (cam.c2w[:3, :3] @ (rays * t)).T + cam.c2w[:3, 3]
+    o, d = pixel_rays(cam, yy, xx)
+    hits = o + t[:, None] * d
     for k, p in enumerate(planes):
         on = which == k
         if p.texture is None or not on.any():

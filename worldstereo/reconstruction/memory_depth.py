@@ -59,8 +59,8 @@ class Reference:
 
 
 def load_memory(scene_root: Path, bank_stride: int):
-    """(cache, bank cloud) as PointCache objects from cache.ply and memory_bank/ (None where absent);
-    the bank's keyframes become points of confidence 1 with their pixel footprint."""
+    """(cache, bank cloud, bank views): cache.ply and memory_bank/ as PointCache objects (None where
+    absent); the bank's keyframes become points of confidence 1 with their pixel footprint."""
     from worldstereo.memory.bank import MemoryBank
     from worldstereo.memory.cache import PointCache, points_from_view
 
@@ -77,7 +77,7 @@ def load_memory(scene_root: Path, bank_stride: int):
     bank_cloud = None
     for p in parts:
         bank_cloud = p if bank_cloud is None else bank_cloud.concat(p)
-    return cache, bank_cloud
+    return cache, bank_cloud, len(bank.entries)
 
 
 def reference_at(cam: Camera, cache, bank_cloud) -> Reference:
@@ -134,11 +134,9 @@ def refine_with_memory(frames: Frames, depth: np.ndarray, scene_root: str | Path
                        cfg: MemoryDepthConfig | None = None) -> tuple[np.ndarray, dict]:
     """depth [N, H, W] (0 = none) of a scene folder's frames refined with its cache and bank; the
     report: {"used": bool, "cache_points", "bank_views", "frames": [FrameFix as dict]} (or "reason")."""
-    from worldstereo.memory.bank import MemoryBank
-
     cfg = cfg or MemoryDepthConfig()
     root = Path(scene_root)
-    cache, bank_cloud = load_memory(root, cfg.bank_stride)
+    cache, bank_cloud, bank_views = load_memory(root, cfg.bank_stride)
     if cache is None and bank_cloud is None:
         return depth, {"used": False, "reason": "no cache.ply or memory_bank/ in the scene folder"}
     out, fixes = np.zeros_like(depth), []
@@ -146,4 +144,4 @@ def refine_with_memory(frames: Frames, depth: np.ndarray, scene_root: str | Path
         out[i], fix = refine_frame(i, depth[i], reference_at(cam, cache, bank_cloud), cfg)
         fixes.append(asdict(fix))
     return out, {"used": True, "cache_points": 0 if cache is None else len(cache),
-                 "bank_views": len(MemoryBank(root / "memory_bank").entries), "frames": fixes}
+                 "bank_views": bank_views, "frames": fixes}

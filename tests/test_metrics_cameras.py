@@ -29,31 +29,9 @@ def _circle(n=12):
     return np.stack(c2w)
 
 
-@pytest.mark.skipif(not DATA.exists(), reason="shared TUM data not found")
-def test_ate_equals_evo_ape_sim3():
-    evo = pytest.importorskip("evo")
-    from evo.core import metrics, sync
-    from evo.tools import file_interface
-
-    ref = file_interface.read_tum_trajectory_file(str(DATA / "groundtruth.txt"))
-    est = file_interface.read_tum_trajectory_file(str(DATA / "rgbdslam.txt"))
-    ref, est = sync.associate_trajectories(ref, est, max_diff=0.01)
-    est.align(ref, correct_scale=True)
-    ape = metrics.APE(metrics.PoseRelation.translation_part)
-    ape.process_data((ref, est))
-    evo_rmse = ape.get_statistic(metrics.StatisticsType.rmse)
-
-    ts_gt, gt = read_tum(DATA / "groundtruth.txt")
-    ts_est, es = read_tum(DATA / "rgbdslam.txt")
-    ia, ib = associate(ts_gt, ts_est, 0.01)
-    assert len(ia) == ref.num_poses
-    ours, T = ate_rmse(es[ib], gt[ia])
-    assert ours == pytest.approx(evo_rmse, rel=1e-9, abs=1e-12)
-    assert 0 < ours < 0.1 and 0.5 < T.s < 2
-
-
-@pytest.mark.skipif(not DATA.exists(), reason="shared TUM data not found")
-def test_ape_rotation_equals_evo_angle_deg_sim3():
+def _evo_ape_rmse(relation_name: str) -> tuple[float, int]:
+    """(evo's APE RMSE, Sim(3)-aligned as `evo_ape -as`, of rgbdslam against the TUM ground truth;
+    the number of associated poses)."""
     pytest.importorskip("evo")
     from evo.core import metrics, sync
     from evo.tools import file_interface
@@ -62,14 +40,33 @@ def test_ape_rotation_equals_evo_angle_deg_sim3():
     est = file_interface.read_tum_trajectory_file(str(DATA / "rgbdslam.txt"))
     ref, est = sync.associate_trajectories(ref, est, max_diff=0.01)
     est.align(ref, correct_scale=True)
-    ape = metrics.APE(metrics.PoseRelation.rotation_angle_deg)
+    ape = metrics.APE(getattr(metrics.PoseRelation, relation_name))
     ape.process_data((ref, est))
-    evo_rmse = ape.get_statistic(metrics.StatisticsType.rmse)
+    return ape.get_statistic(metrics.StatisticsType.rmse), ref.num_poses
 
+
+def _our_pairs():
+    """(estimated, ground-truth) poses of the same association, read by our own reader."""
     ts_gt, gt = read_tum(DATA / "groundtruth.txt")
     ts_est, es = read_tum(DATA / "rgbdslam.txt")
     ia, ib = associate(ts_gt, ts_est, 0.01)
-    ours = ape_rot_rmse(es[ib], gt[ia])
+    return es[ib], gt[ia]
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="shared TUM data not found")
+def test_ate_equals_evo_ape_sim3():
+    evo_rmse, n_poses = _evo_ape_rmse("translation_part")
+    es, gt = _our_pairs()
+    assert len(gt) == n_poses
+    ours, T = ate_rmse(es, gt)
+    assert ours == pytest.approx(evo_rmse, rel=1e-9, abs=1e-12)
+    assert 0 < ours < 0.1 and 0.5 < T.s < 2
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="shared TUM data not found")
+def test_ape_rotation_equals_evo_angle_deg_sim3():
+    evo_rmse, _ = _evo_ape_rmse("rotation_angle_deg")
+    ours = ape_rot_rmse(*_our_pairs())
     assert ours == pytest.approx(evo_rmse, rel=1e-6)
     assert 0.5 < ours < 20
 

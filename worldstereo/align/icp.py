@@ -38,6 +38,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from worldstereo.align.deform import ControlGrid, DeformConfig
+from worldstereo.align.drift import DriftConfig
 from worldstereo.align.fuse import FuseConfig
 from worldstereo.align.preprocess import FramePoints, surface_pixels
 from worldstereo.align.voxel_model import Contribution, VoxelModel
@@ -127,6 +128,9 @@ class ICPConfig:
     fraction (random depth bent onto the model by the grid can pass the first test, not this one)."""
     fuse: FuseConfig = field(default_factory=FuseConfig)
     """Support filter of the canonical cloud (--icp.fuse.*, align/fuse.py)."""
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    """Drift correction of the refined cameras and placements towards the given cameras
+    (--icp.drift.*, align/drift.py)."""
 
 
 # --------------------------------------------------------------------------- per-frame state

@@ -21,10 +21,11 @@ import numpy as np
 from worldstereo import console
 from worldstereo.align.camera_refine import bearing_pnp, rigid_c2w
 from worldstereo.align.deform import DeformConfig
+from worldstereo.align.drift import DriftStats, correct_drift, world_correction
 from worldstereo.align.fuse import SupportStats, support_filter
 from worldstereo.align.global_opt import GlobalOptConfig, GlobalOptStats, global_optimise
-from worldstereo.align.icp import (AlignResult, FrameMetrics, FrameState, ICPConfig, sequential_align,
-                                   world_pointmap)
+from worldstereo.align.icp import (AlignResult, FrameMetrics, FrameState, ICPConfig, merge_frame,
+                                   sequential_align, world_pointmap)
 from worldstereo.align.inverse import (DEFORMATIONS_FILE, InverseConfig, InverseField, fit_inverse,
                                        save_deformations)
 from worldstereo.align.preprocess import FramePoints, PreprocessConfig, frame_points, select_frames
@@ -56,8 +57,9 @@ CONVENTION = {
     "matrices": "c2w_given, c2w_aligned: 4×4 camera-to-world; results.npz extrinsics are w2c 3×4",
     "frame_index": "original results.npz frame indices (offset and stride applied)",
     CAMERAS_FILE: "refined cameras: trajectory JSON {width, height, frames: [{c2w, K}]}; c2w = the camera that "
-                  "sees the frame's canonical points at their own pixels (robust reprojection fit, started "
-                  "from the rigid part of its alignment); a rejected frame keeps its given c2w",
+                  "sees the frame's aligned points at their own pixels (robust reprojection fit, started "
+                  "from the rigid part of its alignment), then moved by the drift correction towards the "
+                  "given cameras (metrics.json 'drift'); a rejected frame keeps its given c2w",
 }
 
 
@@ -86,6 +88,7 @@ class ReconstructMetrics:
     seconds: dict[str, float]  # per stage: preprocess, icp, global_opt (when run), inverse, fuse, write, total
     rejected_frames: list[int] = field(default_factory=list)  # original indices whose alignment failed
     fuse: SupportStats | None = None  # the support filter (None when off)
+    drift: DriftStats | None = None  # the drift correction of cameras and placements (drift.py)
 
     @staticmethod
     def from_json(d: dict) -> "ReconstructMetrics":
@@ -97,7 +100,8 @@ class ReconstructMetrics:
         return ReconstructMetrics(
             d["frames"], d["scene_scale"], d["points"], d["p2plane_median_before"], d["p2plane_median_after"],
             glob, RoundTripSummary(**d["inverse_round_trip"]), [FrameMetrics(**floats(r)) for r in d["per_frame"]],
-            d["seconds"], d.get("rejected_frames", []), SupportStats(**d["fuse"]) if d.get("fuse") else None)
+            d["seconds"], d.get("rejected_frames", []), SupportStats(**d["fuse"]) if d.get("fuse") else None,
+            DriftStats(**floats(d["drift"])) if d.get("drift") else None)
 
 
 @dataclass
@@ -200,6 +204,10 @@ def _reconstruct(scene: SceneDir, chash: str, inputs: dict[str, str], idx: np.nd
         res, glob = _align(frames, preprocess, icp, deform, global_opt, scale, writer, times)
 
         t = time.perf_counter()
+        cameras, drift = _refine_cameras(frames, res, icp, scale)
+        times["cameras"] = time.perf_counter() - t
+
+        t = time.perf_counter()
         inverses, round_trip = _fit_inverses(frames, res, inverse, scale)
         times["inverse"] = time.perf_counter() - t
 
@@ -210,7 +218,7 @@ def _reconstruct(scene: SceneDir, chash: str, inputs: dict[str, str], idx: np.nd
         t = time.perf_counter()
         _write_canonical(out / "canonical.ply", res.model, keep)
         save_deformations(out / DEFORMATIONS_FILE, frames, res.states, inverses, scale)
-        _write_cameras(out / CAMERAS_FILE, frames, res)
+        _write_cameras(out / CAMERAS_FILE, frames, cameras)
         times["write"] = time.perf_counter() - t
         times["total"] = time.perf_counter() - t_all
 
@@ -219,7 +227,7 @@ def _reconstruct(scene: SceneDir, chash: str, inputs: dict[str, str], idx: np.nd
             p2plane_median_before=_nanmed([r.p2plane_before for r in res.per_frame]),
             p2plane_median_after=_nanmed([r.p2plane_after for r in res.per_frame]),
             global_opt=glob, inverse_round_trip=round_trip, per_frame=res.per_frame, seconds=times,
-            rejected_frames=[frames[k].index for k in res.rejected], fuse=fuse_stats)
+            rejected_frames=[frames[k].index for k in res.rejected], fuse=fuse_stats, drift=drift)
         cfg = {"preprocess": preprocess, "icp": icp, "deform": deform, "global_opt": global_opt,
                "inverse": inverse, "config_hash": chash}
         atomic_write_text(out / "config.json", json.dumps(to_jsonable(cfg), indent=1))
@@ -296,14 +304,33 @@ def refined_c2w(frame: FramePoints, state: FrameState) -> np.ndarray:
     return bearing_pnp(X, frame.pix[sub], frame.K, rigid_c2w(x, X))
 
 
-def _write_cameras(path: Path, frames: list[FramePoints], res: AlignResult) -> None:
-    """cameras_refined.json: each frame's refined c2w (its given one when rejected), trajectory format."""
+def _refine_cameras(frames: list[FramePoints], res: AlignResult, icp: ICPConfig,
+                    scale: float) -> tuple[np.ndarray, DriftStats]:
+    """Refined c2w [N, 4, 4] of every frame (its given one when rejected), drift-corrected
+    (drift.py). With `move_placements` each accepted frame's placement moves with its camera
+    (A ← G A) and the model is merged again from the moved frames, so the cameras still see the
+    canonical points at their own pixels; without it (the default) the points stay put."""
+    bad = set(res.rejected)
+    c2w = np.stack([f.c2w_given if k in bad else refined_c2w(f, st)
+                    for k, (f, st) in enumerate(zip(frames, res.states))])
+    corrected, stats = correct_drift(np.stack([f.c2w_given for f in frames]), c2w, res.accepted(), scale,
+                                     icp.drift, [f.index for f in frames])
+    if stats.applied and icp.drift.move_placements:
+        model = VoxelModel(res.model.voxel)
+        for k in res.accepted():
+            st = res.states[k]
+            st.A = world_correction(c2w[k], corrected[k]) @ st.A
+            res.contributions[k] = merge_frame(model, frames[k], st)
+        res.model = model
+    return corrected, stats
+
+
+def _write_cameras(path: Path, frames: list[FramePoints], c2w: np.ndarray) -> None:
+    """cameras_refined.json: each frame's camera from `_refine_cameras`, trajectory format."""
     from worldstereo.cameras import Camera, Trajectory, save_trajectory
 
     H, W = frames[0].depth.shape
-    bad = set(res.rejected)
-    cams = [Camera(f.K.astype(np.float64), f.c2w_given if k in bad else refined_c2w(f, st), W, H)
-            for k, (f, st) in enumerate(zip(frames, res.states))]
+    cams = [Camera(f.K.astype(np.float64), c2w[k], W, H) for k, f in enumerate(frames)]
     save_trajectory(Trajectory(cams, name="refined"), path)
 
 

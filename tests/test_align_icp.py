@@ -82,3 +82,31 @@ def test_per_cell_normal_equations_equal_the_sparse_product():
     np.testing.assert_allclose(H, (J.T @ sp.diags(w) @ J).toarray(), atol=1e-10)
     np.testing.assert_allclose(b, J.T @ (w * r), atol=1e-10)
     assert np.abs(H[6:, 6:]).sum() > 0  # the grid block was filled
+
+
+def test_match_references_are_the_nearest_accepted_views():
+    from types import SimpleNamespace
+
+    from worldstereo.align.icp import CorrespondenceConfig, match_references
+
+    def cam(x, yaw_deg=0.0):
+        c2w = np.eye(4)
+        a = np.radians(yaw_deg)
+        c2w[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
+        c2w[0, 3] = x
+        return SimpleNamespace(c2w_given=c2w)
+
+    # a sweep out and back: frame 8 is where frame 0 was, frame 7 next to frame 1
+    xs = [0.0, 0.3, 0.6, 0.9, 1.2, 0.9, 0.6, 0.3, 0.0]
+    frames = [cam(x) for x in xs]
+    nearest = CorrespondenceConfig(frames=2)
+    assert match_references(frames, [0, 1, 2, 3, 4, 5, 6, 7], 8, nearest, 1.0) == [0, 7]
+    assert match_references(frames, [0, 1, 2, 3, 4, 5, 6], 8, nearest, 1.0) == [0, 1]  # 7 rejected
+    # ties (frames 1 and 7 are both 0.3 from frame 0's place) go to the more recent one
+    assert match_references(frames, [1, 2, 3, 4, 5, 6, 7], 8, CorrespondenceConfig(frames=1), 1.0) == [7]
+    recent = CorrespondenceConfig(frames=2, refs="recent")
+    assert match_references(frames, [0, 1, 2, 3, 4, 5, 6, 7], 8, recent, 1.0) == [6, 7]
+    # the view direction counts: the same place looking 90° away is farther than 0.3 to the side
+    frames[0] = cam(0.0, 90.0)
+    assert match_references(frames, [0, 1, 2, 3, 4, 5, 6, 7], 8, nearest, 1.0) == [1, 7]
+    assert match_references(frames, [0, 1], 8, CorrespondenceConfig(method="none"), 1.0) == []

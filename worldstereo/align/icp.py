@@ -53,6 +53,12 @@ class CorrespondenceConfig:
     """OpenCV DIS optical flow, SIFT, or none."""
     frames: int = 2
     """Match against this many earlier (aligned) frames."""
+    refs: Literal["nearest", "recent"] = "nearest"
+    """Which earlier accepted frames: nearest = those whose given cameras are closest (centre
+    distance / scene scale + angle between the optical axes in radians), so a path that comes back
+    is matched against where it was and a frame after rejected ones against the last good views
+    that overlap it; recent = the last accepted ones. On a forward, orbit or sweep path the nearest
+    are usually the most recent (BENCHMARKS.md, issue 15)."""
     points: int = 4000
     """At most this many matched pixels per frame pair."""
     weight: float = 1.0
@@ -719,6 +725,24 @@ def gather_matches(frame: FramePoints, refs: list[tuple[FramePoints, np.ndarray]
     return Matches.cat([frame_matches(frame, ref, pm, icp, rng) for ref, pm in refs])
 
 
+def match_references(frames: list[FramePoints], accepted: list[int], i: int, corr: CorrespondenceConfig,
+                     scale: float) -> list[int]:
+    """Positions of the accepted frames (ascending) that frame i is matched against (corr.refs)."""
+    if corr.frames <= 0 or corr.method == "none":
+        return []
+    if corr.refs == "recent":
+        return accepted[-corr.frames:]
+    c2w = frames[i].c2w_given
+
+    def distance(j: int) -> float:
+        other = frames[j].c2w_given
+        cos = float(np.clip(other[:3, 2] @ c2w[:3, 2], -1.0, 1.0))
+        return float(np.linalg.norm(other[:3, 3] - c2w[:3, 3])) / scale + float(np.arccos(cos))
+
+    recent_first = accepted[::-1]  # ties go to the more recent frame
+    return sorted(sorted(recent_first, key=distance)[:corr.frames])
+
+
 def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformConfig, scale: float,
                      max_jump: float = 0.05, on_frame: Callable[[int, FrameMetrics], None] | None = None,
                      progress: Callable | None = None) -> AlignResult:
@@ -728,7 +752,7 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
     model = VoxelModel(icp.voxel * scale)
     states = [FrameState(frames[0].c2w_given.copy(), None)]
     contribs = [merge_frame(model, frames[0], states[0])]
-    pointmaps = {0: world_pointmap(frames[0], states[0], max_jump)}
+    accepted = [0]
     cut = icp.max_dist_init * scale
     per_frame: list[FrameMetrics] = []
     rejected: list[int] = []
@@ -740,7 +764,8 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         st = new_state(f, deform)
         st.A = (states[last].A @ np.linalg.inv(frames[last].c2w_given)) @ f.c2w_given  # carry the drift
         before, _ = p2plane_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
-        refs = [(frames[j], pointmaps[j]) for j in sorted(pointmaps)[-icp.corr.frames:]] if icp.corr.frames > 0 else []
+        refs = [(frames[j], world_pointmap(frames[j], states[j], max_jump))
+                for j in match_references(frames, accepted, i, icp.corr, scale)]
         matches = gather_matches(f, refs, icp, rng)
         agree = init_from_matches(f, st, matches, scale) if icp.init_from_matches else float("nan")
         stats = align_frame(f, st, model, matches, icp, deform, scale)
@@ -755,10 +780,8 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
             contribs.append(Contribution(np.zeros(0, np.int64), np.zeros((0, 10))))
         else:
             contribs.append(merge_frame(model, f, st))
-            pointmaps[i] = world_pointmap(f, st, max_jump)
+            accepted.append(i)
             last = i
-            for j in sorted(pointmaps)[:-max(icp.corr.frames, 1)]:
-                pointmaps.pop(j)
         rec = FrameMetrics(f.index, before, after, inl, len(matches), time.perf_counter() - t1, stats.iters,
                            stats.pairs, inl_final, agree, i in rejected)
         per_frame.append(rec)

@@ -47,6 +47,13 @@ CASES: dict[str, dict] = {
     "room3_clutter_sweep": dict(kind="room", seed=3, path="sweep", clutter=6),
     "objects4_clutter_forward": dict(kind="objects", seed=4, path="forward", clutter=6),
 }
+# the same kinds and paths with other seeds, never used while choosing a method: `--cases held_out`
+HELD_OUT: dict[str, dict] = {
+    "room5_orbit": dict(kind="room", seed=5, path="orbit"),
+    "objects6_left": dict(kind="objects", seed=6, path="left"),
+    "room7_clutter_sweep": dict(kind="room", seed=7, path="sweep", clutter=6),
+    "objects8_clutter_forward": dict(kind="objects", seed=8, path="forward", clutter=6),
+}
 
 
 @dataclass
@@ -60,7 +67,7 @@ class Args:
     height: int = 96
     """Render height."""
     cases: list[str] = field(default_factory=lambda: list(CASES))
-    """Which cases (names in CASES)."""
+    """Which cases (names in CASES or HELD_OUT; `held_out` = all of HELD_OUT)."""
     variants: list[Variant] = field(default_factory=lambda: ["full"])
     """full (the default: --icp.corr.residual guarded); point / bearing (full with --icp.corr.residual
     point / bearing); recent (match the last accepted frames, --icp.corr.refs recent); no_drift (full without the drift correction, --icp.drift.enabled False); no_filter (support filter off); no_reject
@@ -133,8 +140,13 @@ def table(rows: list[dict]) -> str:
 
 def main(a: Args) -> list[dict]:
     rows = []
-    for name in a.cases:
-        data = make_inconsistent(SyntheticConfig(frames=a.frames, width=a.width, height=a.height, **_HARD, **CASES[name]))
+    every = {**CASES, **HELD_OUT}
+    names = [n for c in a.cases for n in (HELD_OUT if c == "held_out" else [c])]
+    unknown = [n for n in names if n not in every]
+    if unknown:
+        raise SystemExit(f"error: unknown case(s) {unknown}; known: {list(every)} or held_out")
+    for name in names:
+        data = make_inconsistent(SyntheticConfig(frames=a.frames, width=a.width, height=a.height, **_HARD, **every[name]))
         for v in a.variants:
             rows.append(run_case(a, name, v, data))
             print(table(rows[-1:]).splitlines()[-1], flush=True)

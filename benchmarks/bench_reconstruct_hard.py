@@ -70,7 +70,7 @@ class Args:
     """Which cases (names in CASES or HELD_OUT; `held_out` = all of HELD_OUT)."""
     variants: list[Variant] = field(default_factory=lambda: ["full"])
     """full (the default: --icp.corr.residual guarded); point / bearing (full with --icp.corr.residual
-    point / bearing); recent (match the last accepted frames, --icp.corr.refs recent); no_drift (full without the drift correction, --icp.drift.enabled False); no_filter (support filter off); no_reject
+    point / bearing); recent (match the last accepted frames, --icp.corr.refs recent); no_drift (full without the drift correction, --icp.drift.no-enabled); no_filter (support filter off); no_reject
     (rejection and filter off); before (also damping towards zero: the method before issue 15)."""
     out: Path | None = None
     """Write the figures as JSON here too."""

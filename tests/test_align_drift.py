@@ -8,7 +8,7 @@ from scipy.spatial.transform import Rotation
 
 from configs.reconstruct import fast
 from worldstereo.align.drift import (DriftConfig, correct_drift, fit_level, level_loglik, level_smoother,
-                                     level_smoother_dense)
+                                     level_smoother_dense, smooth_drift)
 from worldstereo.align.icp import sequential_align
 from worldstereo.align.pipeline import CAMERAS_FILE, ReconstructMetrics, _refine_cameras, refined_c2w, run_reconstruct
 from worldstereo.align.preprocess import frame_points
@@ -180,3 +180,34 @@ def test_metrics_json_records_the_correction_and_a_drifting_run_is_corrected(tmp
     pnp = load_trajectory(tmp_path / "align" / CAMERAS_FILE).c2w()
     err = lambda c2w: rot_err(c2w, data.true_c2w)  # noqa: E731
     assert err(fused) < 0.6 * err(pnp), (err(fused), err(pnp))  # measured 9.8° against 20.4° (given 11.3°)
+
+
+def test_a_large_drift_under_small_noise_is_followed():
+    # the drift dominates the residuals' spread: the grid must reach a noise far below it
+    rng = np.random.default_rng(6)
+    n = 100
+    drift = np.cumsum(rng.normal(scale=np.radians(0.5), size=(n, 3)), axis=0)
+    E = drift + rng.normal(scale=np.radians(0.05), size=(n, 3))
+    fit = fit_level(E, np.zeros(n))
+    assert np.degrees(fit.sigma_given) == pytest.approx(0.05, rel=0.3)
+    assert np.degrees(fit.sigma_step) == pytest.approx(0.5, rel=0.3)
+    d = smooth_drift(E, np.zeros(n), fit)
+    # with a step ten times the noise the best estimate is E itself: not worse (ratio 0.99 measured;
+    # a grid whose noise floor was the residuals' spread / 8 gave 0.44° against 0.04°)
+    assert np.abs(d - drift).mean() < np.abs(E - drift).mean()
+
+
+def test_the_jump_search_stays_fast_with_many_gaps():
+    import time
+
+    rng = np.random.default_rng(7)
+    n = 500
+    gaps = np.zeros(n)
+    gaps[rng.choice(n, 50, replace=False)] = 1.0
+    E = rng.normal(scale=0.03, size=(n, 3))
+    E[250:] += 0.3  # one real jump at a gap
+    gaps[250] = 1.0
+    t = time.perf_counter()
+    fit = fit_level(E, gaps)
+    assert 250 in fit.jumps
+    assert time.perf_counter() - t < 30  # a budget, not a benchmark: measured 0.14 s

@@ -53,6 +53,8 @@ def test_bad_frame_is_rejected_and_reported(tmp_path):
     assert metrics["rejected_frames"] == list(data.bad_frames) == out.metrics.rejected_frames
     rec = {r["frame"]: r["rejected"] for r in metrics["per_frame"]}
     assert [f for f, bad in rec.items() if bad] == list(data.bad_frames)
+    why = {r["frame"]: r["reject_reason"] for r in metrics["per_frame"]}
+    assert why[data.bad_frames[0]] in ("inliers", "matches") and set(why.values()) - {""} == {why[data.bad_frames[0]]}
     traj = load_trajectory(tmp_path / "align" / CAMERAS_FILE)  # an independent reader
     assert len(traj) == 6
     bad = data.bad_frames[0]  # a rejected frame keeps its given camera
@@ -137,3 +139,16 @@ def test_guarded_bearing_step_keeps_right_flow_and_drops_biased_flow():
     c = exact.A[:3, 3]
     biased = Matches(x, (Y - c) @ R_bias.T + c, np.ones(len(x)))
     assert bearing_polish(frames[1], exact, model, biased, cfg.icp, rigid, data.scale) is exact
+
+
+def test_rejection_tests_in_order_and_nan_never_fails():
+    from worldstereo.align.icp import ICPConfig, rejection_reason
+
+    icp = ICPConfig()  # inliers < 0.2, agreement < 0.3, or worse than the given pose
+    assert rejection_reason(icp, 0.5, 0.9, 0.05, 0.01) == ""
+    assert rejection_reason(icp, 0.1, 0.1, 0.05, 0.09) == "inliers"
+    assert rejection_reason(icp, 0.5, 0.1, 0.05, 0.09) == "matches"
+    assert rejection_reason(icp, 0.5, 0.9, 0.0288, 0.0538) == "worse"  # room7_clutter_sweep's frame 6
+    assert rejection_reason(icp, 0.5, float("nan"), float("nan"), 0.01) == ""  # no matches, no pairs at the start
+    icp.reject_worse = False
+    assert rejection_reason(icp, 0.5, 0.9, 0.0288, 0.0538) == ""

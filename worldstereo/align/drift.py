@@ -14,16 +14,19 @@ is modelled as a local level model (a random walk seen through white noise):
     e_k = d_k + n_k,       n_k ~ N(0, r I),     d_0 = 0
 
 d is the drift of the refined cameras, n the given cameras' own error. r and q are found by
-maximum likelihood (Kalman filter, on a grid around the data's spread); a free jump J (a
-change-point, for a frame aligned across a gap of rejected frames) is added greedily where it
-raises the likelihood by more than the BIC's cost of its 3 parameters. The drift is the RTS
-smoother's mean, and each refined camera is moved by it (the frame's points stay where the
-alignment put them unless `move_placements`). When the residuals are white (no
-drift), q comes out ~0 and d ≈ their mean over the sequence: a near-zero correction.
+maximum likelihood (Kalman filter, on a log grid spanning 1e-4 to 2 × the residuals' mean square
+for r and 0 to 100 × r for q); a jump J (a change-point, for a frame aligned across a gap of
+rejected frames; diffuse: a variance of `jump_scale` × that mean square) is added greedily where
+it raises the likelihood by more than the BIC cost of its D parameters (on top of the diffuse
+prior's own Occam factor: conservative). The drift is the RTS smoother's mean, and each refined
+camera is moved by it (the frame's points stay where the alignment put them unless
+`move_placements`). When the residuals are white, q comes out ~0 and d ≈ 0: no correction. A
+constant offset between the given and the refined cameras is treated as a drift growing from
+frame 0 (d_0 = 0 is exact).
 
 The assumption: the given cameras' errors do not drift themselves. If a video model bends the
 whole path one way, that bend looks like a drift of ours and the correction would follow it
-(`--icp.drift.enabled False` turns it off).
+(`--icp.drift.no-enabled` turns it off).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class DriftConfig:
     jumps: bool = True
     """Allow a free jump after a gap of rejected frames where the likelihood asks for one."""
     jump_scale: float = 100.0
-    """Variance of a jump, in units of the residuals' variance (large: the jump is free)."""
+    """Variance of a jump, in units of the residuals' mean square (large: a diffuse jump)."""
 
 
 @dataclass
@@ -138,18 +141,19 @@ def level_loglik(E: np.ndarray, steps: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 
 def fit_level(E: np.ndarray, gaps: np.ndarray, allow_jumps: bool = True, jump_scale: float = 100.0) -> LevelFit:
-    """Maximum-likelihood r, q (on a fine log grid around the residuals' spread; q = 0 included)
-    and greedy jumps at positions with gaps > 0 (each kept only if it beats the BIC cost of its D
-    parameters)."""
+    """Maximum-likelihood r, q (on a log grid around the residuals' mean square; q = 0 included) and
+    greedy jumps at positions with gaps > 0: each round scores every candidate with r, q held, adds
+    the best one and fits r, q again, while the gain beats the BIC cost of its D parameters."""
     n, D = E.shape
     r0 = max(float(np.mean(E**2)), 1e-16)
-    r_grid = r0 * 2.0 ** np.arange(-6.0, 1.01, 0.25)
-    q_ratio = np.concatenate([[0.0], 10.0 ** np.arange(-4.0, 0.01, 0.25)])
+    r_grid = r0 * 2.0 ** np.arange(-14.0, 1.01, 0.25)
+    q_ratio = np.concatenate([[0.0], 10.0 ** np.arange(-4.0, 2.01, 0.25)])
     rr, aa = (g.ravel() for g in np.meshgrid(r_grid, q_ratio, indexing="ij"))
+    jump_var = jump_scale * r0
 
     def best(jumps: list[int]) -> LevelFit:
         steps = (rr * aa)[:, None] * (gaps + 1.0)[None]
-        steps[:, list(jumps)] += jump_scale * r0
+        steps[:, list(jumps)] += jump_var
         ll = level_loglik(E, steps, rr)
         g = int(np.argmax(ll))
         return LevelFit(float(np.sqrt(rr[g])), float(np.sqrt(rr[g] * aa[g])), list(jumps), float(ll[g]))
@@ -158,8 +162,10 @@ def fit_level(E: np.ndarray, gaps: np.ndarray, allow_jumps: bool = True, jump_sc
     candidates = [k for k in range(n) if gaps[k] > 0] if allow_jumps else []
     penalty = 0.5 * D * np.log(max(n * D, 2))
     while candidates:
-        trials = [best(sorted(fit.jumps + [k])) for k in candidates]
-        top = max(trials, key=lambda f: f.loglik)
+        r, q = fit.sigma_given**2, fit.sigma_step**2
+        trial = np.stack([_steps(gaps, q, sorted(fit.jumps + [k]), jump_var) for k in candidates])
+        ll = level_loglik(E, trial, np.full(len(candidates), r))  # one model per candidate, r and q held
+        top = best(sorted(fit.jumps + [candidates[int(np.argmax(ll))]]))
         if top.loglik - fit.loglik <= penalty:
             break
         fit = top
@@ -181,7 +187,7 @@ def correct_drift(c2w_given: np.ndarray, c2w_refined: np.ndarray, accepted: list
     acc = [k for k in accepted if k > 0]
     if not cfg.enabled:
         return out, DriftStats(False, "disabled")
-    if len(acc) < cfg.min_frames:
+    if len(acc) < max(cfg.min_frames, 1):
         return out, DriftStats(False, f"{len(acc)} accepted frames (< {cfg.min_frames})")
     gaps = np.array([k - p - 1 for p, k in zip([0] + acc[:-1], acc)], float)
     e_rot = np.array([Rotation.from_matrix(c2w_given[k, :3, :3] @ c2w_refined[k, :3, :3].T).as_rotvec() for k in acc])

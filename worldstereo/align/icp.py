@@ -132,6 +132,12 @@ class ICPConfig:
     reject_match_frac: float = 0.3
     """…or whose dense matches agree with one Sim(3) (within 10 % of depth) for less than this
     fraction (random depth bent onto the model by the grid can pass the first test, not this one)."""
+    reject_worse: bool = True
+    """A frame whose aligned points end farther from the model than at its given pose (median over
+    all points of the point-to-plane distance capped at the initial cutoff, a point with no model
+    point within it counting as the cutoff: `truncated_residual`) is aligned again on geometry alone
+    (wrong matches are the likely cause), the better of the two kept; if that is still worse than
+    the given pose, the frame is rejected (BENCHMARKS.md, issue 15)."""
     fuse: FuseConfig = field(default_factory=FuseConfig)
     """Support filter of the canonical cloud (--icp.fuse.*, align/fuse.py)."""
     drift: DriftConfig = field(default_factory=DriftConfig)
@@ -526,6 +532,17 @@ def p2plane_residual(X: np.ndarray, model: VoxelModel, cutoff: float) -> tuple[f
     return float(np.median(r)), float(ok.mean())
 
 
+def truncated_residual(X: np.ndarray, model: VoxelModel, cutoff: float) -> float:
+    """Median over all points of min(|point-to-plane|, cutoff), a point with no model point within
+    the cutoff counting as the cutoff: one score for a placement, whatever its inlier count."""
+    mx, _, mn, _ = model.arrays()
+    d, nn = model.tree().query(X, workers=-1, distance_upper_bound=cutoff)
+    r = np.full(len(X), cutoff)
+    ok = np.isfinite(d)
+    r[ok] = np.minimum(np.abs(np.sum(mn[nn[ok]] * (X[ok] - mx[nn[ok]]), axis=1)), cutoff)
+    return float(np.median(r)) if len(r) else float("nan")
+
+
 # --------------------------------------------------------------------------- per-frame alignment
 
 
@@ -691,6 +708,11 @@ class FrameMetrics:
     inlier_frac_final: float = float("nan")
     match_agree: float = float("nan")  # matches within 10 % of depth of their Sim(3) (init_from_matches)
     rejected: bool = False
+    reject_reason: str = ""  # which test failed: inliers, matches or worse (`rejection_reason`)
+    truncated_before: float = float("nan")  # `truncated_residual` at the given pose (scene units) …
+    truncated_after: float = float("nan")  # … and aligned: "worse" when after > before
+    retried_without_matches: bool = False  # the alignment ended worse than the given pose, and a
+    # second one on geometry alone (from the same start, no matches) was better and kept
 
 
 @dataclass
@@ -725,6 +747,20 @@ def gather_matches(frame: FramePoints, refs: list[tuple[FramePoints, np.ndarray]
     return Matches.cat([frame_matches(frame, ref, pm, icp, rng) for ref, pm in refs])
 
 
+def rejection_reason(icp: ICPConfig, inlier_frac_final: float, match_agree: float, truncated_before: float,
+                     truncated_after: float) -> str:
+    """Why a frame's alignment failed ("" when it did not): too few points on the model at the final
+    cutoff, matches that do not agree with one Sim(3), or an alignment that ended farther from the
+    model (`truncated_residual`) than its given pose (NaN figures never fail a test)."""
+    if inlier_frac_final < icp.reject_inlier_frac:
+        return "inliers"
+    if match_agree < icp.reject_match_frac:
+        return "matches"
+    if icp.reject_worse and truncated_after > truncated_before:
+        return "worse"
+    return ""
+
+
 def match_references(frames: list[FramePoints], accepted: list[int], i: int, corr: CorrespondenceConfig,
                      scale: float) -> list[int]:
     """Positions of the accepted frames (ascending) that frame i is matched against (corr.refs)."""
@@ -753,6 +789,15 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
     states = [FrameState(frames[0].c2w_given.copy(), None)]
     contribs = [merge_frame(model, frames[0], states[0])]
     accepted = [0]
+    maps: dict[int, np.ndarray] = {}  # point maps of recent references (accepted states never change)
+
+    def ref_pointmap(j: int) -> np.ndarray:
+        if j not in maps:
+            if len(maps) >= 8:
+                maps.pop(next(iter(maps)))
+            maps[j] = world_pointmap(frames[j], states[j], max_jump)
+        return maps[j]
+
     cut = icp.max_dist_init * scale
     per_frame: list[FrameMetrics] = []
     rejected: list[int] = []
@@ -764,18 +809,30 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         st = new_state(f, deform)
         st.A = (states[last].A @ np.linalg.inv(frames[last].c2w_given)) @ f.c2w_given  # carry the drift
         before, _ = p2plane_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
-        refs = [(frames[j], world_pointmap(frames[j], states[j], max_jump))
-                for j in match_references(frames, accepted, i, icp.corr, scale)]
+        refs = [(frames[j], ref_pointmap(j)) for j in match_references(frames, accepted, i, icp.corr, scale)]
         matches = gather_matches(f, refs, icp, rng)
+        A_carried = st.A.copy()
         agree = init_from_matches(f, st, matches, scale) if icp.init_from_matches else float("nan")
         stats = align_frame(f, st, model, matches, icp, deform, scale)
         if icp.corr.residual == "guarded" and len(matches):
             st = bearing_polish(f, st, model, matches, icp, deform, scale)
+        score_given = truncated_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
+        score_aligned = truncated_residual(st.world(f.xyz), model, cut)
+        retried = False
+        if icp.reject_worse and len(matches) and score_aligned > score_given:
+            # worse than where it started: the matches are the suspects, so align on geometry alone
+            alt = new_state(f, deform)
+            alt.A = A_carried
+            alt_stats = align_frame(f, alt, model, Matches.empty(), icp, deform, scale)
+            alt_score = truncated_residual(alt.world(f.xyz), model, cut)
+            if alt_score < score_aligned:
+                st, stats, score_aligned, retried = alt, alt_stats, alt_score, True
         Xw = st.world(f.xyz)
         after, inl = p2plane_residual(Xw, model, cut)
         inl_final = p2plane_residual(Xw, model, icp.max_dist_final * scale)[1]
         states.append(st)
-        if inl_final < icp.reject_inlier_frac or agree < icp.reject_match_frac:
+        reason = rejection_reason(icp, inl_final, agree, score_given, score_aligned)
+        if reason:
             rejected.append(i)
             contribs.append(Contribution(np.zeros(0, np.int64), np.zeros((0, 10))))
         else:
@@ -783,7 +840,7 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
             accepted.append(i)
             last = i
         rec = FrameMetrics(f.index, before, after, inl, len(matches), time.perf_counter() - t1, stats.iters,
-                           stats.pairs, inl_final, agree, i in rejected)
+                           stats.pairs, inl_final, agree, i in rejected, reason, score_given, score_aligned, retried)
         per_frame.append(rec)
         if on_frame:
             on_frame(i, rec)

@@ -85,7 +85,7 @@ class ReconstructMetrics:
     global_opt: GlobalOptStats | None
     inverse_round_trip: RoundTripSummary
     per_frame: list[FrameMetrics]
-    seconds: dict[str, float]  # per stage: preprocess, icp, global_opt (when run), inverse, fuse, write, total
+    seconds: dict[str, float]  # per stage: preprocess, icp, global_opt (when run), cameras, inverse, fuse, write, total
     rejected_frames: list[int] = field(default_factory=list)  # original indices whose alignment failed
     fuse: SupportStats | None = None  # the support filter (None when off)
     drift: DriftStats | None = None  # the drift correction of cameras and placements (drift.py)

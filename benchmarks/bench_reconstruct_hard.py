@@ -36,7 +36,7 @@ from worldstereo.cameras import load_trajectory
 from worldstereo.io.ply import read_ply
 from worldstereo.metrics.cameras import score_cameras
 
-Variant = Literal["full", "point", "bearing", "recent", "no_drift", "no_filter", "no_reject", "before"]
+Variant = Literal["full", "point", "bearing", "recent", "unguided", "no_drift", "no_filter", "no_reject", "before"]
 
 # distortions shared by every case (the issue's list)
 _HARD = dict(scale_drift=0.10, warp_amp=0.03, frame_scale=0.05, depth_shift=0.03, bumps=3, bump_amp=0.06,
@@ -70,7 +70,8 @@ class Args:
     """Which cases (names in CASES or HELD_OUT; `held_out` = all of HELD_OUT)."""
     variants: list[Variant] = field(default_factory=lambda: ["full"])
     """full (the default: --icp.corr.residual guarded); point / bearing (full with --icp.corr.residual
-    point / bearing); recent (match the last accepted frames, --icp.corr.refs recent); no_drift (full without the drift correction, --icp.drift.no-enabled); no_filter (support filter off); no_reject
+    point / bearing); recent (match the last accepted frames, --icp.corr.refs recent); unguided (plain flow only,
+    --icp.corr.no-guided); no_drift (full without the drift correction, --icp.drift.no-enabled); no_filter (support filter off); no_reject
     (rejection and filter off); before (also damping towards zero: the method before issue 15)."""
     out: Path | None = None
     """Write the figures as JSON here too."""
@@ -89,6 +90,8 @@ def _config(a: Args, variant: Variant):
         cfg.icp.corr.residual = variant
     if variant == "recent":
         cfg.icp.corr.refs = "recent"
+    if variant == "unguided":
+        cfg.icp.corr.guided = False
     if variant == "no_drift":
         cfg.icp.drift = replace(cfg.icp.drift, enabled=False)
     return cfg

@@ -164,8 +164,9 @@ def test_placements_move_with_the_cameras_only_when_asked(move):
 
 
 def test_metrics_json_records_the_correction_and_a_drifting_run_is_corrected(tmp_path):
-    data, cfg = _small_case()  # 64×48, 1500 points: the alignment drifts to ~6° by frame 7 …
-    cfg.icp.corr.refs = "recent"  # … matched to the last frames (nearest refs: RotErr Σ 14.5° → 10.8° corrected)
+    data, cfg = _small_case()  # 64×48, 1500 points: the alignment drifts to ~6° by frame 7 when
+    cfg.icp.corr.refs, cfg.icp.corr.guided = "recent", False  # matched to the last frames, plain flow only
+    cfg.icp.drift.min_frames = 6  # 7 frames: fewer than the default asks for
     write_results_folder(tmp_path, data)
     out = run_reconstruct(tmp_path, cfg.preprocess, cfg.icp, cfg.deform, cfg.global_opt, cfg.inverse,
                           tensorboard=False)

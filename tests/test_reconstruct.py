@@ -65,7 +65,7 @@ def test_rerun_is_skipped_and_reads_back_typed_metrics(tmp_path, v2w_scene):
                                             "reject_reason", "truncated_before", "truncated_after",
                                             "retried_without_matches"}
     assert m.rejected_frames == on_disk["rejected_frames"] and m.fuse.points_after == m.points
-    assert not m.drift.applied and m.drift.reason == "2 accepted frames (< 6)"  # too few to fit
+    assert not m.drift.applied and m.drift.reason == "2 accepted frames (< 10)"  # too few to fit
     assert m.inverse_round_trip.p95_max == on_disk["inverse_round_trip"]["p95_max"]
 
 

@@ -49,8 +49,10 @@ class DriftConfig:
     """Move each frame's placement (and so canonical.ply) with its corrected camera. Off by default:
     on the harder benchmark it raised F on the drifting case (+0.014) and cost 0.11 where frames
     after a gap were fitted to the surfaces with a wrong pose (BENCHMARKS.md, issue 15)."""
-    min_frames: int = 6
-    """Fewest accepted frames (besides frame 0) to fit the model; with fewer it is skipped."""
+    min_frames: int = 10
+    """Fewest accepted frames (besides frame 0) to fit the model; with fewer it is skipped (two
+    variances from a handful of residuals are a guess: on a 7-frame run that had not drifted the
+    correction cost 0.5° of RotErr Σ)."""
     jumps: bool = True
     """Allow a free jump after a gap of rejected frames where the likelihood asks for one."""
     jump_scale: float = 100.0

@@ -53,6 +53,12 @@ class CorrespondenceConfig:
     """OpenCV DIS optical flow, SIFT, or none."""
     frames: int = 2
     """Match against this many earlier (aligned) frames."""
+    guided: bool = True
+    """Also match each frame against every reference warped into the frame's predicted camera (its
+    given pose carried by the drift so far; `warp_into`), which removes most of the parallax of
+    close surfaces that plain flow fails on; both sets are used. On the harder benchmark's cluttered
+    sweeps it halved the flow's wrong matches (BENCHMARKS.md, issue 15); it costs a second flow per
+    reference."""
     refs: Literal["nearest", "recent"] = "nearest"
     """Which earlier accepted frames: nearest = those whose given cameras are closest (centre
     distance / scene scale + angle between the optical axes in radians), so a path that comes back
@@ -257,15 +263,57 @@ def world_pointmap(frame: FramePoints, state: FrameState, max_jump: float) -> np
     return out
 
 
+def warp_into(ref_image: np.ndarray, ref_map: np.ndarray, c2w: np.ndarray, K: np.ndarray,
+              fill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An earlier frame seen from camera c2w: its aligned points (ref_map [H, W, 3], NaN = none)
+    splatted with a z-buffer (2 × 2 pixels each, nearest wins) → (image [H, W, 3] uint8, holes
+    from `fill`; source pixel [H, W, 2] of each warped pixel, NaN in holes)."""
+    H, W = fill.shape[:2]
+    ok = np.all(np.isfinite(ref_map), axis=2)
+    v, u = np.nonzero(ok)
+    w2c = np.linalg.inv(c2w)
+    p = ref_map[v, u] @ w2c[:3, :3].T + w2c[:3, 3]
+    front = p[:, 2] > 1e-9
+    u, v, p = u[front], v[front], p[front]
+    x = K[0, 0] * p[:, 0] / p[:, 2] + K[0, 2]
+    y = K[1, 1] * p[:, 1] / p[:, 2] + K[1, 2]
+    tu = np.concatenate([np.floor(x) + du for du in (0, 1) for _ in (0, 1)]).astype(np.int64)
+    tv = np.concatenate([np.floor(y) + dv for _ in (0, 1) for dv in (0, 1)]).astype(np.int64)
+    z, su, sv = (np.tile(a, 4) for a in (p[:, 2], u, v))
+    inside = (tu >= 0) & (tu < W) & (tv >= 0) & (tv < H)
+    target, z, su, sv = tv[inside] * W + tu[inside], z[inside], su[inside], sv[inside]
+    order = np.lexsort((z, target))  # by target pixel, nearest first
+    first = order[np.unique(target[order], return_index=True)[1]]
+    image = fill.copy().reshape(-1, 3)
+    src = np.full((H * W, 2), np.nan)
+    image[target[first]] = ref_image[sv[first], su[first]]
+    src[target[first]] = np.stack([su[first], sv[first]], 1)
+    return image.reshape(H, W, 3), src.reshape(H, W, 2)
+
+
 def frame_matches(frame: FramePoints, ref: FramePoints, ref_map: np.ndarray, cfg: ICPConfig,
-                  rng: np.random.Generator) -> Matches:
-    """Matches of frame's sampled points to the aligned point map of an earlier frame."""
+                  rng: np.random.Generator, c2w_pred: np.ndarray | None = None) -> Matches:
+    """Matches of frame's sampled points to the aligned point map of an earlier frame. With
+    c2w_pred (the frame's predicted camera) and corr.guided, also matched against the earlier frame
+    warped into that camera (parallax of close surfaces removed), the two sets concatenated."""
     sel = rng.choice(len(frame.xyz), min(cfg.corr.points, len(frame.xyz)), replace=False)
+    out = []
     pb, rows = pixel_matches(frame.image, ref.image, frame.pix[sel], cfg.corr.method)
-    if len(rows) == 0:
+    if len(rows):
+        rb = np.round(pb).astype(np.int64)
+        out.append((rows, ref_map[rb[:, 1], rb[:, 0]]))
+    if cfg.corr.guided and c2w_pred is not None and cfg.corr.method == "flow":
+        warped, src = warp_into(ref.image, ref_map, c2w_pred, frame.K, frame.image)
+        q, rows_w = pixel_matches(frame.image, warped, frame.pix[sel], "flow")
+        rq = np.round(q).astype(np.int64)
+        sq = src[rq[:, 1], rq[:, 0]]
+        has = np.all(np.isfinite(sq), axis=1)
+        rs = np.round(sq[has]).astype(np.int64)
+        out.append((rows_w[has], ref_map[rs[:, 1], rs[:, 0]]))
+    if not out:
         return Matches.empty()
-    rb = np.round(pb).astype(np.int64)
-    Y = ref_map[rb[:, 1], rb[:, 0]]
+    rows = np.concatenate([r for r, _ in out])
+    Y = np.concatenate([y for _, y in out])
     ok = np.all(np.isfinite(Y), axis=1)
     idx = sel[rows[ok]]
     return Matches(frame.xyz[idx], Y[ok], frame.conf[idx])
@@ -741,10 +789,10 @@ def merge_frame(model: VoxelModel, frame: FramePoints, state: FrameState) -> Con
 
 
 def gather_matches(frame: FramePoints, refs: list[tuple[FramePoints, np.ndarray]], icp: ICPConfig,
-                   rng: np.random.Generator) -> Matches:
+                   rng: np.random.Generator, c2w_pred: np.ndarray | None = None) -> Matches:
     if icp.corr.method == "none":
         return Matches.empty()
-    return Matches.cat([frame_matches(frame, ref, pm, icp, rng) for ref, pm in refs])
+    return Matches.cat([frame_matches(frame, ref, pm, icp, rng, c2w_pred) for ref, pm in refs])
 
 
 def rejection_reason(icp: ICPConfig, inlier_frac_final: float, match_agree: float, truncated_before: float,
@@ -810,8 +858,8 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         st.A = (states[last].A @ np.linalg.inv(frames[last].c2w_given)) @ f.c2w_given  # carry the drift
         before, _ = p2plane_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
         refs = [(frames[j], ref_pointmap(j)) for j in match_references(frames, accepted, i, icp.corr, scale)]
-        matches = gather_matches(f, refs, icp, rng)
         A_carried = st.A.copy()
+        matches = gather_matches(f, refs, icp, rng, A_carried)
         agree = init_from_matches(f, st, matches, scale) if icp.init_from_matches else float("nan")
         stats = align_frame(f, st, model, matches, icp, deform, scale)
         if icp.corr.residual == "guarded" and len(matches):

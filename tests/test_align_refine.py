@@ -144,11 +144,21 @@ def test_guarded_bearing_step_keeps_right_flow_and_drops_biased_flow():
 def test_rejection_tests_in_order_and_nan_never_fails():
     from worldstereo.align.icp import ICPConfig, rejection_reason
 
-    icp = ICPConfig()  # inliers < 0.2, agreement < 0.3, or worse than the given pose
-    assert rejection_reason(icp, 0.5, 0.9, 0.05, 0.01) == ""
-    assert rejection_reason(icp, 0.1, 0.1, 0.05, 0.09) == "inliers"
-    assert rejection_reason(icp, 0.5, 0.1, 0.05, 0.09) == "matches"
-    assert rejection_reason(icp, 0.5, 0.9, 0.0288, 0.0538) == "worse"  # room7_clutter_sweep's frame 6
-    assert rejection_reason(icp, 0.5, float("nan"), float("nan"), 0.01) == ""  # no matches, no pairs at the start
+    icp = ICPConfig()  # inliers < 0.2, agreement < 0.3, or worse than the given pose by > 1e-3 × scale
+    assert rejection_reason(icp, 0.5, 0.9, 0.05, 0.01, 1.0) == ""
+    assert rejection_reason(icp, 0.1, 0.1, 0.05, 0.09, 1.0) == "inliers"
+    assert rejection_reason(icp, 0.5, 0.1, 0.05, 0.09, 1.0) == "matches"
+    assert rejection_reason(icp, 0.5, 0.9, 0.0709, 0.0788, 2.94) == "worse"  # room7_clutter_sweep's frame 2
+    assert rejection_reason(icp, 0.5, 0.9, 2e-8, 6e-6, 1.0) == ""  # exact input: the solver's own tolerance
+    assert rejection_reason(icp, 0.5, float("nan"), float("nan"), 0.01, 1.0) == ""  # no matches, no pairs
     icp.reject_worse = False
-    assert rejection_reason(icp, 0.5, 0.9, 0.0288, 0.0538) == ""
+    assert rejection_reason(icp, 0.5, 0.9, 0.0709, 0.0788, 2.94) == ""
+
+
+def test_consistent_input_keeps_every_frame():
+    data = make_inconsistent(SyntheticConfig(kind="room", path="orbit", frames=8, width=96, height=72, **EXACT))
+    cfg, frames = _frames(data, 3000)
+    res = sequential_align(frames, cfg.icp, cfg.deform, data.scale)
+    assert res.rejected == [] and not any(r.retried_without_matches for r in res.per_frame)
+    for k in range(1, 8):  # and the cameras stay exact
+        assert geodesic_deg(data.true_c2w[k][:3, :3], refined_c2w(frames[k], res.states[k])[:3, :3]) < 0.05

@@ -14,7 +14,7 @@ is modelled as a local level model (a random walk seen through white noise):
     e_k = d_k + n_k,       n_k ~ N(0, r I),     d_0 = 0
 
 d is the drift of the refined cameras, n the given cameras' own error. r and q are found by
-maximum likelihood (Kalman filter, on a log grid spanning 1e-4 to 2 × the residuals' mean square
+maximum likelihood (Kalman filter, on a log grid spanning 6e-5 to 2 × the residuals' mean square
 for r and 0 to 100 × r for q); a jump J (a change-point, for a frame aligned across a gap of
 rejected frames; diffuse: a variance of `jump_scale` × that mean square) is added greedily where
 it raises the likelihood by more than the BIC cost of its D parameters (on top of the diffuse

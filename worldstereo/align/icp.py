@@ -58,7 +58,11 @@ class CorrespondenceConfig:
     given pose carried by the drift so far; `warp_into`), which removes most of the parallax of
     close surfaces that plain flow fails on; both sets are used. On the harder benchmark's cluttered
     sweeps it halved the flow's wrong matches (BENCHMARKS.md, issue 15); it costs a second flow per
-    reference."""
+    reference. Sequential pass only (the global optimisation's sweeps use plain flow), and flow only.
+    Where the reference sees a surface behind one the frame sees, the warp shows the hidden one and
+    some guided matches are wrong; dropping those by a depth test raised the right fraction of an
+    isolated pair (0.41 → 0.59) but lowered F on both cluttered sweeps (0.673 → 0.655, 0.602 →
+    0.571), so it is not done."""
     refs: Literal["nearest", "recent"] = "nearest"
     """Which earlier accepted frames: nearest = those whose given cameras are closest (centre
     distance / scene scale + angle between the optical axes in radians), so a path that comes back
@@ -142,8 +146,12 @@ class ICPConfig:
     """A frame whose aligned points end farther from the model than at its given pose (median over
     all points of the point-to-plane distance capped at the initial cutoff, a point with no model
     point within it counting as the cutoff: `truncated_residual`) is aligned again on geometry alone
-    (wrong matches are the likely cause), the better of the two kept; if that is still worse than
-    the given pose, the frame is rejected (BENCHMARKS.md, issue 15)."""
+    from its carried pose (wrong matches are the likely cause), the better of the two kept; if that
+    is still worse than the given pose, the frame is rejected (BENCHMARKS.md, issue 15). The match
+    agreement test still applies to a frame so re-aligned (it is what finds random depth)."""
+    worse_margin: float = 1e-3
+    """Worse means worse by more than this fraction of the scene scale (a quarter voxel): on input
+    that is already consistent the given pose is exact and the solver stops ~1e-5 short of it."""
     fuse: FuseConfig = field(default_factory=FuseConfig)
     """Support filter of the canonical cloud (--icp.fuse.*, align/fuse.py)."""
     drift: DriftConfig = field(default_factory=DriftConfig)
@@ -796,7 +804,7 @@ def gather_matches(frame: FramePoints, refs: list[tuple[FramePoints, np.ndarray]
 
 
 def rejection_reason(icp: ICPConfig, inlier_frac_final: float, match_agree: float, truncated_before: float,
-                     truncated_after: float) -> str:
+                     truncated_after: float, scale: float) -> str:
     """Why a frame's alignment failed ("" when it did not): too few points on the model at the final
     cutoff, matches that do not agree with one Sim(3), or an alignment that ended farther from the
     model (`truncated_residual`) than its given pose (NaN figures never fail a test)."""
@@ -804,7 +812,7 @@ def rejection_reason(icp: ICPConfig, inlier_frac_final: float, match_agree: floa
         return "inliers"
     if match_agree < icp.reject_match_frac:
         return "matches"
-    if icp.reject_worse and truncated_after > truncated_before:
+    if icp.reject_worse and truncated_after > truncated_before + icp.worse_margin * scale:
         return "worse"
     return ""
 
@@ -867,7 +875,7 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         score_given = truncated_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
         score_aligned = truncated_residual(st.world(f.xyz), model, cut)
         retried = False
-        if icp.reject_worse and len(matches) and score_aligned > score_given:
+        if icp.reject_worse and len(matches) and score_aligned > score_given + icp.worse_margin * scale:
             # worse than where it started: the matches are the suspects, so align on geometry alone
             alt = new_state(f, deform)
             alt.A = A_carried
@@ -879,7 +887,7 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         after, inl = p2plane_residual(Xw, model, cut)
         inl_final = p2plane_residual(Xw, model, icp.max_dist_final * scale)[1]
         states.append(st)
-        reason = rejection_reason(icp, inl_final, agree, score_given, score_aligned)
+        reason = rejection_reason(icp, inl_final, agree, score_given, score_aligned, scale)
         if reason:
             rejected.append(i)
             contribs.append(Contribution(np.zeros(0, np.int64), np.zeros((0, 10))))

@@ -67,6 +67,7 @@ class LevelFit:
     sigma_step: float  # √q: the drift's growth per frame per axis (same units)
     jumps: list[int] = field(default_factory=list)  # positions (in the fitted sequence) of free jumps
     loglik: float = 0.0
+    jump_var: float = 0.0  # variance of each jump (same units squared)
 
 
 @dataclass
@@ -158,7 +159,7 @@ def fit_level(E: np.ndarray, gaps: np.ndarray, allow_jumps: bool = True, jump_sc
         steps[:, list(jumps)] += jump_var
         ll = level_loglik(E, steps, rr)
         g = int(np.argmax(ll))
-        return LevelFit(float(np.sqrt(rr[g])), float(np.sqrt(rr[g] * aa[g])), list(jumps), float(ll[g]))
+        return LevelFit(float(np.sqrt(rr[g])), float(np.sqrt(rr[g] * aa[g])), list(jumps), float(ll[g]), jump_var)
 
     fit = best([])
     candidates = [k for k in range(n) if gaps[k] > 0] if allow_jumps else []
@@ -175,10 +176,9 @@ def fit_level(E: np.ndarray, gaps: np.ndarray, allow_jumps: bool = True, jump_sc
     return fit
 
 
-def smooth_drift(E: np.ndarray, gaps: np.ndarray, fit: LevelFit, jump_scale: float = 100.0) -> np.ndarray:
+def smooth_drift(E: np.ndarray, gaps: np.ndarray, fit: LevelFit) -> np.ndarray:
     """The drift [n, D] under a fitted model."""
-    r0 = max(float(np.mean(E**2)), 1e-16)
-    return level_smoother(E, _steps(gaps, fit.sigma_step**2, fit.jumps, jump_scale * r0), fit.sigma_given**2)[0]
+    return level_smoother(E, _steps(gaps, fit.sigma_step**2, fit.jumps, fit.jump_var), fit.sigma_given**2)[0]
 
 
 def correct_drift(c2w_given: np.ndarray, c2w_refined: np.ndarray, accepted: list[int], scale: float,
@@ -196,8 +196,8 @@ def correct_drift(c2w_given: np.ndarray, c2w_refined: np.ndarray, accepted: list
     e_t = np.array([(c2w_given[k, :3, 3] - c2w_refined[k, :3, 3]) / scale for k in acc])
     fit_r = fit_level(e_rot, gaps, cfg.jumps, cfg.jump_scale)
     fit_t = fit_level(e_t, gaps, cfg.jumps, cfg.jump_scale)
-    d_rot = smooth_drift(e_rot, gaps, fit_r, cfg.jump_scale)
-    d_t = smooth_drift(e_t, gaps, fit_t, cfg.jump_scale)
+    d_rot = smooth_drift(e_rot, gaps, fit_r)
+    d_t = smooth_drift(e_t, gaps, fit_t)
     for j, k in enumerate(acc):
         out[k, :3, :3] = Rotation.from_rotvec(d_rot[j]).as_matrix() @ c2w_refined[k, :3, :3]
         out[k, :3, 3] = c2w_refined[k, :3, 3] + d_t[j] * scale

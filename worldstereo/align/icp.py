@@ -577,26 +577,35 @@ def _apply_update(state: FrameState, delta: np.ndarray, c: np.ndarray, scale: fl
     return upd
 
 
-def p2plane_residual(X: np.ndarray, model: VoxelModel, cutoff: float) -> tuple[float, float]:
-    """(median |point-to-plane| over pairs within cutoff, fraction of points within cutoff)."""
+def plane_distances(X: np.ndarray, model: VoxelModel, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per point: (distance to its nearest model point, |point-to-plane| to it), both inf where
+    there is none within cutoff. One KD-tree query for every figure below."""
     mx, _, mn, _ = model.arrays()
     d, nn = model.tree().query(X, workers=-1, distance_upper_bound=cutoff)
+    r = np.full(len(X), np.inf)
     ok = np.isfinite(d)
-    if not ok.any():
-        return float("nan"), 0.0
-    r = np.abs(np.sum(mn[nn[ok]] * (X[ok] - mx[nn[ok]]), axis=1))
-    return float(np.median(r)), float(ok.mean())
+    r[ok] = np.abs(np.sum(mn[nn[ok]] * (X[ok] - mx[nn[ok]]), axis=1))
+    return d, r
+
+
+def _median_within(r: np.ndarray) -> tuple[float, float]:
+    ok = np.isfinite(r)
+    return (float(np.median(r[ok])), float(ok.mean())) if ok.any() else (float("nan"), 0.0)
+
+
+def _truncated(r: np.ndarray, cutoff: float) -> float:
+    return float(np.median(np.minimum(r, cutoff))) if len(r) else float("nan")
+
+
+def p2plane_residual(X: np.ndarray, model: VoxelModel, cutoff: float) -> tuple[float, float]:
+    """(median |point-to-plane| over pairs within cutoff, fraction of points within cutoff)."""
+    return _median_within(plane_distances(X, model, cutoff)[1])
 
 
 def truncated_residual(X: np.ndarray, model: VoxelModel, cutoff: float) -> float:
     """Median over all points of min(|point-to-plane|, cutoff), a point with no model point within
     the cutoff counting as the cutoff: one score for a placement, whatever its inlier count."""
-    mx, _, mn, _ = model.arrays()
-    d, nn = model.tree().query(X, workers=-1, distance_upper_bound=cutoff)
-    r = np.full(len(X), cutoff)
-    ok = np.isfinite(d)
-    r[ok] = np.minimum(np.abs(np.sum(mn[nn[ok]] * (X[ok] - mx[nn[ok]]), axis=1)), cutoff)
-    return float(np.median(r)) if len(r) else float("nan")
+    return _truncated(plane_distances(X, model, cutoff)[1], cutoff)
 
 
 # --------------------------------------------------------------------------- per-frame alignment
@@ -864,7 +873,8 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         f = frames[i]
         st = new_state(f, deform)
         st.A = (states[last].A @ np.linalg.inv(frames[last].c2w_given)) @ f.c2w_given  # carry the drift
-        before, _ = p2plane_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
+        _, r_given = plane_distances(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
+        before, score_given = _median_within(r_given)[0], _truncated(r_given, cut)
         refs = [(frames[j], ref_pointmap(j)) for j in match_references(frames, accepted, i, icp.corr, scale)]
         A_carried = st.A.copy()
         matches = gather_matches(f, refs, icp, rng, A_carried)
@@ -872,20 +882,20 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         stats = align_frame(f, st, model, matches, icp, deform, scale)
         if icp.corr.residual == "guarded" and len(matches):
             st = bearing_polish(f, st, model, matches, icp, deform, scale)
-        score_given = truncated_residual(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
-        score_aligned = truncated_residual(st.world(f.xyz), model, cut)
+        d_aligned, r_aligned = plane_distances(st.world(f.xyz), model, cut)
+        score_aligned = _truncated(r_aligned, cut)
         retried = False
         if icp.reject_worse and len(matches) and score_aligned > score_given + icp.worse_margin * scale:
             # worse than where it started: the matches are the suspects, so align on geometry alone
             alt = new_state(f, deform)
             alt.A = A_carried
             alt_stats = align_frame(f, alt, model, Matches.empty(), icp, deform, scale)
-            alt_score = truncated_residual(alt.world(f.xyz), model, cut)
-            if alt_score < score_aligned:
-                st, stats, score_aligned, retried = alt, alt_stats, alt_score, True
-        Xw = st.world(f.xyz)
-        after, inl = p2plane_residual(Xw, model, cut)
-        inl_final = p2plane_residual(Xw, model, icp.max_dist_final * scale)[1]
+            d_alt, r_alt = plane_distances(alt.world(f.xyz), model, cut)
+            if _truncated(r_alt, cut) < score_aligned:
+                st, stats, d_aligned, r_aligned, retried = alt, alt_stats, d_alt, r_alt, True
+                score_aligned = _truncated(r_aligned, cut)
+        after, inl = _median_within(r_aligned)
+        inl_final = float(np.mean(d_aligned <= icp.max_dist_final * scale))  # the final cutoff < cut
         states.append(st)
         reason = rejection_reason(icp, inl_final, agree, score_given, score_aligned, scale)
         if reason:

@@ -30,7 +30,7 @@ from scipy.ndimage import map_coordinates
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
-from benchmarks.bench_reconstruct_hard import _HARD, CASES, HELD_OUT
+from benchmarks.bench_reconstruct_hard import _HARD, CASES, FRESH, HELD_OUT
 from worldstereo.align.camera_refine import bearing_pnp
 from worldstereo.align.icp import pixel_matches
 from worldstereo.bench.builders import SyntheticConfig, make_inconsistent
@@ -39,7 +39,7 @@ from worldstereo.bench.builders import SyntheticConfig, make_inconsistent
 @dataclass
 class Args:
     case: str = "room7_clutter_sweep"
-    """A case of bench_reconstruct_hard (CASES or HELD_OUT)."""
+    """A case of bench_reconstruct_hard (CASES, HELD_OUT or FRESH)."""
     pairs: list[str] = field(default_factory=list)
     """Frame pairs "i,j" (flow from i to j); empty: every (i, i−1)."""
     frames: int = 16
@@ -133,7 +133,7 @@ def pair_report(data, i: int, j: int) -> dict:
 
 
 def main(a: Args) -> list[dict]:
-    spec = {**CASES, **HELD_OUT}[a.case]
+    spec = {**CASES, **HELD_OUT, **FRESH}[a.case]
     data = make_inconsistent(SyntheticConfig(frames=a.frames, width=a.width, height=a.height, **_HARD, **spec))
     pairs = [tuple(map(int, p.split(","))) for p in a.pairs] or [(i, i - 1) for i in range(1, a.frames)]
     rows = []

@@ -4,7 +4,7 @@ import numpy as np
 
 from worldstereo.align.deform import DeformConfig
 from worldstereo.align.icp import ICPConfig, sequential_align
-from worldstereo.align.preprocess import PreprocessConfig, frame_points, select_frames
+from worldstereo.align.preprocess import FramePoints, PreprocessConfig, frame_points, select_frames
 from worldstereo.align.voxel_model import VoxelModel
 from worldstereo.bench.builders import SyntheticConfig, make_inconsistent
 from worldstereo.bench.scoring import naive_fusion, pose_errors, score
@@ -177,3 +177,68 @@ def test_guided_matches_fix_the_flow_on_close_clutter():
     # within 2 % of the scene scale: plain flow 0.05; plain + guided 0.41 with the true camera
     # predicted, 0.20 with one 1.5° off
     assert fractions[False, False] < 0.1 and fractions[True, False] > 0.35 and fractions[True, True] > 0.15, fractions
+
+
+def _plane_frame(index: int, c2w_given: np.ndarray, n: int = 4000) -> FramePoints:
+    """A frame whose points all lie on the camera-facing plane z = 3 (camera space)."""
+    rng = np.random.default_rng(index)
+    xy = rng.uniform(-1.5, 1.5, (n, 2))
+    xyz = np.c_[xy, np.full(n, 3.0)]
+    normal = np.tile([0.0, 0.0, -1.0], (n, 1))
+    K = np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]])
+    pix = np.round(xyz[:, :2] / 3.0 * 100 + [64, 48]).astype(int)
+    return FramePoints(index, xyz, normal, np.full((n, 3), 0.5), np.ones(n), pix, c2w_given, K,
+                       np.full((96, 128), 3.0), np.zeros((96, 128, 3), np.uint8))
+
+
+def test_prior_rows_are_the_derivative_of_their_residuals():
+    """_prior_term's Jacobian against finite differences of its residuals under the solver's update."""
+    from scipy.spatial.transform import Rotation
+
+    from worldstereo.align.icp import FrameState, _apply_update, _prior_term
+
+    prior = np.eye(4)
+    prior[:3, :3] = Rotation.from_rotvec([0.1, -0.2, 0.05]).as_matrix()
+    prior[:3, 3] = [0.5, -0.3, 1.2]
+    A = prior.copy()
+    A[:3, :3] = Rotation.from_rotvec([0.03, 0.02, -0.04]).as_matrix() @ A[:3, :3]
+    A[:3, 3] += [0.1, -0.05, 0.07]
+    icp = ICPConfig(centre_prior=0.5, rotation_prior=0.2)
+    c, scale = np.array([0.2, 0.4, 3.0]), 2.5
+    term = _prior_term(FrameState(A.copy(), None), prior, c, icp, scale, 0.01)
+    J = np.zeros((6, 6))
+    eps = 1e-6
+    for k in range(6):
+        st = FrameState(A.copy(), None)
+        d = np.zeros(6)
+        d[k] = eps
+        _apply_update(st, d, c, scale)
+        J[:, k] = (_prior_term(st, prior, c, icp, scale, 0.01).resid - term.resid) / eps
+    # first order in the rotation residual (log of a product): exact at zero, ~|θ| off here
+    np.testing.assert_allclose(term.J.pose, J, atol=0.05 * np.abs(J).max())
+    np.testing.assert_allclose(term.J.pose[3:], J[3:], atol=1e-4 * np.abs(J).max())
+
+
+def test_centre_prior_fixes_what_a_plane_leaves_free_and_nothing_else():
+    """On a plane, a sideways shift of the frame is invisible to the data: without the prior it
+    stays where it started; with it the centre returns to the given camera's. The shift along the
+    plane's normal is the data's to fix, prior or not."""
+    from worldstereo.align.icp import Matches, align_frame, merge_frame, new_state
+
+    scale = 3.0
+    ref = _plane_frame(0, np.eye(4))
+    model = VoxelModel(0.004 * scale)
+    merge_frame(model, ref, new_state(ref, DeformConfig(kind="none")))
+    frame = _plane_frame(1, np.eye(4))
+    start = np.eye(4)
+    start[:3, 3] = [0.06, -0.04, 0.02]  # in the plane (x, y) and along its normal (z)
+    ends = {}
+    for kappa in (0.0, 0.3):
+        st = new_state(frame, DeformConfig(kind="none"))
+        st.A = start.copy()
+        icp = ICPConfig(centre_prior=kappa, max_iters=30, tol=1e-9)
+        align_frame(frame, st, model, Matches.empty(), icp, DeformConfig(kind="none"), scale)
+        ends[kappa] = st.A[:3, 3]
+    assert abs(ends[0.0][2]) < 1e-4 and abs(ends[0.3][2]) < 1e-4  # the data fix the normal part
+    np.testing.assert_allclose(ends[0.0][:2], start[:2, 3], atol=2e-3)  # free: stays put
+    np.testing.assert_allclose(ends[0.3][:2], [0.0, 0.0], atol=2e-3)  # the prior takes it home

@@ -65,6 +65,29 @@ def test_bad_frame_is_rejected_and_reported(tmp_path):
     assert bad not in set(read_ply(tmp_path / "align" / "canonical.ply")["frame"].tolist())
 
 
+def test_inverse_round_trip_is_judged_on_accepted_frames_only(capsys):
+    """A rejected frame's deformation bent random depth onto the model: its inverse is written, but
+    it neither sets the reported round trip nor raises the warning (which names the worst frame)."""
+    from worldstereo.align.pipeline import _fit_inverses
+
+    data = make_inconsistent(SyntheticConfig(frames=4, width=80, height=60, **EXACT))
+    cfg, frames = _frames(data, 2000)
+    res = sequential_align(frames, cfg.icp, cfg.deform, data.scale)
+    assert res.rejected == []
+    inv, clean = _fit_inverses(frames, res, cfg.inverse, data.scale)
+    res.rejected = [2]
+    _, clean_without_2 = _fit_inverses(frames, res, cfg.inverse, data.scale)
+    res.rejected = []
+    res.states[2].grid.values += np.random.default_rng(0).normal(0, 0.3 * data.scale, res.states[2].grid.values.shape)
+    assert capsys.readouterr().err.count("round trip") == 0
+    _, wild = _fit_inverses(frames, res, cfg.inverse, data.scale)  # frame 2 accepted: it counts
+    assert wild.p95_max > 100 * clean.p95_max and "(frame 2)" in capsys.readouterr().err
+    res.rejected = [2]
+    inv, judged = _fit_inverses(frames, res, cfg.inverse, data.scale)  # rejected: it does not
+    assert judged.p95_max == clean_without_2.p95_max <= clean.p95_max and capsys.readouterr().err.count("round trip") == 0
+    assert len(inv) == 4  # every frame still has its inverse
+
+
 def test_support_filter_keeps_every_point_seen_three_times_and_drops_floaters():
     data = make_inconsistent(SyntheticConfig(frames=3, width=96, height=72, **EXACT))
     _, frames = _frames(data, 3000)

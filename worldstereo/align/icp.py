@@ -134,6 +134,23 @@ class ICPConfig:
     """Point-to-plane pairs used per Gauss–Newton iteration (a fresh random subset each time)."""
     pose_damping: float = 1e-6
     """Levenberg damping on the twist."""
+    centre_prior: float = 0.1
+    """Strength κ_c of a prior pulling each frame's rigid placement (the centre of A) towards its
+    given camera's centre: κ_c · σ_r² · (‖Δc‖ / (centre_prior_sigma · scale))² is added to the
+    frame's energy, σ_r being the robust scale (1.4826 × median) of its point-to-plane residuals
+    in that iteration. The data terms are weighted means of squared residuals, ~σ_r², so the prior
+    weighs like κ_c of the data where the centre is one σ_c off: where the data fix the centre it
+    barely moves, and on clean data (σ_r → 0) it vanishes; where they do not (a far wall, on which
+    a sideways shift and a turn look alike) the given centre breaks the tie. 0 = off
+    (BENCHMARKS.md, issue 15)."""
+    centre_prior_sigma: float = 0.035
+    """The given cameras' centre error the prior assumes (fraction of the scene scale)."""
+    rotation_prior: float = 0.0
+    """κ_r: the same for the rotation, with (θ / rotation_prior_deg)² in place of the centre term
+    (θ: the angle between A's rotation and the given camera's). Off by default: added to the centre
+    prior on the harder benchmark it lowered F on the orbits (BENCHMARKS.md, issue 15)."""
+    rotation_prior_deg: float = 2.0
+    """The given cameras' rotation error the rotation prior assumes (degrees)."""
     seed: int = 0
     """Seed of random subsampling."""
     reject_inlier_frac: float = 0.2
@@ -393,6 +410,10 @@ def gn_step(frame: FramePoints, state: FrameState, model: VoxelModel, matches: M
     for m, lam, robust in ((matches, lam_c, True), (anchor, anchor_weight, False)):
         if len(m) >= 3 and lam > (icp.corr.min_weight if robust else 0.0):
             terms += _point_terms(frame, state, m, lam, robust, c, icp, scale, n_cols)
+    if (icp.centre_prior > 0 or icp.rotation_prior > 0) and ok.sum() >= 10:
+        # in units of the data's own residual level: clean data (residuals ~0) all but ignore it
+        sigma = max(1.4826 * float(np.median(np.abs(terms[0].resid))), 1e-4 * scale)
+        terms.append(_prior_term(state, frame.c2w_given, c, icp, scale, sigma))
     if not terms:
         return StepStats(np.nan, 0, np.nan, 0.0)
     delta, cost = _solve(terms, state, icp, deform, scale, n_cols)
@@ -496,6 +517,28 @@ def _point_terms(frame: FramePoints, state: FrameState, m: Matches, lam: float, 
             gc = gw[:, :, None] * (b @ R_A)[:, None, :]
         terms.append(_Term(_rows(pose, gc, idx), e_dir[:, j], w))
     return terms
+
+
+def _prior_term(state: FrameState, c2w_prior: np.ndarray, c: np.ndarray, icp: ICPConfig, scale: float,
+                sigma: float) -> _Term:
+    """Six pose-only rows pulling the rigid part of A towards c2w_prior (ICPConfig.centre_prior,
+    rotation_prior): rotation rows log(R_A R_priorᵀ) · scale / σ_θ (radians), centre rows
+    (t_A − t_prior) / centre_prior_sigma, each with weight κ · (sigma / scale)² (sigma: the robust
+    scale of the point-to-plane residuals, scene units), in the twist about c of the solve
+    (X' = exp(ω)(X − c) + c + v): d/dω of the rotation rows is I (first order), of the centre rows
+    −[t_A − c]×; d/dv of the centre rows is I."""
+    k_rot = scale / np.radians(icp.rotation_prior_deg)
+    k_c = 1.0 / icp.centre_prior_sigma
+    r_rot = Rotation.from_matrix(state.A[:3, :3] @ c2w_prior[:3, :3].T).as_rotvec() * k_rot
+    r_c = (state.A[:3, 3] - c2w_prior[:3, 3]) * k_c
+    a = state.A[:3, 3] - c
+    skew_a = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
+    pose = np.zeros((6, 6))
+    pose[:3, :3] = np.eye(3) * k_rot
+    pose[3:, :3] = -skew_a * k_c
+    pose[3:, 3:] = np.eye(3) * k_c
+    w = np.repeat([icp.rotation_prior, icp.centre_prior], 3) * (sigma / scale) ** 2
+    return _Term(_Rows(pose, None, None), np.concatenate([r_rot, r_c]), w)
 
 
 def _across_ray(ray: np.ndarray, side: np.ndarray) -> np.ndarray:

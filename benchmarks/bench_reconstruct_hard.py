@@ -83,6 +83,9 @@ class Args:
     --icp.corr.no-guided); no_drift (full without the drift correction, --icp.drift.no-enabled); no_prior
     (full without the centre prior, --icp.centre-prior 0); no_filter (support filter off); no_reject
     (rejection and filter off); before (also damping towards zero: the method before issue 15)."""
+    centre_error: tuple[float, float] = (0.02, 0.05)
+    """Range of the given cameras' centre errors, as fractions of the median depth (a stress test:
+    e.g. 0.06 0.10, twice the default)."""
     out: Path | None = None
     """Write the figures as JSON here too."""
 
@@ -162,7 +165,8 @@ def main(a: Args) -> list[dict]:
     if unknown:
         raise SystemExit(f"error: unknown case(s) {unknown}; known: {list(every)}, held_out or fresh")
     for name in names:
-        data = make_inconsistent(SyntheticConfig(frames=a.frames, width=a.width, height=a.height, **_HARD, **every[name]))
+        hard = {**_HARD, "rigid_trans_min": a.centre_error[0], "rigid_trans": a.centre_error[1]}
+        data = make_inconsistent(SyntheticConfig(frames=a.frames, width=a.width, height=a.height, **hard, **every[name]))
         for v in a.variants:
             rows.append(run_case(a, name, v, data))
             print(table(rows[-1:]).splitlines()[-1], flush=True)

@@ -63,6 +63,12 @@ def test_bad_frame_is_rejected_and_reported(tmp_path):
     from worldstereo.io.ply import read_ply
 
     assert bad not in set(read_ply(tmp_path / "align" / "canonical.ply")["frame"].tolist())
+    # its deformation is flagged, and deformation-aware training does not warp through it
+    from worldstereo.align.inverse import load_inverse_deformations
+
+    with np.load(tmp_path / "align" / "deformations.npz") as z:
+        assert z["rejected"].tolist() == [k == bad for k in z["frame_index"].tolist()]
+    assert load_inverse_deformations(tmp_path).frame_indices == [k for k in range(6) if k != bad]
 
 
 def test_inverse_round_trip_is_judged_on_accepted_frames_only(capsys):

@@ -42,6 +42,7 @@ from worldstereo.align.drift import DriftConfig
 from worldstereo.align.fuse import FuseConfig
 from worldstereo.align.preprocess import FramePoints, surface_pixels
 from worldstereo.align.voxel_model import Contribution, VoxelModel
+from worldstereo.errors import InputError
 from worldstereo.geometry import robust_umeyama, unproject_depth
 
 
@@ -521,24 +522,37 @@ def _point_terms(frame: FramePoints, state: FrameState, m: Matches, lam: float, 
 
 def _prior_term(state: FrameState, c2w_prior: np.ndarray, c: np.ndarray, icp: ICPConfig, scale: float,
                 sigma: float) -> _Term:
-    """Six pose-only rows pulling the rigid part of A towards c2w_prior (ICPConfig.centre_prior,
-    rotation_prior): rotation rows log(R_A R_priorᵀ) · scale / σ_θ (radians), centre rows
-    (t_A − t_prior) / centre_prior_sigma, each with weight κ · (sigma / scale)² (sigma: the robust
-    scale of the point-to-plane residuals, scene units), in the twist about c of the solve
-    (X' = exp(ω)(X − c) + c + v): d/dω of the rotation rows is I (first order), of the centre rows
-    −[t_A − c]×; d/dv of the centre rows is I."""
-    k_rot = scale / np.radians(icp.rotation_prior_deg)
-    k_c = 1.0 / icp.centre_prior_sigma
-    r_rot = Rotation.from_matrix(state.A[:3, :3] @ c2w_prior[:3, :3].T).as_rotvec() * k_rot
-    r_c = (state.A[:3, 3] - c2w_prior[:3, 3]) * k_c
-    a = state.A[:3, 3] - c
-    skew_a = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
-    pose = np.zeros((6, 6))
-    pose[:3, :3] = np.eye(3) * k_rot
-    pose[3:, :3] = -skew_a * k_c
-    pose[3:, 3:] = np.eye(3) * k_c
-    w = np.repeat([icp.rotation_prior, icp.centre_prior], 3) * (sigma / scale) ** 2
-    return _Term(_Rows(pose, None, None), np.concatenate([r_rot, r_c]), w)
+    """Pose-only rows pulling the rigid part of A towards c2w_prior (ICPConfig.centre_prior,
+    rotation_prior; a part whose κ is 0 adds no rows): rotation rows log(R_A R_priorᵀ) · scale / σ_θ
+    (radians), centre rows (t_A − t_prior) / centre_prior_sigma, each with weight κ · (sigma /
+    scale)² (sigma: the robust scale of the point-to-plane residuals, scene units), in the twist
+    about c of the solve (X' = exp(ω)(X − c) + c + v): d/dω of the rotation rows is I (first order),
+    of the centre rows −[t_A − c]×; d/dv of the centre rows is I."""
+    rows, resid, weight = [], [], []
+    if icp.rotation_prior > 0:
+        k_rot = scale / np.radians(icp.rotation_prior_deg)
+        rows.append(np.c_[np.eye(3) * k_rot, np.zeros((3, 3))])
+        resid.append(Rotation.from_matrix(state.A[:3, :3] @ c2w_prior[:3, :3].T).as_rotvec() * k_rot)
+        weight.append(np.full(3, icp.rotation_prior))
+    if icp.centre_prior > 0:
+        k_c = 1.0 / icp.centre_prior_sigma
+        a = state.A[:3, 3] - c
+        skew_a = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
+        rows.append(np.c_[-skew_a * k_c, np.eye(3) * k_c])
+        resid.append((state.A[:3, 3] - c2w_prior[:3, 3]) * k_c)
+        weight.append(np.full(3, icp.centre_prior))
+    w = np.concatenate(weight) * (sigma / scale) ** 2
+    return _Term(_Rows(np.concatenate(rows), None, None), np.concatenate(resid), w)
+
+
+def check_priors(icp: ICPConfig) -> None:
+    """The prior settings make sense (InputError naming the flag otherwise)."""
+    for name in ("centre_prior", "rotation_prior"):
+        if getattr(icp, name) < 0:
+            raise InputError(None, f"--icp.{name.replace('_', '-')} must be ≥ 0, got {getattr(icp, name)}")
+    for name in ("centre_prior_sigma", "rotation_prior_deg"):
+        if not getattr(icp, name) > 0:
+            raise InputError(None, f"--icp.{name.replace('_', '-')} must be > 0, got {getattr(icp, name)}")
 
 
 def _across_ray(ray: np.ndarray, side: np.ndarray) -> np.ndarray:

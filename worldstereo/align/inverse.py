@@ -88,8 +88,10 @@ def fit_inverse(frame: FramePoints, state: FrameState, cfg: InverseConfig,
 
 
 def save_deformations(path: Path, frames: list[FramePoints], states: list[FrameState],
-                      inverses: list[InverseField], scale: float) -> None:
-    """align/deformations.npz: forward and inverse parameters of every aligned frame (one file)."""
+                      inverses: list[InverseField], scale: float, rejected: list[int] = ()) -> None:
+    """align/deformations.npz: forward and inverse parameters of every aligned frame (one file);
+    `rejected` (positions in frames) are flagged: their alignment failed and no reader should warp
+    through them."""
     F = len(frames)
     r = max((s.grid.resolution for s in states if s.grid is not None), default=2)
     ri = max((v.grid.resolution for v in inverses if v.grid is not None), default=2)
@@ -102,6 +104,7 @@ def save_deformations(path: Path, frames: list[FramePoints], states: list[FrameS
         "has_inverse": np.array([v.grid is not None for v in inverses]),
         "inv_lo": np.zeros((F, 3)), "inv_hi": np.ones((F, 3)), "inv_values": np.zeros((F, ri, ri, ri, 3)),
         "scale": np.float64(scale),
+        "rejected": np.isin(np.arange(F), list(rejected)),
     }
     for k, (s, v) in enumerate(zip(states, inverses)):
         if s.grid is not None:
@@ -155,6 +158,8 @@ def load_inverse_deformations(scene_root: str | Path) -> InverseWarp:
     warp(frame_idx, means): frame_idx is the original results.npz frame index (offset and stride
     included); means [N, 3] canonical world (torch, any float dtype/device); returns [N, 3]
     positions in that frame's world placement (its given c2w), differentiable w.r.t. means.
+    Frames whose alignment failed (flagged `rejected`) are left out: their deformation bent bad
+    depth onto the model and is no warp to train through, so `frame_indices` does not list them.
     """
     path = Path(scene_root) / "align" / DEFORMATIONS_FILE
     try:
@@ -168,7 +173,10 @@ def load_inverse_deformations(scene_root: str | Path) -> InverseWarp:
             if key not in z.files:
                 raise InputError(path, f"missing key '{key}': rerun reconstruct.py")
         fields = {}
+        rejected = z["rejected"] if "rejected" in z.files else np.zeros(len(z["frame_index"]), bool)
         for k, idx in enumerate(z["frame_index"]):
+            if rejected[k]:
+                continue
             grid = ControlGrid(z["inv_lo"][k], z["inv_hi"][k], z["inv_values"][k]) if z["has_inverse"][k] else None
             fields[int(idx)] = InverseField(int(idx), z["c2w_aligned"][k], z["c2w_given"][k], grid)
         scale = float(z["scale"]) if "scale" in z.files else 1.0

@@ -24,7 +24,7 @@ from worldstereo.align.deform import DeformConfig
 from worldstereo.align.drift import DriftStats, correct_drift, world_correction
 from worldstereo.align.fuse import SupportStats, support_filter
 from worldstereo.align.global_opt import GlobalOptConfig, GlobalOptStats, global_optimise
-from worldstereo.align.icp import (AlignResult, FrameMetrics, FrameState, ICPConfig, merge_frame,
+from worldstereo.align.icp import (AlignResult, FrameMetrics, FrameState, ICPConfig, check_priors, merge_frame,
                                    sequential_align, world_pointmap)
 from worldstereo.align.inverse import (DEFORMATIONS_FILE, InverseConfig, InverseField, fit_inverse,
                                        save_deformations)
@@ -161,6 +161,7 @@ def run_reconstruct(scene_root: Path, preprocess: PreprocessConfig, icp: ICPConf
                     global_opt: GlobalOptConfig, inverse: InverseConfig, force: bool = False,
                     tensorboard: bool = True) -> ReconstructOutputs:
     """Align the frames of <scene_root>/exports/npz/results.npz into align/."""
+    check_priors(icp)
     scene = SceneDir(scene_root)
     npz = scene.results_npz
     if not npz.exists():
@@ -219,7 +220,7 @@ def _reconstruct(scene: SceneDir, chash: str, inputs: dict[str, str], idx: np.nd
 
         t = time.perf_counter()
         _write_canonical(out / "canonical.ply", res.model, keep)
-        save_deformations(out / DEFORMATIONS_FILE, frames, res.states, inverses, scale)
+        save_deformations(out / DEFORMATIONS_FILE, frames, res.states, inverses, scale, res.rejected)
         _write_cameras(out / CAMERAS_FILE, frames, cameras)
         times["write"] = time.perf_counter() - t
         times["total"] = time.perf_counter() - t_all
@@ -276,7 +277,8 @@ def _fit_inverses(frames: list[FramePoints], res: AlignResult, inverse: InverseC
     """Inverse deformation of every frame; warns when an accepted frame's round trip exceeds the
     tolerance, naming the worst."""
     inverses, rt = zip(*(fit_inverse(f, st, inverse, scale) for f, st in zip(frames, res.states)))
-    ok = [rt[k] for k in res.accepted()]
+    judged = res.accepted()[1:] or [0]  # frame 0 is the gauge: never deformed, its 0 says nothing
+    ok = [rt[k] for k in judged]
     worst = max(ok, key=lambda r: r.p95)
     round_trip = RoundTripSummary(worst.p95, _nanmed([r.median for r in ok]), inverse.tolerance)
     if round_trip.p95_max > inverse.tolerance:

@@ -29,7 +29,7 @@ import tyro
 
 from configs.reconstruct import fast
 from worldstereo.align.pipeline import CAMERAS_FILE, run_reconstruct
-from worldstereo.bench.builders import SyntheticConfig, make_inconsistent
+from worldstereo.bench.builders import SyntheticConfig, SyntheticData, make_inconsistent
 from worldstereo.bench.scoring import naive_fusion, score
 from worldstereo.bench.writers import write_results_folder
 from worldstereo.cameras import load_trajectory
@@ -86,6 +86,10 @@ class Args:
     centre_error: tuple[float, float] = (0.02, 0.05)
     """Range of the given cameras' centre errors, as fractions of the median depth (a stress test:
     e.g. 0.06 0.10, twice the default)."""
+    depth_units: float = 1.0
+    """Every frame's depth × this, the given cameras left as they are: depth in other units than
+    the cameras (a relative depth model scaled to a wrong median). The truth is scaled with the depth
+    about frame 0's camera, so the scores stay in the depth's units."""
     out: Path | None = None
     """Write the figures as JSON here too."""
 
@@ -110,6 +114,17 @@ def _config(a: Args, variant: Variant):
     if variant == "no_drift":
         cfg.icp.drift = replace(cfg.icp.drift, enabled=False)
     return cfg
+
+
+def in_depth_units(data: SyntheticData, f: float) -> SyntheticData:
+    """The case with its depth × f and its truth (points, true camera centres, true depth) scaled by f
+    about frame 0's camera; the given cameras keep their units."""
+    c0 = data.true_c2w[0, :3, 3]
+    true_c2w = data.true_c2w.copy()
+    true_c2w[:, :3, 3] = c0 + f * (true_c2w[:, :3, 3] - c0)
+    results = replace(data.results, depth=(data.results.depth * f).astype(data.results.depth.dtype))
+    return replace(data, results=results, true_c2w=true_c2w, true_depth=data.true_depth * f,
+                   gt_xyz=c0 + f * (data.gt_xyz - c0), scale=data.scale * f)
 
 
 def run_case(a: Args, name: str, variant: Variant, data) -> dict:
@@ -167,6 +182,8 @@ def main(a: Args) -> list[dict]:
     for name in names:
         hard = {**_HARD, "rigid_trans_min": a.centre_error[0], "rigid_trans": a.centre_error[1]}
         data = make_inconsistent(SyntheticConfig(frames=a.frames, width=a.width, height=a.height, **hard, **every[name]))
+        if a.depth_units != 1.0:
+            data = in_depth_units(data, a.depth_units)
         for v in a.variants:
             rows.append(run_case(a, name, v, data))
             print(table(rows[-1:]).splitlines()[-1], flush=True)

@@ -80,6 +80,24 @@ def test_a_drift_is_removed_with_noisy_given_cameras():
     np.testing.assert_allclose(out[0], refined[0])  # the gauge stays
 
 
+def test_given_cameras_in_other_units_are_rescaled_not_followed():
+    """Given centres twice as far from frame 0 as the depth says (a relative depth model scaled to
+    a wrong median): that is a unit factor, not a drift. Found (drift.given_scale ≈ 0.5), and the
+    refined centres stay in the depth's units; taken as a drift they would be dragged away."""
+    rng = np.random.default_rng(4)
+    n = 30
+    truth = _path(n, rng)  # in the depth's units
+    given = _perturb(truth, _white(rng, n, 2.0), 0.05 * _white(rng, n, 1.0))
+    given[:, :3, 3] = given[0, :3, 3] + 2.0 * (given[:, :3, 3] - given[0, :3, 3])  # the cameras' units
+    refined = _perturb(truth, _white(rng, n, 0.2), 0.005 * _white(rng, n, 1.0))
+    out, stats = correct_drift(given, refined, list(range(n)), 1.0, DriftConfig())
+    assert stats.given_scale == pytest.approx(0.5, abs=0.02)
+    err = np.linalg.norm(out[:, :3, 3] - truth[:, :3, 3], axis=1).max()
+    assert err < 0.03, err  # measured 0.006 (refined alone: 0.005; following the given path: 3.0)
+    _, followed = correct_drift(given, refined, list(range(n)), 1.0, DriftConfig(units_tolerance=100.0))
+    assert followed.given_scale == 1.0 and followed.max_trans_correction > 0.1  # what the factor prevents
+
+
 def test_no_drift_means_almost_no_correction():
     rng = np.random.default_rng(2)
     n = 30

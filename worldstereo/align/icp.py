@@ -546,13 +546,16 @@ def _prior_term(state: FrameState, c2w_prior: np.ndarray, c: np.ndarray, icp: IC
 
 
 def check_priors(icp: ICPConfig) -> None:
-    """The prior settings make sense (InputError naming the flag otherwise)."""
+    """The camera prior settings (and the drift's unit tolerance) make sense (InputError naming the
+    flag otherwise)."""
     for name in ("centre_prior", "rotation_prior"):
         if getattr(icp, name) < 0:
             raise InputError(None, f"--icp.{name.replace('_', '-')} must be ≥ 0, got {getattr(icp, name)}")
     for name in ("centre_prior_sigma", "rotation_prior_deg"):
         if not getattr(icp, name) > 0:
             raise InputError(None, f"--icp.{name.replace('_', '-')} must be > 0, got {getattr(icp, name)}")
+    if not icp.drift.units_tolerance >= 1:
+        raise InputError(None, f"--icp.drift.units-tolerance must be ≥ 1, got {icp.drift.units_tolerance}")
 
 
 def _across_ray(ray: np.ndarray, side: np.ndarray) -> np.ndarray:

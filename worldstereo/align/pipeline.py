@@ -209,6 +209,11 @@ def _reconstruct(scene: SceneDir, chash: str, inputs: dict[str, str], idx: np.nd
         t = time.perf_counter()
         cameras, drift = _refine_cameras(frames, res, icp, scale)
         times["cameras"] = time.perf_counter() - t
+        if drift.given_scale != 1.0:
+            console.warn(f"the aligned path is {drift.given_scale:.3g} × the given cameras' (other units than the "
+                         "depth?): the drift correction rescaled them, but the alignment's start poses and the "
+                         "centre prior assume one unit; set --preprocess.depth-model-median-m to match the "
+                         "cameras, or pass --icp.centre-prior 0")
 
         t = time.perf_counter()
         inverses, round_trip = _fit_inverses(frames, res, inverse, scale)

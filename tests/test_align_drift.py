@@ -190,6 +190,7 @@ def test_metrics_json_records_the_correction_and_a_drifting_run_is_corrected(tmp
                           tensorboard=False)
     metrics = json.loads((tmp_path / "align" / "metrics.json").read_text())
     assert metrics["drift"]["applied"] is True and metrics["drift"]["reason"] == ""
+    assert metrics["drift"]["given_scale"] == 1.0  # one unit: nothing rescaled
     assert ReconstructMetrics.from_json(metrics).drift == out.metrics.drift
     fused = load_trajectory(tmp_path / "align" / CAMERAS_FILE).c2w()  # an independent reader
     cfg.icp.drift.enabled = False  # another config: a rerun, and the record says so
@@ -230,3 +231,18 @@ def test_the_jump_search_stays_fast_with_many_gaps():
     fit = fit_level(E, gaps)
     assert 250 in fit.jumps
     assert time.perf_counter() - t < 30  # a budget, not a benchmark: measured 0.14 s
+
+
+def test_depth_in_other_units_than_the_cameras_is_found_and_said(tmp_path, capsys):
+    """A relative depth scaled to a wrong median: every depth × 0.5, the given cameras as they were.
+    The run says so (drift.given_scale ≈ 0.5 in metrics.json, one warning naming the fixes)."""
+    from benchmarks.bench_reconstruct_hard import in_depth_units
+
+    data, cfg = _small_case()
+    cfg.icp.drift.min_frames = 6
+    write_results_folder(tmp_path, in_depth_units(data, 0.5))
+    run_reconstruct(tmp_path, cfg.preprocess, cfg.icp, cfg.deform, cfg.global_opt, cfg.inverse, tensorboard=False)
+    metrics = json.loads((tmp_path / "align" / "metrics.json").read_text())
+    assert metrics["drift"]["given_scale"] == pytest.approx(0.5, abs=0.1)
+    err = capsys.readouterr().err
+    assert err.count("WARNING: the aligned path is") == 1 and "--icp.centre-prior 0" in err

@@ -17,11 +17,11 @@ from worldstereo.errors import InputError, cli_entry
 
 @cli_entry
 def main(cfg: ReconstructConfig) -> None:
-    from worldstereo.align.icp import check_priors
+    from worldstereo.align.icp import check_icp_config
     from worldstereo.align.pipeline import run_reconstruct, stage_import
     from worldstereo.scene import SceneDir
 
-    check_priors(cfg.icp)  # before the import writes anything
+    check_icp_config(cfg.icp)  # before the import writes anything
     timer = console.StageTimer("reconstruct")
     if cfg.input_video is not None:
         scene = SceneDir(cfg.scene or Path("scenes") / Path(cfg.input_video).stem)

@@ -34,6 +34,7 @@ from benchmarks.bench_reconstruct_hard import _HARD, CASES, FRESH, HELD_OUT
 from worldstereo.align.camera_refine import bearing_pnp
 from worldstereo.align.icp import pixel_matches
 from worldstereo.bench.builders import SyntheticConfig, make_inconsistent
+from worldstereo.geometry import project_points, skew
 
 
 @dataclass
@@ -58,15 +59,11 @@ def relative_pose(c2w_i: np.ndarray, c2w_j: np.ndarray) -> tuple[np.ndarray, np.
     return M[:3, :3], M[:3, 3]
 
 
-def _skew(t: np.ndarray) -> np.ndarray:
-    return np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]])
-
-
 def sampson_px(params: np.ndarray, xa: np.ndarray, xb: np.ndarray, R0: np.ndarray, focal: float) -> np.ndarray:
     """Sampson distances (≈ pixels) of normalised matches xa → xb [N, 3] under R = exp(ω) R0 and the
     translation direction params[3:] (normalised here: only its direction is seen)."""
     R = Rotation.from_rotvec(params[:3]).as_matrix() @ R0
-    E = _skew(params[3:] / np.linalg.norm(params[3:])) @ R
+    E = skew(params[3:] / np.linalg.norm(params[3:])) @ R
     Ea, Eb = xa @ E.T, xb @ E
     num = np.einsum("ij,ij->i", xb, Ea)
     return focal * num / np.sqrt(Ea[:, 0] ** 2 + Ea[:, 1] ** 2 + Eb[:, 0] ** 2 + Eb[:, 1] ** 2 + 1e-30)
@@ -85,11 +82,7 @@ def project_true(depth_i: np.ndarray, K: np.ndarray, c2w_i: np.ndarray, c2w_j: n
     """Where integer pixels pix of frame i land in frame j (exact), and their depth in i (0: none)."""
     z = depth_i[pix[:, 1], pix[:, 0]]
     x = np.stack([(pix[:, 0] - K[0, 2]) / K[0, 0] * z, (pix[:, 1] - K[1, 2]) / K[1, 1] * z, z], 1)
-    R, t = relative_pose(c2w_i, c2w_j)
-    p = x @ R.T + t
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = np.stack([K[0, 0] * p[:, 0] / p[:, 2] + K[0, 2], K[1, 1] * p[:, 1] / p[:, 2] + K[1, 2]], 1)
-    return uv, z
+    return project_points(x, K, np.linalg.inv(c2w_j) @ c2w_i)[0], z
 
 
 def true_points(depth_j: np.ndarray, K: np.ndarray, c2w_j: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -53,6 +53,11 @@ def project_points(pts_world: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> tup
     return uv, z
 
 
+def skew(v: np.ndarray) -> np.ndarray:
+    """[v]× [3, 3]: skew(v) @ w == np.cross(v, w)."""
+    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+
+
 def invert_rigid(T: np.ndarray) -> np.ndarray:
     """Inverse of a 4×4 rigid transform (c2w ↔ w2c) without a general matrix inverse."""
     R, t = T[:3, :3], T[:3, 3]

@@ -187,14 +187,15 @@ def smooth_drift(E: np.ndarray, gaps: np.ndarray, fit: LevelFit) -> np.ndarray:
 
 
 def given_units_scale(c2w_given: np.ndarray, c2w_refined: np.ndarray, acc: list[int], scale: float,
-                      tolerance: float = 1.5, min_path: float = 0.1) -> float:
+                      tolerance: float, min_path: float = 0.1) -> float:
     """s with refined centres ≈ c_0 + s (given centres − c_0), c_0 frame 0's centre (least squares
     over the frames `acc`): the depth's units per unit of the given cameras. A video's depth (a
     relative depth model scaled to a guessed median) need not share the cameras' units; such a factor
     is not a drift, and the refined cameras must stay in the canonical cloud's (the depth's) units.
-    1 when s is within [1/tolerance, tolerance]: a path-scale drift of our own looks the same and is
-    the drift model's to judge, and the estimate is biased towards 0 by the given centres' own noise
-    (errors in the regressor: 0.69–0.84 on the harder benchmark's sweeps, whose units agree), or when the path is too short to tell (RMS displacement of the
+    1 when s is within [1/tolerance, tolerance] (DriftConfig.units_tolerance): a path-scale drift
+    of our own looks the same and is the drift model's to judge, and the estimate is biased towards
+    0 by the given centres' own noise (errors in the regressor: 0.69–0.84 on the harder benchmark's
+    sweeps, whose units agree). 1 also when the path is too short to tell (RMS displacement of the
     refined centres, in the depth's units like `scale`, < min_path × scale)."""
     c0 = c2w_given[0, :3, 3]
     dg = c2w_given[acc, :3, 3] - c0

@@ -43,7 +43,7 @@ from worldstereo.align.fuse import FuseConfig
 from worldstereo.align.preprocess import FramePoints, surface_pixels
 from worldstereo.align.voxel_model import Contribution, VoxelModel
 from worldstereo.errors import InputError
-from worldstereo.geometry import robust_umeyama, unproject_depth
+from worldstereo.geometry import robust_umeyama, skew, unproject_depth
 
 
 @dataclass
@@ -163,7 +163,7 @@ class ICPConfig:
     reject_worse: bool = True
     """A frame whose aligned points end farther from the model than at its given pose (median over
     all points of the point-to-plane distance capped at the initial cutoff, a point with no model
-    point within it counting as the cutoff: `truncated_residual`) is aligned again on geometry alone
+    point within it counting as the cutoff: `truncated_score`) is aligned again on geometry alone
     from its carried pose (wrong matches are the likely cause), the better of the two kept; if that
     is still worse than the given pose, the frame is rejected (BENCHMARKS.md, issue 15). The match
     agreement test still applies to a frame so re-aligned (it is what finds random depth)."""
@@ -537,15 +537,14 @@ def _prior_term(state: FrameState, c2w_prior: np.ndarray, c: np.ndarray, icp: IC
     if icp.centre_prior > 0:
         k_c = 1.0 / icp.centre_prior_sigma
         a = state.A[:3, 3] - c
-        skew_a = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
-        rows.append(np.c_[-skew_a * k_c, np.eye(3) * k_c])
+        rows.append(np.c_[-skew(a) * k_c, np.eye(3) * k_c])
         resid.append((state.A[:3, 3] - c2w_prior[:3, 3]) * k_c)
         weight.append(np.full(3, icp.centre_prior))
     w = np.concatenate(weight) * (sigma / scale) ** 2
     return _Term(_Rows(np.concatenate(rows), None, None), np.concatenate(resid), w)
 
 
-def check_priors(icp: ICPConfig) -> None:
+def check_icp_config(icp: ICPConfig) -> None:
     """The camera prior settings (and the drift's unit tolerance) make sense (InputError naming the
     flag otherwise)."""
     for name in ("centre_prior", "rotation_prior"):
@@ -653,19 +652,16 @@ def _median_within(r: np.ndarray) -> tuple[float, float]:
     return (float(np.median(r[ok])), float(ok.mean())) if ok.any() else (float("nan"), 0.0)
 
 
-def _truncated(r: np.ndarray, cutoff: float) -> float:
+def truncated_score(r: np.ndarray, cutoff: float) -> float:
+    """Median over all points of min(|point-to-plane|, cutoff) (r from `plane_distances`), a point
+    with no model point within the cutoff counting as the cutoff: one score for a placement,
+    whatever its inlier count."""
     return float(np.median(np.minimum(r, cutoff))) if len(r) else float("nan")
 
 
 def p2plane_residual(X: np.ndarray, model: VoxelModel, cutoff: float) -> tuple[float, float]:
     """(median |point-to-plane| over pairs within cutoff, fraction of points within cutoff)."""
     return _median_within(plane_distances(X, model, cutoff)[1])
-
-
-def truncated_residual(X: np.ndarray, model: VoxelModel, cutoff: float) -> float:
-    """Median over all points of min(|point-to-plane|, cutoff), a point with no model point within
-    the cutoff counting as the cutoff: one score for a placement, whatever its inlier count."""
-    return _truncated(plane_distances(X, model, cutoff)[1], cutoff)
 
 
 # --------------------------------------------------------------------------- per-frame alignment
@@ -834,7 +830,7 @@ class FrameMetrics:
     match_agree: float = float("nan")  # matches within 10 % of depth of their Sim(3) (init_from_matches)
     rejected: bool = False
     reject_reason: str = ""  # which test failed: inliers, matches or worse (`rejection_reason`)
-    truncated_before: float = float("nan")  # `truncated_residual` at the given pose (scene units) …
+    truncated_before: float = float("nan")  # `truncated_score` at the given pose (scene units) …
     truncated_after: float = float("nan")  # … and aligned: "worse" when after > before
     retried_without_matches: bool = False  # the alignment ended worse than the given pose, and a
     # second one on geometry alone (from the same start, no matches) was better and kept
@@ -876,7 +872,7 @@ def rejection_reason(icp: ICPConfig, inlier_frac_final: float, match_agree: floa
                      truncated_after: float, scale: float) -> str:
     """Why a frame's alignment failed ("" when it did not): too few points on the model at the final
     cutoff, matches that do not agree with one Sim(3), or an alignment that ended farther from the
-    model (`truncated_residual`) than its given pose (NaN figures never fail a test)."""
+    model (`truncated_score`) than its given pose (NaN figures never fail a test)."""
     if inlier_frac_final < icp.reject_inlier_frac:
         return "inliers"
     if match_agree < icp.reject_match_frac:
@@ -934,7 +930,7 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         st = new_state(f, deform)
         st.A = (states[last].A @ np.linalg.inv(frames[last].c2w_given)) @ f.c2w_given  # carry the drift
         _, r_given = plane_distances(f.xyz @ f.c2w_given[:3, :3].T + f.c2w_given[:3, 3], model, cut)
-        before, score_given = _median_within(r_given)[0], _truncated(r_given, cut)
+        before, score_given = _median_within(r_given)[0], truncated_score(r_given, cut)
         refs = [(frames[j], ref_pointmap(j)) for j in match_references(frames, accepted, i, icp.corr, scale)]
         A_carried = st.A.copy()
         matches = gather_matches(f, refs, icp, rng, A_carried)
@@ -943,7 +939,7 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
         if icp.corr.residual == "guarded" and len(matches):
             st = bearing_polish(f, st, model, matches, icp, deform, scale)
         d_aligned, r_aligned = plane_distances(st.world(f.xyz), model, cut)
-        score_aligned = _truncated(r_aligned, cut)
+        score_aligned = truncated_score(r_aligned, cut)
         retried = False
         if icp.reject_worse and len(matches) and score_aligned > score_given + icp.worse_margin * scale:
             # worse than where it started: the matches are the suspects, so align on geometry alone
@@ -951,9 +947,9 @@ def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformCo
             alt.A = A_carried
             alt_stats = align_frame(f, alt, model, Matches.empty(), icp, deform, scale)
             d_alt, r_alt = plane_distances(alt.world(f.xyz), model, cut)
-            if _truncated(r_alt, cut) < score_aligned:
-                st, stats, d_aligned, r_aligned, retried = alt, alt_stats, d_alt, r_alt, True
-                score_aligned = _truncated(r_aligned, cut)
+            score_alt = truncated_score(r_alt, cut)
+            if score_alt < score_aligned:
+                st, stats, d_aligned, r_aligned, score_aligned, retried = alt, alt_stats, d_alt, r_alt, score_alt, True
         after, inl = _median_within(r_aligned)
         inl_final = float(np.mean(d_aligned <= icp.max_dist_final * scale))  # the final cutoff < cut
         states.append(st)

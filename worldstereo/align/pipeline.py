@@ -24,7 +24,7 @@ from worldstereo.align.deform import DeformConfig
 from worldstereo.align.drift import DriftStats, correct_drift, world_correction
 from worldstereo.align.fuse import SupportStats, support_filter
 from worldstereo.align.global_opt import GlobalOptConfig, GlobalOptStats, global_optimise
-from worldstereo.align.icp import (AlignResult, FrameMetrics, FrameState, ICPConfig, check_priors, merge_frame,
+from worldstereo.align.icp import (AlignResult, FrameMetrics, FrameState, ICPConfig, check_icp_config, merge_frame,
                                    sequential_align, world_pointmap)
 from worldstereo.align.inverse import (DEFORMATIONS_FILE, InverseConfig, InverseField, fit_inverse,
                                        save_deformations)
@@ -161,7 +161,7 @@ def run_reconstruct(scene_root: Path, preprocess: PreprocessConfig, icp: ICPConf
                     global_opt: GlobalOptConfig, inverse: InverseConfig, force: bool = False,
                     tensorboard: bool = True) -> ReconstructOutputs:
     """Align the frames of <scene_root>/exports/npz/results.npz into align/."""
-    check_priors(icp)
+    check_icp_config(icp)
     scene = SceneDir(scene_root)
     npz = scene.results_npz
     if not npz.exists():

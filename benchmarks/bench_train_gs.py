@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=3000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"])
+    ap.add_argument("--no-render-trajectories", action="store_true", help="time training and evaluation only")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if (a.scene / "exports/npz/results.npz").exists():
@@ -39,6 +40,7 @@ def main() -> None:
         kind = "synthetic (worldstereo.bench, 256×192, 24 views)"
     cfg = PRESETS["fast"][1].train
     cfg.iterations, cfg.backend = a.iterations, a.backend
+    cfg.output.render_trajectories = not a.no_render_trajectories
     t0 = time.perf_counter()
     res = train_gaussians(scene, a.renderer, cfg)
     dt = time.perf_counter() - t0

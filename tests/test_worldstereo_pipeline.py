@@ -288,7 +288,7 @@ def test_missing_folders_and_full_size_without_cuda_are_one_line_errors_before_a
                         str(weights), "--base-model", str(big), "--scene", str(tmp_path / "s")],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == (
-        "error: no CUDA device: WorldStereo 2.0 (14B) needs a GPU (--offload for 24–48 GB cards); "
+        "error: no CUDA device: WorldStereo 2.0 (14B) needs a GPU (--offload for 48 GB cards); "
         "without one, use --generator geometric")
     assert not (tmp_path / "s").exists()
 

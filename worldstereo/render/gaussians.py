@@ -711,6 +711,8 @@ def _rasterize_gsplat(means, quats, scales, opacities, colours, w2c, K, width, h
             colours = sh_to_colour(colours, means - camera_centres(view), sh_degree)
             sh_degree = None
         colours = torch.cat([colours, extra.to(colours.dtype)], -1)
+    if sh_degree is None:  # [1, N, D]: gsplat 1.5's 2DGS takes plain colours per camera only
+        colours = colours[None]
     bg = None
     if background is not None:
         bg = torch.cat([background.to(dev, torch.float32), torch.zeros(E, device=dev)])[None]

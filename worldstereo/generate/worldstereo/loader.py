@@ -127,10 +127,10 @@ def load_worldstereo(weights_dir: str | Path, base_dir: str | Path, variant: Var
     check_width(checkpoint_shapes(files.safetensors), base, files.safetensors)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, "no CUDA device: WorldStereo 2.0 (14B) needs a GPU; on a 24–48 GB card add --offload")
+        raise InputError(None, "no CUDA device: WorldStereo 2.0 (14B) needs a GPU; on a 48 GB card add --offload")
     if dev.type == "cpu" and base.inner_dim >= FULL_SIZE_WIDTH and not allow_cpu_full_size:
         raise InputError(base.root, "a 14B model on CPU would take hours per trajectory: use a CUDA GPU "
-                                    "(--offload for 24–48 GB cards) or the geometric generator")
+                                    "(--offload for 48 GB cards) or the geometric generator")
     dtype = pick_dtype(dev)
     transformer, report = build_transformer(base, cfg, files.safetensors, dtype)
     from diffusers import AutoencoderKLWan

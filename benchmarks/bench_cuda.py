@@ -15,6 +15,7 @@ and results.json under --out holds every figure and error.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -22,6 +23,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +67,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_gb(device: torch.device) -> float | None:
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+def peaks_gib(device: torch.device) -> dict:
+    """Peak memory allocated by tensors and reserved by torch's caching allocator (GiB; the card also
+    holds the CUDA context beside these)."""
+    if device.type != "cuda":
+        return {}
+    return {"peak_allocated_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved(device) / 2**30, 2)}
 
 
 def reset_peak(device: torch.device) -> None:
@@ -74,10 +83,11 @@ def reset_peak(device: torch.device) -> None:
 
 
 class CallTimer:
-    """Wall time of each forward of a module (synchronised), through forward hooks."""
+    """Wall time of each forward of a module (synchronised) and whether its output was finite, through hooks."""
 
     def __init__(self, module: torch.nn.Module, device: torch.device):
         self.times: list[float] = []
+        self.finite: list[bool] = []
         self._t0 = 0.0
         self._dev = device
         self._handles = [module.register_forward_pre_hook(self._pre), module.register_forward_hook(self._post)]
@@ -86,9 +96,10 @@ class CallTimer:
         sync(self._dev)
         self._t0 = time.perf_counter()
 
-    def _post(self, *_):
+    def _post(self, _module, _inputs, output):
         sync(self._dev)
         self.times.append(round(time.perf_counter() - self._t0, 3))
+        self.finite.append(bool(torch.isfinite(output).all()))
 
     def remove(self) -> None:
         for h in self._handles:
@@ -120,10 +131,22 @@ def write_tiny_release(root: Path) -> tuple[Path, Path]:
     text_encoder.save_pretrained(base / "text_encoder")
     processor.save_pretrained(base / "image_processor")
     image_encoder.save_pretrained(base / "image_encoder")
-    layout = T.base_layout() | T.release_branch_layout(T.release_config(VARIANT)["controlnet_cfg"], T.INNER, 36, VARIANT)
+    branch = T.release_config(VARIANT)["controlnet_cfg"]
+    layout = T.base_layout() | T.release_branch_layout(branch, T.INNER, 36, VARIANT)
     T.write_variant(root / "weights", VARIANT, T.random_checkpoint(layout),
                     cfg=T.release_config(VARIANT) | {"scale_map": [[32, 48]]})
     return root / "weights", base
+
+
+@contextmanager
+def no_tf32() -> Iterator[None]:
+    """float32 matmuls and convolutions in full precision (cuDNN defaults to TF32 convolutions)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def tiny_section(device: torch.device) -> dict:
@@ -153,30 +176,42 @@ def tiny_section(device: torch.device) -> dict:
         lat = sample_keyframes(dev.transformer, dev.vae, cond, dev.cfg, device=device, output="latents")
         sync(device)
         out["sample_s"] = round(time.perf_counter() - t0, 3)
-        out["latents_rel_err_bf16"] = rel_err(lat, ref)
-        # float32 on the device, TF32 off: the same arithmetic as the CPU up to summation order
-        tf32 = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = False
-        dev.transformer.float()
-        lat32 = sample_keyframes(dev.transformer, dev.vae, cond, dev.cfg, device=device, output="latents")
-        out["latents_rel_err_fp32"] = rel_err(lat32, ref)
-        frames_cpu = sample_keyframes(cpu.transformer, cpu.vae, cond, cpu.cfg, device="cpu")
-        frames = sample_keyframes(dev.transformer, dev.vae, cond, dev.cfg, device=device)
-        out["frames_shape"] = list(frames.shape)
-        out["frames_fp32_max_abs_diff_uint8"] = int(np.abs(frames.astype(int) - frames_cpu).max())
-        torch.backends.cudnn.allow_tf32 = tf32
-        # offload: the same numbers, the models back on the CPU afterwards
-        for m in (dev.transformer, dev.vae):
-            m.to("cpu")
-        lat_off = sample_keyframes(dev.transformer, dev.vae, cond, dev.cfg, device=device, offload=True,
-                                   output="latents")
-        # not bit-equal on CUDA: kernels may pick other algorithms when memory differs
-        out["offload_vs_resident_rel_err"] = rel_err(lat_off, lat32)
-        out["offload_models_back_on_cpu"] = dev.transformer.patch_embedding.weight.device.type == "cpu"
+        out["latents_rel_err_bf16"] = rel_err(lat, ref)  # bf16 weights and arithmetic
+        with no_tf32():
+            out |= fp32_and_offload(cpu, dev.vae, cond, ref, device)
+    return out
+
+
+def fp32_and_offload(cpu, vae, cond, ref: torch.Tensor, device: torch.device) -> dict:
+    """The CPU's float32 transformer copied to `device` unrounded (TF32 off): the device's own float32
+    arithmetic against the CPU's; then the same models offloaded, against themselves resident."""
+    from worldstereo.generate.worldstereo.sampling import sample_keyframes
+
+    out: dict = {}
+    transformer = copy.deepcopy(cpu.transformer).to(device)
+    lat32 = sample_keyframes(transformer, vae, cond, cpu.cfg, device=device, output="latents")
+    out["latents_rel_err_fp32"] = rel_err(lat32, ref)
+    frames_cpu = sample_keyframes(cpu.transformer, cpu.vae, cond, cpu.cfg, device="cpu")
+    frames = sample_keyframes(transformer, vae, cond, cpu.cfg, device=device)
+    out["frames_shape"] = list(frames.shape)
+    out["frames_fp32_max_abs_diff_uint8"] = int(np.abs(frames.astype(int) - frames_cpu).max())
+    for m in (transformer, vae):
+        m.to("cpu")
+    lat_off = sample_keyframes(transformer, vae, cond, cpu.cfg, device=device, offload=True, output="latents")
+    out["offload_vs_resident_rel_err"] = rel_err(lat_off, lat32)
+    out["offload_models_back_on_cpu"] = all(next(m.parameters()).device.type == "cpu" for m in (transformer, vae))
     return out
 
 
 # --------------------------------------------------------------------------- full size, random weights
+
+
+def keep_fp32(model: torch.nn.Module) -> None:
+    """Put the modules a diffusers model keeps in float32 (`_keep_in_fp32_modules`) back to float32."""
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or [])
+    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+        if keep & set(name.split(".")) and p.is_floating_point():
+            p.data = p.data.float()
 
 
 def build_full_models(device: torch.device, smoke: bool):
@@ -197,11 +232,12 @@ def build_full_models(device: torch.device, smoke: bool):
     with torch.device(device):
         torch.set_default_dtype(dtype)  # built in place: a 14B float32 copy would not be needed
         try:
-            transformer = WorldStereoTransformer(**wan)
-            transformer.attach_branch(BranchConfig(**branch), VARIANT)
+            transformer = WorldStereoTransformer(**wan).to(dtype)
+            keep_fp32(transformer)  # as from_pretrained(torch_dtype=bf16) leaves the base model
+            transformer.attach_branch(BranchConfig(**branch), VARIANT)  # in the base model's dtype, as the loader
         finally:
             torch.set_default_dtype(default)
-        transformer.to(dtype).eval().requires_grad_(False)  # buffers too, as from_pretrained(torch_dtype=...)
+        transformer.eval().requires_grad_(False)
         vae = (AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1) if smoke
                else AutoencoderKLWan()).eval().requires_grad_(False)
         text_encoder = UMT5EncoderModel(UMT5Config(**umt5)).eval().requires_grad_(False)
@@ -250,7 +286,8 @@ def full_section(device: torch.device, smoke: bool) -> dict:
     sync(device)
     out["build_s"] = round(time.perf_counter() - t0, 1)
     out["parameters"] = counts
-    out["resident_gb"] = peak_gb(device)
+    out["weights_gib"] = round(sum(p.numel() * p.element_size() for m in (
+        models.transformer, models.vae, models.text_encoder, models.image_encoder) for p in m.parameters()) / 2**30, 2)
     hw = SMOKE_HW if smoke else FULL_SIZE_HW
     rgb = (np.random.default_rng(0).random((hw[0], hw[1], 3)) * 255).astype(np.uint8)
 
@@ -278,8 +315,9 @@ def full_section(device: torch.device, smoke: bool) -> dict:
         r["trajectory_s"] = round(time.perf_counter() - t, 1)
         r["transformer_calls_s"] = timer.times
         r["frames"] = list(frames.shape)
-        r["frames_finite_and_varied"] = bool(frames.std() > 0)
-        r["peak_gb"] = peak_gb(device)
+        r["transformer_outputs_finite"] = all(timer.finite)
+        r["frames_varied"] = bool(frames.std() > 0)
+        r |= peaks_gib(device)
         return r
 
     out["resident"] = run(offload=False)
@@ -293,12 +331,22 @@ def full_section(device: torch.device, smoke: bool) -> dict:
 # --------------------------------------------------------------------------- gsplat
 
 
-def start_gsplat_build(log: Path) -> subprocess.Popen:
-    """JIT-build gsplat's CUDA extension in the background (sm_90 only) while the other sections run."""
+def start_gsplat_build(log: Path, device: torch.device) -> subprocess.Popen:
+    """JIT-build gsplat's CUDA extension in the background (for this card only) while the other sections run."""
+    arch = "{}.{}".format(*torch.cuda.get_device_capability(device))
     env = dict(os.environ, MAX_JOBS=os.environ.get("MAX_JOBS", "12"),
-               TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"))
-    code = "import time; t=time.time(); from gsplat.cuda._backend import _C; print('built', _C is not None, time.time()-t)"
+               TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", arch))
+    code = ("import time; t = time.time(); from gsplat.cuda._backend import _C; "
+            "print('built', _C is not None, time.time() - t)")
     return subprocess.Popen([sys.executable, "-c", code], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+def last_json(text: str) -> dict | str:
+    """The JSON object a benchmark printed last (its raw tail when there is none)."""
+    try:
+        return json.loads(text[text.index("{"):])
+    except ValueError:
+        return text[-800:]
 
 
 def gsplat_section(build: subprocess.Popen | None, log: Path, deadline: float) -> dict:
@@ -321,20 +369,40 @@ def gsplat_section(build: subprocess.Popen | None, log: Path, deadline: float) -
         if left < 40:
             out[f"train_{renderer}_{backend}"] = "skipped: deadline"
             continue
+        synthetic = Path(tempfile.gettempdir()) / f"gs_synth_{renderer}_{backend}"
         cmd = [sys.executable, "-m", "benchmarks.bench_train_gs", "--scene", "/nonexistent", "--synthetic-dir",
-               str(Path(tempfile.gettempdir()) / f"gs_synth_{renderer}_{backend}"), "--renderer", renderer, "--backend", backend, "--iterations", str(iters),
+               str(synthetic), "--renderer", renderer, "--backend", backend, "--iterations", str(iters),
                "--threads", "8", "--no-render-trajectories"]
         try:
             r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=left - 10)
-            text = r.stdout.strip()
-            out[f"train_{renderer}_{backend}"] = json.loads(text[text.index("{"):]) if r.returncode == 0 else \
-                (r.stdout + r.stderr)[-800:]
         except subprocess.TimeoutExpired:
             out[f"train_{renderer}_{backend}"] = "timed out"
+            continue
+        out[f"train_{renderer}_{backend}"] = last_json(r.stdout) if r.returncode == 0 else (r.stdout + r.stderr)[-800:]
     return out
 
 
 # --------------------------------------------------------------------------- main
+
+
+def _run(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance() -> dict:
+    """Versions, driver and commit, so a results.json says what produced it."""
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda,
+            "driver": _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]),
+            "commit": _run(["git", "rev-parse", "HEAD"]), "dirty": bool(_run(["git", "status", "--porcelain"]))}
+    for pkg in ("diffusers", "transformers", "gsplat"):
+        try:
+            info[pkg] = metadata.version(pkg)  # not imported: importing gsplat starts its CUDA build
+        except metadata.PackageNotFoundError:
+            info[pkg] = None
+    return info
 
 
 def main() -> None:
@@ -345,15 +413,18 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="toy sizes for the full-size section (a CPU dry run)")
     ap.add_argument("--budget-s", type=float, default=480, help="sections still running past this are cut short")
     a = ap.parse_args()
+    sections = a.only.split(",")
+    unknown = sorted(set(sections) - {"tiny", "full", "gsplat"})
+    if unknown:
+        ap.error(f"--only: unknown section(s) {', '.join(unknown)} (tiny, full, gsplat)")
     deadline = time.time() + a.budget_s
     a.out.mkdir(parents=True, exist_ok=True)
     device = torch.device(a.device)
-    sections = a.only.split(",")
-    results: dict = {"torch": torch.__version__, "device": torch.cuda.get_device_name(device)
-                     if device.type == "cuda" else "cpu", "smoke": a.smoke}
+    results: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                     "smoke": a.smoke, "software": provenance()}
     build = None
     if "gsplat" in sections and device.type == "cuda":
-        build = start_gsplat_build(a.out / "gsplat_build.log")
+        build = start_gsplat_build(a.out / "gsplat_build.log", device)
 
     def save() -> None:
         (a.out / "results.json").write_text(json.dumps(results, indent=1))

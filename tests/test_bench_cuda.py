@@ -14,6 +14,7 @@ pytest.importorskip("diffusers", reason="the worldstereo backend needs the `diff
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_smoke_run_fills_every_figure_and_cpu_agrees_with_itself(tmp_path):
     r = subprocess.run([sys.executable, "-m", "benchmarks.bench_cuda", "--smoke", "--device", "cpu", "--only",
                         "tiny,full", "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -28,6 +29,7 @@ def test_smoke_run_fills_every_figure_and_cpu_agrees_with_itself(tmp_path):
     assert tiny["offload_vs_resident_rel_err"] == 0.0 and tiny["offload_models_back_on_cpu"]
     assert tiny["report"].startswith("loaded 152 tensors, 0 from the base model, 0 unexpected")
     for mode in ("resident", "offload"):
-        assert full[mode]["frames"] == [21, 64, 96, 3] and full[mode]["frames_finite_and_varied"]
+        assert full[mode]["frames"] == [21, 64, 96, 3] and full[mode]["frames_varied"]
+        assert full[mode]["transformer_outputs_finite"]
         assert len(full[mode]["transformer_calls_s"]) == 4  # memory-dmd: four flow steps
-    assert full["parameters"]["branch"] < full["parameters"]["transformer"]
+    assert res["software"]["diffusers"] and res["software"]["torch"]

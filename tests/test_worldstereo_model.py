@@ -130,6 +130,22 @@ def test_parameter_names_and_shapes_equal_the_release_layout(variant, conv_out_d
     assert ours == base_layout() | release_branch_layout(branch, INNER, 36, variant)
 
 
+def test_full_size_model_has_the_release_layout_and_the_counts_benchmarks_quote():
+    """At Wan2.1-I2V-14B size (built on the meta device: no memory) with bench_cuda's assumed branch:
+    diffusers' own base layout + the release branch layout written out above, and BENCHMARKS.md's counts."""
+    from benchmarks.bench_cuda import FULL_BRANCH, WAN_14B
+
+    with torch.device("meta"):
+        model = WorldStereoTransformer(**WAN_14B)
+        model.attach_branch(BranchConfig(**FULL_BRANCH), "worldstereo-memory-dmd")
+        base = WanTransformer3DModel(**WAN_14B)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    want = {k: tuple(v.shape) for k, v in base.state_dict().items()}
+    assert ours == want | release_branch_layout(FULL_BRANCH, 5120, 36, "worldstereo-memory-dmd")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert (count(base), count(model.controlnet), count(model)) == (16_394_878_784, 1_841_701_056, 18_276_039_680)
+
+
 @pytest.mark.parametrize("variant", list(VARIANT_CFG))
 def test_release_layout_checkpoint_loads_with_nothing_missing_or_unexpected(variant, tmp_path):
     cfg = parse_release_config(release_config(variant), Path("config.json"), variant)

@@ -172,7 +172,7 @@ class GeneratorConfig:
     device: str = "cuda"
     """Torch device of the WorldStereo models (cpu only for tiny test models)."""
     offload: bool = False
-    """Keep each WorldStereo model on the CPU between its uses (48 GB cards; measured peak 43.6 GB)."""
+    """Keep each WorldStereo model on the CPU between its uses (48 GB cards; measured peak 43.6 GiB)."""
     frame_depth: FrameDepthConfig = field(default_factory=FrameDepthConfig)
 
 

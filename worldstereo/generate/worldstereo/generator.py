@@ -37,7 +37,7 @@ class WorldStereoGeneratorConfig:
     prompt_embeds: Path | None = None  # safetensors with prompt_embeds [1, 512, D] (+ negative_prompt_embeds):
     # the text encoder is then never loaded
     device: str = "cuda"
-    offload: bool = False  # keep models on CPU between uses (48 GB cards; measured peak 43.6 GB)
+    offload: bool = False  # keep models on CPU between uses (48 GB cards; measured peak 43.6 GiB)
     steps: int = 40  # camera / memory (UniPC); memory-dmd uses its own 4 steps
     guidance: float = 5.0  # camera / memory classifier-free guidance
     seed: int = 0

@@ -110,6 +110,27 @@ def test_cli_bad_scene_exits_2(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_missing_ffmpeg_stops_training_before_any_work_unless_renders_are_off(tmp_path, capsys, monkeypatch):
+    """The fly-through mp4 is written after all the training: without ffmpeg the run must stop first."""
+    import sys
+
+    import train_gs
+
+    scene = make_synthetic_scene(tmp_path / "f", width=32, height=24, n_views=5, spacing=0.12)
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails: as on a machine without it
+    argv = ["--scene", str(scene.root), "--train.iterations", "2"]
+    with pytest.raises(SystemExit) as e:
+        train_gs.cli_entry(train_gs.main)(train_gs.parse(argv))
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: no ffmpeg to write mp4 videos: pip install imageio-ffmpeg (it bundles one), "
+        "or pass --train.output.no-render-trajectories")
+    assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
+    train_gs.cli_entry(train_gs.main)(train_gs.parse([*argv, "--train.output.no-render-trajectories"]))
+    assert (scene.gs_dir("3dgs") / "metrics.json").exists()
+
+
 def test_metrics_json_is_the_metrics_dataclass(tmp_path):
     scene = make_synthetic_scene(tmp_path / "m", width=32, height=24, n_views=5, spacing=0.12)
     cfg = reduced_config(4)

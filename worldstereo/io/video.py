@@ -11,6 +11,18 @@ from worldstereo.errors import InputError
 from worldstereo.io.atomic import atomic_path
 
 
+def check_video_writer(flag: str) -> None:
+    """The mp4 writer's ffmpeg is there; InputError naming the fixes otherwise. For long jobs that
+    write a video only at their end: a missing ffmpeg should stop them before the work, not after."""
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        raise InputError(None, "no ffmpeg to write mp4 videos: pip install imageio-ffmpeg (it bundles one), "
+                               f"or pass {flag}") from None
+
+
 def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int = 12) -> None:
     """Write RGB uint8 frames [H, W, 3] (grey [H, W] allowed) as H.264 mp4, atomically."""
     import imageio.v2 as imageio

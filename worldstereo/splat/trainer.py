@@ -33,7 +33,7 @@ from worldstereo.errors import InputError
 from worldstereo.io.atomic import atomic_dir, atomic_save, atomic_write_text
 from worldstereo.io.ply import read_ply
 from worldstereo.io.results import load_results
-from worldstereo.io.video import write_video
+from worldstereo.io.video import check_video_writer, write_video
 from worldstereo.render.camera import camera_centres
 from worldstereo.render.gaussians import Backend, RenderOutput, rasterize
 from worldstereo.scene import SceneDir, config_hash, file_digest
@@ -653,6 +653,8 @@ def run_stage(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: bool = Fa
     """Train `mode` unless scene.json says it is done with this config; record the stage. None when skipped."""
     if not scene.results_npz.exists():
         raise InputError(scene.results_npz, "no results.npz: run run_pipeline.py (or reconstruct.py --input-video) first")
+    if cfg.output.render_trajectories:  # the fly-through is written last, after all the training
+        check_video_writer("--train.output.no-render-trajectories")
     files, inputs = stage_inputs(scene, cfg)  # once: it reads whole files to hash them
     chash = stage_hash(mode, cfg, files)
     if not force and not resume and scene.is_current(stage_name(mode), chash):

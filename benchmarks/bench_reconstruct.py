@@ -44,6 +44,8 @@ class Args:
     """Synthetic scene kind."""
     seed: int = 0
     """Scene / distortion seed."""
+    flow_finest_scale: int | None = None
+    """DIS flow's finest pyramid level (--icp.corr.flow-finest-scale); None: the default."""
     out: Path | None = None
     """Write the figures as JSON here too."""
 
@@ -56,6 +58,8 @@ def main(a: Args) -> dict:
     t_render = time.perf_counter() - t0
     cfg = fast()
     cfg.preprocess.frames, cfg.preprocess.stride, cfg.preprocess.points_per_frame = a.frames, 1, a.points
+    if a.flow_finest_scale is not None:
+        cfg.icp.corr.flow_finest_scale = a.flow_finest_scale
     with tempfile.TemporaryDirectory() as tmp:
         write_results_folder(tmp, data)
         t1 = time.perf_counter()

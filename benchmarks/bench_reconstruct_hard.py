@@ -37,7 +37,7 @@ from worldstereo.io.ply import read_ply
 from worldstereo.metrics.cameras import score_cameras
 
 Variant = Literal["full", "point", "bearing", "recent", "unguided", "no_drift", "no_prior", "no_filter", "no_reject",
-                  "before"]
+                  "before", "flow_half"]
 
 # distortions shared by every case (the list)
 _HARD = dict(scale_drift=0.10, warp_amp=0.03, frame_scale=0.05, depth_shift=0.03, bumps=3, bump_amp=0.06,
@@ -113,6 +113,8 @@ def _config(a: Args, variant: Variant):
         cfg.icp.centre_prior = 0.0
     if variant == "no_drift":
         cfg.icp.drift = replace(cfg.icp.drift, enabled=False)
+    if variant == "flow_half":  # the flow at half resolution, as before the sixth pass
+        cfg.icp.corr.flow_finest_scale = 1
     return cfg
 
 

@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_two_view --case room7_clutter_sweep --pairs 1,0 2,0 4,3
     python -m benchmarks.bench_two_view --case room1_orbit            # every (i, i−1)
+    python -m benchmarks.bench_two_view --case room7_clutter_sweep --flow-finest-scale 1   # half-resolution flow
 
 A diagnosis for the camera misses of bench_reconstruct_hard (BENCHMARKS.md, issue 15), not a method
 of reconstruct.py. Per frame pair (i, j), with DIS flow i → j (icp.pixel_matches, the matches
@@ -46,6 +47,8 @@ class Args:
     frames: int = 16
     width: int = 128
     height: int = 96
+    flow_finest_scale: int = 0
+    """DIS flow's finest pyramid level (reconstruct's --icp.corr.flow-finest-scale; 1 before the sixth pass)."""
 
 
 def rotation_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
@@ -92,13 +95,13 @@ def true_points(depth_j: np.ndarray, K: np.ndarray, c2w_j: np.ndarray, uv: np.nd
     return x @ c2w_j[:3, :3].T + c2w_j[:3, 3], z
 
 
-def pair_report(data, i: int, j: int) -> dict:
+def pair_report(data, i: int, j: int, finest_scale: int = 0) -> dict:
     res = data.results
     K = np.asarray(res.K[i], np.float64)
     H, W = data.true_depth.shape[1:]
     v, u = np.mgrid[0:H, 0:W]
     pix = np.stack([u.ravel(), v.ravel()], 1)
-    pb, rows = pixel_matches(res.image[i], res.image[j], pix, "flow")
+    pb, rows = pixel_matches(res.image[i], res.image[j], pix, "flow", finest_scale)
     pa, pb = pix[rows].astype(np.float64), np.asarray(pb, np.float64)
     exact, z = project_true(data.true_depth[i], K, data.true_c2w[i], data.true_c2w[j], pix[rows])
     ok = z > 0
@@ -132,7 +135,7 @@ def main(a: Args) -> list[dict]:
     rows = []
     print(f"{a.case}: rotation errors in degrees against the truth; bad frames {list(data.bad_frames)}")
     for i, j in pairs:
-        r = pair_report(data, i, j)
+        r = pair_report(data, i, j, a.flow_finest_scale)
         rows.append(r)
         print(f"{r['pair']:>6} n {r['matches']:5d} | given {r['given']:.2f} | E {r.get('E', float('nan')):.2f} "
               f"| sampson flow {r['sampson_flow']:.2f} true {r['sampson_true']:.3f} "

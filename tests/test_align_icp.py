@@ -162,7 +162,7 @@ def test_guided_matches_fix_the_flow_on_close_clutter():
     data = make_inconsistent(SyntheticConfig(kind="room", seed=3, path="sweep", clutter=6, frames=16, width=128,
                                              height=96, scale_drift=0.0, warp_amp=0.0))
     frames = _frames(data)
-    i, j = 11, 8  # 0.5 m apart, boxes 0.4–1 m away: plain DIS flow is mostly wrong here
+    i, j = 11, 8  # 0.5 m apart, boxes 0.4–1 m away: plain DIS flow is wrong on half the pixels here
     ref_map = world_pointmap(frames[j], FrameState(data.true_c2w[j], None), 0.05)
     c2w_i = data.true_c2w[i]
     off = c2w_i.copy()  # a prediction 1.5° off, as a generated frame's given camera may be
@@ -174,9 +174,10 @@ def test_guided_matches_fix_the_flow_on_close_clutter():
         m = frame_matches(frames[i], frames[j], ref_map, icp, np.random.default_rng(0), pred)
         X = m.x @ c2w_i[:3, :3].T + c2w_i[:3, 3]  # where the matched points truly are
         fractions[guided, pred is off] = float(np.mean(np.linalg.norm(X - m.Y, axis=1) < 0.02 * data.scale))
-    # within 2 % of the scene scale: plain flow 0.05; plain + guided 0.41 with the true camera
-    # predicted, 0.20 with one 1.5° off
-    assert fractions[False, False] < 0.1 and fractions[True, False] > 0.35 and fractions[True, True] > 0.15, fractions
+    # within 2 % of the scene scale (full-resolution flow): plain flow 0.47; plain + guided 0.71 with
+    # the true camera predicted, 0.49 with one 1.5° off (at half resolution: 0.05, 0.41, 0.20)
+    plain = fractions[False, False]
+    assert plain < 0.6 and fractions[True, False] > plain + 0.15 and fractions[True, True] >= plain, fractions
 
 
 def _plane_frame(index: int, c2w_given: np.ndarray, n: int = 4000) -> FramePoints:

@@ -54,6 +54,11 @@ class CorrespondenceConfig:
     """OpenCV DIS optical flow, SIFT, or none."""
     frames: int = 2
     """Match against this many earlier (aligned) frames."""
+    flow_finest_scale: int = 0
+    """Finest pyramid level of the DIS flow: 0 = the images' own resolution; 1 = half (OpenCV's medium
+    preset, the default before the sixth pass on issue 15). On the harder benchmark's frames (128 × 96)
+    level 0 cut the flow's median error against the exact matches ~10× (1.13 → 0.11 px on room7's
+    pairs) and raised F on all eight cases (BENCHMARKS.md, issue 15)."""
     guided: bool = True
     """Also match each frame against every reference warped into the frame's predicted camera (its
     given pose carried by the drift so far; `warp_into`), which removes most of the parallax of
@@ -246,11 +251,13 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
 
 
-def pixel_matches(img_a: np.ndarray, img_b: np.ndarray, pix_a: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+def pixel_matches(img_a: np.ndarray, img_b: np.ndarray, pix_a: np.ndarray, method: str,
+                  finest_scale: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Pixels of image b matching `pix_a` [M, 2] of image a → (pix_b [K, 2] float, which rows [K])."""
     ga, gb = _gray(img_a), _gray(img_b)
     if method == "flow":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        dis.setFinestScale(finest_scale)
         f_ab = dis.calc(ga, gb, None)
         f_ba = dis.calc(gb, ga, None)
         u, v = pix_a[:, 0], pix_a[:, 1]
@@ -324,13 +331,13 @@ def frame_matches(frame: FramePoints, ref: FramePoints, ref_map: np.ndarray, cfg
     warped into that camera (parallax of close surfaces removed), the two sets concatenated."""
     sel = rng.choice(len(frame.xyz), min(cfg.corr.points, len(frame.xyz)), replace=False)
     out = []
-    pb, rows = pixel_matches(frame.image, ref.image, frame.pix[sel], cfg.corr.method)
+    pb, rows = pixel_matches(frame.image, ref.image, frame.pix[sel], cfg.corr.method, cfg.corr.flow_finest_scale)
     if len(rows):
         rb = np.round(pb).astype(np.int64)
         out.append((rows, ref_map[rb[:, 1], rb[:, 0]]))
     if cfg.corr.guided and c2w_pred is not None and cfg.corr.method == "flow":
         warped, src = warp_into(ref.image, ref_map, c2w_pred, frame.K, frame.image)
-        q, rows_w = pixel_matches(frame.image, warped, frame.pix[sel], "flow")
+        q, rows_w = pixel_matches(frame.image, warped, frame.pix[sel], "flow", cfg.corr.flow_finest_scale)
         rq = np.round(q).astype(np.int64)
         sq = src[rq[:, 1], rq[:, 0]]
         has = np.all(np.isfinite(sq), axis=1)
@@ -545,14 +552,16 @@ def _prior_term(state: FrameState, c2w_prior: np.ndarray, c: np.ndarray, icp: IC
 
 
 def check_icp_config(icp: ICPConfig) -> None:
-    """The camera prior settings (and the drift's unit tolerance) make sense (InputError naming the
-    flag otherwise)."""
+    """The camera prior settings, the flow's pyramid level and the drift's unit tolerance make sense
+    (InputError naming the flag otherwise)."""
     for name in ("centre_prior", "rotation_prior"):
         if getattr(icp, name) < 0:
             raise InputError(None, f"--icp.{name.replace('_', '-')} must be ≥ 0, got {getattr(icp, name)}")
     for name in ("centre_prior_sigma", "rotation_prior_deg"):
         if not getattr(icp, name) > 0:
             raise InputError(None, f"--icp.{name.replace('_', '-')} must be > 0, got {getattr(icp, name)}")
+    if icp.corr.flow_finest_scale < 0:
+        raise InputError(None, f"--icp.corr.flow-finest-scale must be ≥ 0, got {icp.corr.flow_finest_scale}")
     if not icp.drift.units_tolerance >= 1:
         raise InputError(None, f"--icp.drift.units-tolerance must be ≥ 1, got {icp.drift.units_tolerance}")
 

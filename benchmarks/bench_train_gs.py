@@ -18,6 +18,7 @@ import torch
 
 from configs.train_gs import PRESETS
 from worldstereo.bench.writers import make_synthetic_scene
+from worldstereo.io.video import check_video_writer
 from worldstereo.splat.trainer import train_gaussians
 from worldstereo.scene import SceneDir
 
@@ -32,6 +33,8 @@ def main() -> None:
     ap.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"])
     ap.add_argument("--no-render-trajectories", action="store_true", help="time training and evaluation only")
     a = ap.parse_args()
+    if not a.no_render_trajectories:
+        check_video_writer("--no-render-trajectories")  # before minutes of training, not after
     torch.set_num_threads(a.threads)
     if (a.scene / "exports/npz/results.npz").exists():
         scene, kind = SceneDir(a.scene), str(a.scene)

@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from configs.reconstruct import fast
-from worldstereo.align.drift import (DriftConfig, correct_drift, fit_level, level_loglik, level_smoother,
+from worldstereo.align.drift import (DriftConfig, correct_drift, given_units_scale, fit_level, level_loglik, level_smoother,
                                      level_smoother_dense, smooth_drift)
 from worldstereo.align.icp import sequential_align
 from worldstereo.align.pipeline import CAMERAS_FILE, ReconstructMetrics, _refine_cameras, refined_c2w, run_reconstruct
@@ -247,3 +247,22 @@ def test_depth_in_other_units_than_the_cameras_is_found_and_said(tmp_path, capsy
     assert metrics["drift"]["given_scale"] == pytest.approx(2.0, abs=0.2)
     err = capsys.readouterr().err
     assert err.count("WARNING: the aligned path is") == 1 and "--icp.centre-prior 0" in err
+
+
+@pytest.mark.parametrize("s_true", [0.5, 2.0])
+def test_given_units_scale_recovers_a_unit_factor_both_ways_and_leaves_one_unit_alone(s_true):
+    """Refined centres = c0 + s (given − c0) + noise: s is recovered (both the s < 1 and the s > 1
+    branch), a factor inside the tolerance reads 1, and so does a path too short to tell."""
+    rng = np.random.default_rng(0)
+    n = 12
+    given = np.tile(np.eye(4), (n, 1, 1))
+    given[:, :3, 3] = np.c_[np.linspace(0, 2, n), 0.3 * np.sin(np.linspace(0, 3, n)), np.zeros(n)]
+    refined = given.copy()
+    c0 = given[0, :3, 3]
+    refined[:, :3, 3] = c0 + s_true * (given[:, :3, 3] - c0) + rng.normal(0, 0.005, (n, 3))
+    acc = list(range(1, n))
+    assert given_units_scale(given, refined, acc, 1.0, 1.5) == pytest.approx(s_true, rel=0.02)
+    near = given.copy()
+    near[:, :3, 3] = c0 + 1.2 * (given[:, :3, 3] - c0)
+    assert given_units_scale(given, near, acc, 1.0, 1.5) == 1.0  # within the tolerance: a drift's to judge
+    assert given_units_scale(given, refined, acc, 100.0, 1.5) == 1.0  # path < 0.1 × scale: too short to tell

@@ -147,6 +147,21 @@ def test_force_and_until(finished, tmp_path):
     assert len(load_trajectory(other.trajectory("up"))) == 4
 
 
+def test_missing_ffmpeg_stops_generate_before_it_generates(finished, tmp_path, monkeypatch):
+    """generate writes its videos after the backend ran (minutes per trajectory with a diffusion model):
+    without ffmpeg it must stop before, with nothing of that stage written."""
+    from worldstereo.errors import InputError
+
+    _, cfg, _ = finished
+    other = open_scene(tmp_path / "s3", create=True)
+    run_pipeline(other, cfg, until="plan")
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+    with pytest.raises(InputError, match="no ffmpeg to write mp4 videos: pip install imageio-ffmpeg"):
+        run_pipeline(other, cfg, until="generate")
+    assert not (other.root / "videos").exists() and not (other.root / "frames").exists()
+    assert not any(k.startswith("generate/") for k in other.load().stages)
+
+
 def _cli(args, **kw):
     return subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)

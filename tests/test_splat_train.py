@@ -110,7 +110,8 @@ def test_cli_bad_scene_exits_2(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_missing_ffmpeg_stops_training_before_any_work_unless_renders_are_off(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("missing", ["package", "binary"])
+def test_missing_ffmpeg_stops_training_before_any_work_unless_renders_are_off(tmp_path, capsys, monkeypatch, missing):
     """The fly-through mp4 is written after all the training: without ffmpeg the run must stop first."""
     import sys
 
@@ -118,7 +119,15 @@ def test_missing_ffmpeg_stops_training_before_any_work_unless_renders_are_off(tm
 
     scene = make_synthetic_scene(tmp_path / "f", width=32, height=24, n_views=5, spacing=0.12)
     before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
-    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails: as on a machine without it
+    if missing == "package":
+        monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails: as on a machine without it
+    else:  # the package is there but finds no ffmpeg binary
+        import imageio_ffmpeg
+
+        def no_binary():
+            raise RuntimeError("No ffmpeg exe could be found.")
+
+        monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", no_binary)
     argv = ["--scene", str(scene.root), "--train.iterations", "2"]
     with pytest.raises(SystemExit) as e:
         train_gs.cli_entry(train_gs.main)(train_gs.parse(argv))

@@ -57,8 +57,9 @@ class CorrespondenceConfig:
     flow_finest_scale: int = 0
     """Finest pyramid level of the DIS flow: 0 = the images' own resolution; 1 = half (OpenCV's medium
     preset, the default before the sixth pass on issue 15). On the harder benchmark's frames (128 × 96)
-    level 0 cut the flow's median error against the exact matches ~10× (1.13 → 0.11 px on room7's
-    pairs) and raised F on all eight cases (BENCHMARKS.md, issue 15)."""
+    level 0 cut the flow's median error against the exact matches on room7's pairs (median over the
+    pairs 0.18 → 0.07 px; one failed pair 12.8 → 0.6 px) and raised F on all twelve cases
+    (BENCHMARKS.md, issue 15). It costs ~4× per flow (DIS at 832 × 480: 38 → 145 ms, one thread)."""
     guided: bool = True
     """Also match each frame against every reference warped into the frame's predicted camera (its
     given pose carried by the drift so far; `warp_into`), which removes most of the parallax of

@@ -11,16 +11,18 @@ from worldstereo.errors import InputError
 from worldstereo.io.atomic import atomic_path
 
 
-def check_video_writer(flag: str) -> None:
-    """The mp4 writer's ffmpeg is there; InputError naming the fixes otherwise. For long jobs that
-    write a video only at their end: a missing ffmpeg should stop them before the work, not after."""
+def check_video_writer(flag: str | None = None) -> None:
+    """The mp4 writer's ffmpeg is there; InputError naming the fixes (`flag`: the option that skips
+    the video) otherwise. For long jobs that write a video only after their work: a missing ffmpeg
+    should stop them before it. (An IMAGEIO_FFMPEG_EXE naming a missing file is taken on trust.)"""
     try:
         import imageio_ffmpeg
 
         imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError):
-        raise InputError(None, "no ffmpeg to write mp4 videos: pip install imageio-ffmpeg (it bundles one), "
-                               f"or pass {flag}") from None
+        skip = f", or pass {flag}" if flag else ""
+        raise InputError(None, "no ffmpeg to write mp4 videos: pip install imageio-ffmpeg (it bundles one)"
+                               + skip) from None
 
 
 def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int = 12) -> None:

@@ -29,7 +29,7 @@ from worldstereo.io.atomic import atomic_copy, atomic_dir, atomic_write_text
 from worldstereo.io.dataclass_json import to_jsonable
 from worldstereo.io.images import read_image, write_image
 from worldstereo.io.results import FrameResults, save_results
-from worldstereo.io.video import write_video
+from worldstereo.io.video import check_video_writer, write_video
 from worldstereo.memory.bank import MemoryBank
 from worldstereo.memory.cache import PointCache, align_frame_to_cache, fuse_frame, world_points
 from worldstereo.memory.retrieval import retrieve
@@ -199,6 +199,7 @@ def stage_generate(scene: SceneDir, cfg: GenerationConfig, name: str, force: boo
     if not force and (scene.is_current(stage, key) or _kept_import(scene, stage)):
         timer.skipped(str(scene.video(name)))
         return
+    check_video_writer()  # the videos are written after the generation (minutes per trajectory on a GPU)
     with scene.lock():
         inputs = _consume(scene, ["plan", _state_before(scene, step)], scene.trajectory(name))
         _, req = _generation_request(scene, cfg, name, step)

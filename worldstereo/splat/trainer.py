@@ -653,12 +653,12 @@ def run_stage(scene: SceneDir, mode: Mode, cfg: TrainerConfig, resume: bool = Fa
     """Train `mode` unless scene.json says it is done with this config; record the stage. None when skipped."""
     if not scene.results_npz.exists():
         raise InputError(scene.results_npz, "no results.npz: run run_pipeline.py (or reconstruct.py --input-video) first")
-    if cfg.output.render_trajectories:  # the fly-through is written last, after all the training
-        check_video_writer("--train.output.no-render-trajectories")
     files, inputs = stage_inputs(scene, cfg)  # once: it reads whole files to hash them
     chash = stage_hash(mode, cfg, files)
     if not force and not resume and scene.is_current(stage_name(mode), chash):
         return None
+    if cfg.output.render_trajectories:  # the fly-through is written last, after all the training
+        check_video_writer("--train.output.no-render-trajectories")
     with scene.lock():
         res = train_gaussians(scene, mode, cfg, resume=resume)
         m = res.metrics

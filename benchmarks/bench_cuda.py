@@ -257,7 +257,7 @@ def build_full_models(device: torch.device, smoke: bool):
     return models, counts
 
 
-def full_conditions(hw: tuple[int, int], text_dim: int, image_ctx: torch.Tensor, prompt: torch.Tensor, n_refs: int = 2):
+def full_conditions(hw: tuple[int, int], image_ctx: torch.Tensor, prompt: torch.Tensor, n_refs: int = 2):
     from worldstereo.generate.worldstereo.conditioning import reference_layout
     from worldstereo.generate.worldstereo.sampling import build_conditions
 
@@ -286,8 +286,8 @@ def full_section(device: torch.device, smoke: bool) -> dict:
     sync(device)
     out["build_s"] = round(time.perf_counter() - t0, 1)
     out["parameters"] = counts
-    out["weights_gib"] = round(sum(p.numel() * p.element_size() for m in (
-        models.transformer, models.vae, models.text_encoder, models.image_encoder) for p in m.parameters()) / 2**30, 2)
+    parts = (models.transformer, models.vae, models.text_encoder, models.image_encoder)
+    out["weights_gib"] = round(sum(p.numel() * p.element_size() for m in parts for p in m.parameters()) / 2**30, 2)
     hw = SMOKE_HW if smoke else FULL_SIZE_HW
     rgb = (np.random.default_rng(0).random((hw[0], hw[1], 3)) * 255).astype(np.uint8)
 
@@ -306,7 +306,7 @@ def full_section(device: torch.device, smoke: bool) -> dict:
             image_ctx = encode_image(m.image_processor, m.image_encoder, rgb, device)
         sync(device)
         r["image_s"] = round(time.perf_counter() - t, 2)
-        cond = full_conditions(hw, m.transformer.config.text_dim, image_ctx, prompt)
+        cond = full_conditions(hw, image_ctx, prompt)
         timer = CallTimer(m.transformer, device)
         t = time.perf_counter()
         frames = sample_keyframes(m.transformer, m.vae, cond, m.cfg, device=device, offload=offload)
@@ -321,10 +321,9 @@ def full_section(device: torch.device, smoke: bool) -> dict:
         return r
 
     out["resident"] = run(offload=False)
-    for mod in (models.transformer, models.vae, models.text_encoder, models.image_encoder):
-        mod.to("cpu")
-    reset_peak(device)
-    out["offload"] = run(offload=True)
+    for m in parts:
+        m.to("cpu")
+    out["offload"] = run(offload=True)  # resets the peak itself
     return out
 
 

@@ -5,7 +5,7 @@
     python -m benchmarks.bench_two_view --case room7_clutter_sweep --flow-finest-scale 1   # half-resolution flow
 
 A diagnosis for the camera misses of bench_reconstruct_hard (BENCHMARKS.md, issue 15), not a method
-of reconstruct.py. Per frame pair (i, j), with DIS flow i → j (icp.pixel_matches, the matches
+of reconstruct.py. Per frame pair (i, j), with DIS flow i → j (matching.pixel_matches, the matches
 reconstruct.py uses) and the true cameras and depth of the synthetic case:
 
 - `E` : the rotation of camera i relative to j from the essential matrix (OpenCV five-point RANSAC,
@@ -33,7 +33,7 @@ from scipy.spatial.transform import Rotation
 
 from benchmarks.bench_reconstruct_hard import _HARD, CASES, FRESH, HELD_OUT
 from worldstereo.align.camera_refine import bearing_pnp
-from worldstereo.align.icp import pixel_matches
+from worldstereo.align.matching import pixel_matches
 from worldstereo.bench.builders import SyntheticConfig, make_inconsistent
 from worldstereo.geometry import project_points, skew
 

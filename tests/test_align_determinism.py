@@ -38,6 +38,8 @@ def test_two_processes_give_identical_canonical_ply(tmp_path):
     ply = [(s / "align" / "canonical.ply").read_bytes() for s in scenes]
     assert len(read_ply(scenes[0] / "align" / "canonical.ply")) > 1000
     assert ply[0] == ply[1]
+    cams = [(s / "align" / "cameras_refined.json").read_bytes() for s in scenes]  # bundle-adjusted: RANSAC draws
+    assert cams[0] == cams[1]
     za, zb = (np.load(s / "align" / "deformations.npz") for s in scenes)
     assert za.files == zb.files
     for k in za.files:

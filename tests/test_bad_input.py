@@ -213,6 +213,12 @@ def _reconstruct_cases(cases: dict, case_dir) -> None:
     np.savez(npz, **arrays)
     cases["flow_scale_negative"] = ("reconstruct.py", ["--scene", d / "v2w", "--icp.corr.flow-finest-scale", "-1"],
                                     None, "--icp.corr.flow-finest-scale must be ≥ 0")
+    d = case_dir("bundle_depth_sigma_0", with_scene=False)
+    npz = d / "v2w" / "exports" / "npz" / "results.npz"
+    npz.parent.mkdir(parents=True)
+    np.savez(npz, **arrays)
+    cases["bundle_depth_sigma_0"] = ("reconstruct.py", ["--scene", d / "v2w", "--icp.bundle.depth-sigma", "0"],
+                                     None, "--icp.bundle.depth-sigma must be > 0")
 
 
 CASES = ["missing_image", "garbage_image", "truncated_png", "depth_shape", "depth_nan", "depth_negative",
@@ -220,7 +226,8 @@ CASES = ["missing_image", "garbage_image", "truncated_png", "depth_shape", "dept
          "intrinsics_nan", "long_side_0", "long_side_1", "frames_0", "order_empty", "order_sideways",
          "custom_named_standard", "image_1x1", "image_2000x50", "depth_int64", "depth_inf", "fov_and_intrinsics",
          "principal_point_outside", "fov_180", "images_jpeg", "manifest_not_object", "scene_in_proc",
-         "npz_truncated", "npz_nan_pose", "npz_zero_focal", "npz_one_frame", "prior_sigma_0", "flow_scale_negative"]
+         "npz_truncated", "npz_nan_pose", "npz_zero_focal", "npz_one_frame", "prior_sigma_0", "flow_scale_negative",
+         "bundle_depth_sigma_0"]
 
 
 @pytest.mark.parametrize("name", CASES)

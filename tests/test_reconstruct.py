@@ -59,13 +59,14 @@ def test_rerun_is_skipped_and_reads_back_typed_metrics(tmp_path, v2w_scene):
     on_disk = json.loads((tmp_path / "align" / "metrics.json").read_text())
     assert set(on_disk) == {"frames", "scene_scale", "points", "p2plane_median_before", "p2plane_median_after",
                             "global_opt", "inverse_round_trip", "per_frame", "seconds", "rejected_frames", "fuse",
-                            "drift"}
+                            "drift", "bundle"}
     assert set(on_disk["per_frame"][0]) == {"frame", "p2plane_before", "p2plane_after", "inlier_frac", "matches",
                                             "seconds", "iters", "pairs", "inlier_frac_final", "match_agree", "rejected",
                                             "reject_reason", "truncated_before", "truncated_after",
                                             "retried_without_matches"}
     assert m.rejected_frames == on_disk["rejected_frames"] and m.fuse.points_after == m.points
     assert not m.drift.applied and m.drift.reason == "2 accepted frames (< 10)"  # too few to fit
+    assert m.bundle.applied and m.bundle.pairs >= 2 and m.bundle == first.metrics.bundle  # read back typed
     assert m.inverse_round_trip.p95_max == on_disk["inverse_round_trip"]["p95_max"]
 
 

@@ -29,17 +29,17 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Literal
 
-import cv2
 import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.linalg import cho_factor, cho_solve
-from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from worldstereo.align.bundle import BundleConfig
 from worldstereo.align.deform import ControlGrid, DeformConfig
 from worldstereo.align.drift import DriftConfig
 from worldstereo.align.fuse import FuseConfig
+from worldstereo.align.matching import pixel_matches, view_distance
 from worldstereo.align.preprocess import FramePoints, surface_pixels
 from worldstereo.align.voxel_model import Contribution, VoxelModel
 from worldstereo.errors import InputError
@@ -178,6 +178,9 @@ class ICPConfig:
     that is already consistent the given pose is exact and the solver stops ~1e-5 short of it."""
     fuse: FuseConfig = field(default_factory=FuseConfig)
     """Support filter of the canonical cloud (--icp.fuse.*, align/fuse.py)."""
+    bundle: BundleConfig = field(default_factory=BundleConfig)
+    """Bundle adjustment of the refined cameras on dense matches between accepted frames, before the
+    drift correction (--icp.bundle.*, align/bundle.py)."""
     drift: DriftConfig = field(default_factory=DriftConfig)
     """Drift correction of the refined cameras and placements towards the given cameras
     (--icp.drift.*, align/drift.py)."""
@@ -246,46 +249,6 @@ class Matches:
         if not ms:
             return Matches.empty()
         return Matches(np.concatenate([m.x for m in ms]), np.concatenate([m.Y for m in ms]), np.concatenate([m.w for m in ms]))
-
-
-def _gray(img: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
-
-
-def pixel_matches(img_a: np.ndarray, img_b: np.ndarray, pix_a: np.ndarray, method: str,
-                  finest_scale: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels of image b matching `pix_a` [M, 2] of image a → (pix_b [K, 2] float, which rows [K])."""
-    ga, gb = _gray(img_a), _gray(img_b)
-    if method == "flow":
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        dis.setFinestScale(finest_scale)
-        f_ab = dis.calc(ga, gb, None)
-        f_ba = dis.calc(gb, ga, None)
-        u, v = pix_a[:, 0], pix_a[:, 1]
-        pb = pix_a + f_ab[v, u]
-        h, w = ga.shape
-        inside = (pb[:, 0] >= 0) & (pb[:, 0] <= w - 1) & (pb[:, 1] >= 0) & (pb[:, 1] <= h - 1)
-        rb = np.round(pb).astype(np.int64)
-        rb[:, 0] = np.clip(rb[:, 0], 0, w - 1)
-        rb[:, 1] = np.clip(rb[:, 1], 0, h - 1)
-        back = pb + f_ba[rb[:, 1], rb[:, 0]]
-        ok = inside & (np.linalg.norm(back - pix_a, axis=1) < 1.0)
-        return pb[ok], np.nonzero(ok)[0]
-    # SIFT + ratio test; matched keypoints snapped to the nearest requested pixel of a
-    sift = cv2.SIFT_create(nfeatures=4000)
-    ka, da = sift.detectAndCompute(ga, None)
-    kb, db = sift.detectAndCompute(gb, None)
-    if da is None or db is None or len(ka) < 8 or len(kb) < 8:
-        return np.zeros((0, 2)), np.zeros(0, np.int64)
-    pairs = cv2.BFMatcher().knnMatch(da, db, k=2)
-    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < 0.75 * m[1].distance]
-    if not good:
-        return np.zeros((0, 2)), np.zeros(0, np.int64)
-    pa = np.array([ka[m.queryIdx].pt for m in good])
-    pb = np.array([kb[m.trainIdx].pt for m in good])
-    d, rows = cKDTree(pix_a).query(pa)
-    ok = d < 1.5
-    return pb[ok] + (pix_a[rows[ok]] - pa[ok]), rows[ok]
 
 
 def world_pointmap(frame: FramePoints, state: FrameState, max_jump: float) -> np.ndarray:
@@ -553,8 +516,8 @@ def _prior_term(state: FrameState, c2w_prior: np.ndarray, c: np.ndarray, icp: IC
 
 
 def check_icp_config(icp: ICPConfig) -> None:
-    """The camera prior settings, the flow's pyramid level and the drift's unit tolerance make sense
-    (InputError naming the flag otherwise)."""
+    """The camera prior settings, the flow's pyramid level, the bundle adjustment's settings and the
+    drift's unit tolerance make sense (InputError naming the flag otherwise)."""
     for name in ("centre_prior", "rotation_prior"):
         if getattr(icp, name) < 0:
             raise InputError(None, f"--icp.{name.replace('_', '-')} must be ≥ 0, got {getattr(icp, name)}")
@@ -563,6 +526,14 @@ def check_icp_config(icp: ICPConfig) -> None:
             raise InputError(None, f"--icp.{name.replace('_', '-')} must be > 0, got {getattr(icp, name)}")
     if icp.corr.flow_finest_scale < 0:
         raise InputError(None, f"--icp.corr.flow-finest-scale must be ≥ 0, got {icp.corr.flow_finest_scale}")
+    b = icp.bundle
+    for name, ok, need in (("neighbours", b.neighbours >= 1, "≥ 1"), ("points", b.points >= 8, "≥ 8"),
+                           ("ransac_px", b.ransac_px > 0, "> 0"), ("min_matches", b.min_matches >= 6, "≥ 6"),
+                           ("min_inlier_frac", 0 <= b.min_inlier_frac <= 1, "in [0, 1]"),
+                           ("max_angle_deg", b.max_angle_deg > 0, "> 0"), ("depth_sigma", b.depth_sigma > 0, "> 0"),
+                           ("iters", b.iters >= 1, "≥ 1"), ("floor_px", b.floor_px > 0, "> 0")):
+        if not ok:
+            raise InputError(None, f"--icp.bundle.{name.replace('_', '-')} must be {need}, got {getattr(b, name)}")
     if not icp.drift.units_tolerance >= 1:
         raise InputError(None, f"--icp.drift.units-tolerance must be ≥ 1, got {icp.drift.units_tolerance}")
 
@@ -899,15 +870,9 @@ def match_references(frames: list[FramePoints], accepted: list[int], i: int, cor
         return []
     if corr.refs == "recent":
         return accepted[-corr.frames:]
-    c2w = frames[i].c2w_given
-
-    def distance(j: int) -> float:
-        other = frames[j].c2w_given
-        cos = float(np.clip(other[:3, 2] @ c2w[:3, 2], -1.0, 1.0))
-        return float(np.linalg.norm(other[:3, 3] - c2w[:3, 3])) / scale + float(np.arccos(cos))
-
     recent_first = accepted[::-1]  # ties go to the more recent frame
-    return sorted(sorted(recent_first, key=distance)[:corr.frames])
+    return sorted(sorted(recent_first, key=lambda j: view_distance(frames[i].c2w_given, frames[j].c2w_given, scale))
+                  [:corr.frames])
 
 
 def sequential_align(frames: list[FramePoints], icp: ICPConfig, deform: DeformConfig, scale: float,

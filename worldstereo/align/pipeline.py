@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from worldstereo import console
+from worldstereo.align.bundle import BundleStats, bundle_adjust, keep_path_size, verified_matches
 from worldstereo.align.camera_refine import bearing_pnp, rigid_c2w
 from worldstereo.align.deform import DeformConfig
-from worldstereo.align.drift import DriftStats, correct_drift, world_correction
+from worldstereo.align.drift import DriftStats, correct_drift, given_units_scale, world_correction
 from worldstereo.align.fuse import SupportStats, support_filter
 from worldstereo.align.global_opt import GlobalOptConfig, GlobalOptStats, global_optimise
 from worldstereo.align.icp import (AlignResult, FrameMetrics, FrameState, ICPConfig, check_icp_config, merge_frame,
@@ -58,7 +59,8 @@ CONVENTION = {
     "frame_index": "original results.npz frame indices (offset and stride applied)",
     CAMERAS_FILE: "refined cameras: trajectory JSON {width, height, frames: [{c2w, K}]}; c2w = the camera that "
                   "sees the frame's aligned points at their own pixels (robust reprojection fit, started "
-                  "from the rigid part of its alignment), then moved by the drift correction towards the "
+                  "from the rigid part of its alignment), then bundle-adjusted with the other accepted frames "
+                  "on dense matches (metrics.json 'bundle'), then moved by the drift correction towards the "
                   "given cameras (metrics.json 'drift'); a rejected frame keeps its given c2w",
 }
 
@@ -91,6 +93,7 @@ class ReconstructMetrics:
     rejected_frames: list[int] = field(default_factory=list)  # original indices whose alignment failed
     fuse: SupportStats | None = None  # the support filter (None when off)
     drift: DriftStats | None = None  # the drift correction of cameras and placements (drift.py)
+    bundle: BundleStats | None = None  # the bundle adjustment of the refined cameras (bundle.py)
 
     @staticmethod
     def from_json(d: dict) -> "ReconstructMetrics":
@@ -103,7 +106,8 @@ class ReconstructMetrics:
             d["frames"], d["scene_scale"], d["points"], d["p2plane_median_before"], d["p2plane_median_after"],
             glob, RoundTripSummary(**d["inverse_round_trip"]), [FrameMetrics(**floats(r)) for r in d["per_frame"]],
             d["seconds"], d.get("rejected_frames", []), SupportStats(**d["fuse"]) if d.get("fuse") else None,
-            DriftStats(**floats(d["drift"])) if d.get("drift") else None)
+            DriftStats(**floats(d["drift"])) if d.get("drift") else None,
+            BundleStats(**floats(d["bundle"])) if d.get("bundle") else None)
 
 
 @dataclass
@@ -207,7 +211,7 @@ def _reconstruct(scene: SceneDir, chash: str, inputs: dict[str, str], idx: np.nd
         res, glob = _align(frames, preprocess, icp, deform, global_opt, scale, writer, times)
 
         t = time.perf_counter()
-        cameras, drift = _refine_cameras(frames, res, icp, scale)
+        cameras, bundle, drift = _refine_cameras(frames, res, icp, scale)
         times["cameras"] = time.perf_counter() - t
         if drift.given_scale != 1.0:
             console.warn(f"the aligned path is {drift.given_scale:.3g} × the given cameras' (other units than the "
@@ -235,7 +239,8 @@ def _reconstruct(scene: SceneDir, chash: str, inputs: dict[str, str], idx: np.nd
             p2plane_median_before=_nanmed([r.p2plane_before for r in res.per_frame]),
             p2plane_median_after=_nanmed([r.p2plane_after for r in res.per_frame]),
             global_opt=glob, inverse_round_trip=round_trip, per_frame=res.per_frame, seconds=times,
-            rejected_frames=[frames[k].index for k in res.rejected], fuse=fuse_stats, drift=drift)
+            rejected_frames=[frames[k].index for k in res.rejected], fuse=fuse_stats, drift=drift,
+            bundle=bundle)
         cfg = {"preprocess": preprocess, "icp": icp, "deform": deform, "global_opt": global_opt,
                "inverse": inverse, "config_hash": chash}
         atomic_write_text(out / "config.json", json.dumps(to_jsonable(cfg), indent=1))
@@ -317,24 +322,49 @@ def refined_c2w(frame: FramePoints, state: FrameState) -> np.ndarray:
 
 
 def _refine_cameras(frames: list[FramePoints], res: AlignResult, icp: ICPConfig,
-                    scale: float) -> tuple[np.ndarray, DriftStats]:
-    """Refined c2w [N, 4, 4] of every frame (its given one when rejected), drift-corrected
-    (drift.py). With `move_placements` each accepted frame's placement moves with its camera
-    (A ← G A) and the model is merged again from the moved frames, so the cameras still see the
-    canonical points at their own pixels; without it (the default) the points stay put."""
+                    scale: float) -> tuple[np.ndarray, BundleStats, DriftStats]:
+    """Refined c2w [N, 4, 4] of every frame (its given one when rejected): each frame's reprojection
+    fit, bundle-adjusted together (bundle.py), then drift-corrected (drift.py). With
+    `move_placements` each accepted frame's placement moves with its camera (A ← G A) and the model
+    is merged again from the moved frames, so the cameras still see the canonical points at their own
+    pixels; without it (the default) the points stay put."""
     bad = set(res.rejected)
-    c2w = np.stack([f.c2w_given if k in bad else refined_c2w(f, st)
-                    for k, (f, st) in enumerate(zip(frames, res.states))])
-    corrected, stats = correct_drift(np.stack([f.c2w_given for f in frames]), c2w, res.accepted(), scale,
-                                     icp.drift, [f.index for f in frames])
+    given = np.stack([f.c2w_given for f in frames])
+    fitted = np.stack([f.c2w_given if k in bad else refined_c2w(f, st)
+                       for k, (f, st) in enumerate(zip(frames, res.states))])
+    c2w, bundle = _bundle(frames, res, icp, scale, given, fitted)
+    corrected, stats = correct_drift(given, c2w, res.accepted(), scale, icp.drift, [f.index for f in frames])
     if stats.applied and icp.drift.move_placements:
         model = VoxelModel(res.model.voxel)
         for k in res.accepted():
             st = res.states[k]
-            st.A = world_correction(c2w[k], corrected[k]) @ st.A
+            st.A = world_correction(fitted[k], corrected[k]) @ st.A  # the fit's camera → the final one
             res.contributions[k] = merge_frame(model, frames[k], st)
         res.model = model
-    return corrected, stats
+    return corrected, bundle, stats
+
+
+def _bundle(frames: list[FramePoints], res: AlignResult, icp: ICPConfig, scale: float, given: np.ndarray,
+            c2w: np.ndarray) -> tuple[np.ndarray, BundleStats]:
+    """The accepted frames' cameras bundle-adjusted, with the ICP's centre prior on the given centres
+    (rescaled about frame 0's when the given path is in other units, as the drift correction does),
+    the path then brought to the fitted path's size (the canonical cloud's units)."""
+    acc = res.accepted()
+    if not icp.bundle.enabled:
+        return c2w, BundleStats(False, "disabled")
+    if len(acc) < 2:
+        return c2w, BundleStats(False, "fewer than 2 accepted frames")
+    points = {k: res.states[k].world(frames[k].xyz) for k in acc}
+    matches = verified_matches(frames, points, c2w, acc, icp.bundle, scale, icp.seed)
+    prior = None
+    if icp.centre_prior > 0:
+        s = given_units_scale(given, c2w, [k for k in acc if k > 0], scale, icp.drift.units_tolerance)
+        prior = given[0, :3, 3] + s * (given[:, :3, 3] - given[0, :3, 3])
+    adjusted, stats = bundle_adjust(c2w, acc, np.stack([f.K for f in frames]), matches, prior,
+                                    icp.centre_prior_sigma * scale, icp.bundle)
+    if stats.applied:
+        adjusted, stats.path_scale = keep_path_size(adjusted, c2w, acc)
+    return adjusted, stats
 
 
 def _write_cameras(path: Path, frames: list[FramePoints], c2w: np.ndarray) -> None:

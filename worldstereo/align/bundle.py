@@ -24,7 +24,7 @@ least_squares: the tests' oracle.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import cv2
@@ -89,9 +89,10 @@ class BundleStats:
     matches: int = 0
     reproj_px_before: float = float("nan")
     reproj_px_after: float = float("nan")
-    iters: int = 0
+    iters: int = 0  # accepted Levenberg–Marquardt steps
     seconds: float = 0.0
     path_scale: float = 1.0  # the factor that gave the adjusted path the fitted path's size (`keep_path_size`)
+    unlinked: list[int] = field(default_factory=list)  # accepted frames no kept pair links to frame 0: not adjusted
 
 
 def neighbours(c2w_given: np.ndarray, accepted: list[int], i: int, k: int, scale: float) -> list[int]:
@@ -101,12 +102,14 @@ def neighbours(c2w_given: np.ndarray, accepted: list[int], i: int, k: int, scale
 
 
 def _normalised(pix: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Pixels [M, 2] → normalised image coordinates (K⁻¹ [u, v, 1] without the 1)."""
     return (pix - K[:2, 2]) / np.array([K[0, 0], K[1, 1]])
 
 
 def epipolar_inliers(pix_a: np.ndarray, K_a: np.ndarray, pix_b: np.ndarray, K_b: np.ndarray,
                      threshold_px: float) -> np.ndarray:
-    """[M] bool: the matches a → b that one essential matrix explains (RANSAC, threshold in pixels)."""
+    """[M] bool: the matches a → b that one essential matrix explains (RANSAC, threshold in pixels;
+    OpenCV seeds its RANSAC itself, so the same matches give the same answer)."""
     f = 0.25 * (K_a[0, 0] + K_a[1, 1] + K_b[0, 0] + K_b[1, 1])
     _, inl = cv2.findEssentialMat(_normalised(pix_a, K_a), _normalised(pix_b, K_b), np.eye(3), cv2.RANSAC,
                                   0.999, threshold_px / f)
@@ -134,7 +137,6 @@ def verified_matches(frames: list[FramePoints], world_points: dict[int, np.ndarr
     given = np.stack([f.c2w_given for f in frames])
     cols: list[list[np.ndarray]] = [[], [], [], [], []]
     kept = dropped = 0
-    cv2.setRNGSeed(seed)  # RANSAC draws from OpenCV's own generator: the same run gives the same cameras
     for i in accepted:
         f = frames[i]
         sel = np.sort(rng.choice(len(f.xyz), min(cfg.points, len(f.xyz)), replace=False))
@@ -189,6 +191,7 @@ class _Problem:
 
 def _problem(m: BundleMatches, Ks: np.ndarray, c_prior: np.ndarray | None, sigma_c: float,
              sigma_d: float) -> _Problem:
+    """The fixed data of the energy: each match's host bearing and start log inverse depth."""
     Kinv = np.linalg.inv(Ks)
     uv1 = np.concatenate([m.pix, np.ones((len(m.pix), 1))], 1)
     bearing = np.einsum("mij,mj->mi", Kinv[m.host], uv1)
@@ -205,7 +208,8 @@ def reprojection(pb: _Problem, R: np.ndarray, c: np.ndarray, rho: np.ndarray) ->
     return uv - pb.obs, a, X, p
 
 
-def _jacobians(pb: _Problem, R: np.ndarray, c: np.ndarray, rho: np.ndarray):
+def _jacobians(pb: _Problem, R: np.ndarray, c: np.ndarray,
+               rho: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Residuals and their derivatives for left updates R ← exp(ω) R, c ← c + v of host and target:
     (r [M, 2], J_cam [M, 2, 12] (host ω, v, target ω, v), J_rho [M, 2])."""
     r, a, X, p = reprojection(pb, R, c, rho)
@@ -239,7 +243,9 @@ def _robust(e: np.ndarray, sigma: float, tukey: bool) -> tuple[np.ndarray, float
 
 def _energy(pb: _Problem, R, c, rho, sigma: float, tukey: bool | None, free: list[int]) -> float:
     """E at (R, c, rho); tukey None = plain least squares (σ = 1)."""
-    r = reprojection(pb, R, c, rho)[0]
+    r, _, _, p = reprojection(pb, R, c, rho)
+    if np.any(p[:, 2] <= 0):  # a point behind a camera that sees it: never a better solution
+        return float("inf")
     e = np.linalg.norm(r, axis=1)
     data = 0.5 * float(np.sum(e**2)) if tukey is None else _robust(e, sigma, tukey)[1]
     depth = 0.5 * float(np.sum(((np.log(rho) - pb.log_rho0) / pb.sigma_d) ** 2))
@@ -247,65 +253,98 @@ def _energy(pb: _Problem, R, c, rho, sigma: float, tukey: bool | None, free: lis
     return data + depth + centre
 
 
-def bundle_adjust(c2w: np.ndarray, accepted: list[int], Ks: np.ndarray, m: BundleMatches,
-                  c_prior: np.ndarray | None, sigma_c: float, cfg: BundleConfig,
-                  robust: bool = True) -> tuple[np.ndarray, BundleStats]:
-    """c2w [N, 4, 4] with the cameras of accepted[1:] re-solved (accepted[0] is the gauge; the other
-    frames unchanged). Ks [N, 3, 3]; c_prior [N, 3] the given centres (None: no centre prior), σ_c in
-    scene units. robust False: plain least squares (the oracle's energy, for tests)."""
-    t0 = time.perf_counter()
-    if len(m.host) == 0:
-        return c2w.copy(), BundleStats(False, "no verified matches", 0, m.pairs_dropped)
-    pb = _problem(m, np.asarray(Ks, np.float64), c_prior, sigma_c, cfg.depth_sigma)
-    n = len(c2w)
-    free = list(accepted[1:])
-    col = np.full(n, -1)
-    col[free] = np.arange(len(free)) * 6
-    R, c = c2w[:, :3, :3].astype(np.float64).copy(), c2w[:, :3, 3].astype(np.float64).copy()
-    rho = m.inv_depth.astype(np.float64).copy()
+def linked_to_gauge(m: BundleMatches, accepted: list[int]) -> list[int]:
+    """The accepted frames that pairs of `m` link, directly or through others, to the gauge
+    (accepted[0]); the others have nothing in the energy but the priors (a free rotation)."""
+    linked, grew = {accepted[0]}, True
+    edges = set(zip(m.host.tolist(), m.target.tolist()))
+    while grew:
+        new = {b for a, b in edges if a in linked} | {a for a, b in edges if b in linked}
+        grew = bool(new - linked)
+        linked |= new
+    return [k for k in accepted if k in linked]
+
+
+def _reduced_system(pb: _Problem, R: np.ndarray, c: np.ndarray, rho: np.ndarray, w: np.ndarray, free: list[int],
+                    col: np.ndarray, pair_slices: list[np.ndarray], pair_cols: np.ndarray):
+    """The camera system with every inverse depth eliminated: (S [6F, 6F], g [6F], and per match
+    H_cr [M, 12], H_rr [M], g_r [M] for the back-substitution)."""
+    r, Jc, Jr = _jacobians(pb, R, c, rho)
+    H_rr = np.einsum("m,ma,ma->m", w, Jr, Jr) + 1.0 / (rho * pb.sigma_d) ** 2
+    g_r = np.einsum("m,ma,ma->m", w, Jr, r) + (np.log(rho) - pb.log_rho0) / (pb.sigma_d**2 * rho)
+    H_cr = np.einsum("m,mai,ma->mi", w, Jc, Jr)
+    g_c = np.einsum("m,mai,ma->mi", w, Jc, r) - H_cr * (g_r / H_rr)[:, None]
+    S, g = np.zeros((6 * len(free), 6 * len(free))), np.zeros(6 * len(free))
+    for sel, idx in zip(pair_slices, pair_cols):  # summed per frame pair: one 12 × 12 block each
+        S_p = np.einsum("mai,maj->ij", w[sel, None, None] * Jc[sel], Jc[sel]) \
+            - np.einsum("mi,mj->ij", H_cr[sel] / H_rr[sel, None], H_cr[sel])
+        ok = idx >= 0
+        S[np.ix_(idx[ok], idx[ok])] += S_p[np.ix_(ok, ok)]
+        g[idx[ok]] += g_c[sel].sum(0)[ok]
+    if pb.c_prior is not None:
+        for k in free:
+            S[col[k] + 3:col[k] + 6, col[k] + 3:col[k] + 6] += np.eye(3) / pb.sigma_c**2
+            g[col[k] + 3:col[k] + 6] += (c[k] - pb.c_prior[k]) / pb.sigma_c**2
+    return S, g, H_cr, H_rr, g_r
+
+
+def _pair_layout(m: BundleMatches, n: int, col: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Rows of each (host, target) pair, and the pair's 12 camera columns (−1: the gauge's)."""
     pairs, inv = np.unique(m.host * n + m.target, return_inverse=True)
     order = np.argsort(inv, kind="stable")
     bounds = np.searchsorted(inv[order], np.arange(len(pairs) + 1))
-    pair_cols = np.concatenate([col[pairs // n, None] + np.arange(6), col[pairs % n, None] + np.arange(6)], 1)
-    pair_cols[:, :6][col[pairs // n] < 0] = -1  # the gauge frame has no columns
-    pair_cols[:, 6:][col[pairs % n] < 0] = -1
+    cols = np.concatenate([col[pairs // n, None] + np.arange(6), col[pairs % n, None] + np.arange(6)], 1)
+    cols[:, :6][col[pairs // n] < 0] = -1
+    cols[:, 6:][col[pairs % n] < 0] = -1
+    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])], cols
+
+
+def _subset(m: BundleMatches, keep: np.ndarray) -> BundleMatches:
+    return BundleMatches(m.host[keep], m.target[keep], m.pix[keep], m.obs[keep], m.inv_depth[keep], m.pairs,
+                         m.pairs_dropped)
+
+
+def bundle_adjust(c2w: np.ndarray, accepted: list[int], Ks: np.ndarray, m: BundleMatches,
+                  c_prior: np.ndarray | None, sigma_c: float, cfg: BundleConfig,
+                  robust: bool = True) -> tuple[np.ndarray, BundleStats]:
+    """c2w [N, 4, 4] with the cameras of the accepted frames linked to the gauge (accepted[0], fixed)
+    re-solved; every other frame unchanged (BundleStats.unlinked names the accepted ones left out).
+    Ks [N, 3, 3]; c_prior [N, 3] the given centres (None: no centre prior), σ_c in scene units.
+    robust False: plain least squares (the oracle's energy, for tests)."""
+    t0 = time.perf_counter()
+    linked = linked_to_gauge(m, accepted)
+    unlinked = [k for k in accepted if k not in linked]
+    m = _subset(m, np.isin(m.host, linked))
+    if len(m.host) == 0:
+        return c2w.copy(), BundleStats(False, "no verified matches", 0, m.pairs_dropped, unlinked=unlinked)
+    pb = _problem(m, np.asarray(Ks, np.float64), c_prior, sigma_c, cfg.depth_sigma)
+    n, free = len(c2w), linked[1:]
+    col = np.full(n, -1)
+    col[free] = np.arange(len(free)) * 6
+    pair_slices, pair_cols = _pair_layout(m, n, col)
+    R, c = c2w[:, :3, :3].astype(np.float64).copy(), c2w[:, :3, 3].astype(np.float64).copy()
+    rho = m.inv_depth.astype(np.float64).copy()
     before = float(np.median(np.linalg.norm(reprojection(pb, R, c, rho)[0], axis=1)))
-    lam, it = 1e-3, 0
+    lam, steps = 1e-3, 0
     for it in range(cfg.iters):
-        r, Jc, Jr = _jacobians(pb, R, c, rho)
-        e = np.linalg.norm(r, axis=1)
+        e = np.linalg.norm(reprojection(pb, R, c, rho)[0], axis=1)
         sigma = max(1.4826 * float(np.median(e)), cfg.floor_px)
         tukey = (it >= cfg.iters // 2) if robust else None
         w = (_robust(e, sigma, tukey)[0] / sigma**2) if robust else np.ones(len(e))
-        # per match: the point's scalar block and its coupling to the 12 camera columns
-        H_rr = np.einsum("m,ma,ma->m", w, Jr, Jr) + 1.0 / (rho * pb.sigma_d) ** 2
-        g_r = np.einsum("m,ma,ma->m", w, Jr, r) + (np.log(rho) - pb.log_rho0) / (pb.sigma_d**2 * rho)
-        H_cr = np.einsum("m,mai,ma->mi", w, Jc, Jr)
-        g_c = np.einsum("m,mai,ma->mi", w, Jc, r) - H_cr * (g_r / H_rr)[:, None]
-        S, g = np.zeros((6 * len(free), 6 * len(free))), np.zeros(6 * len(free))
-        for p_i in range(len(pairs)):  # the Schur complement, summed per frame pair
-            sel = order[bounds[p_i]:bounds[p_i + 1]]
-            Wj = w[sel, None, None] * Jc[sel]
-            S_p = np.einsum("mai,maj->ij", Wj, Jc[sel]) - np.einsum("mi,mj->ij", H_cr[sel] / H_rr[sel, None], H_cr[sel])
-            idx = pair_cols[p_i]
-            ok = idx >= 0
-            S[np.ix_(idx[ok], idx[ok])] += S_p[np.ix_(ok, ok)]
-            g[idx[ok]] += g_c[sel].sum(0)[ok]
-        if pb.c_prior is not None:
-            for k in free:
-                S[col[k] + 3:col[k] + 6, col[k] + 3:col[k] + 6] += np.eye(3) / pb.sigma_c**2
-                g[col[k] + 3:col[k] + 6] += (c[k] - pb.c_prior[k]) / pb.sigma_c**2
+        S, g, H_cr, H_rr, g_r = _reduced_system(pb, R, c, rho, w, free, col, pair_slices, pair_cols)
         E0 = _energy(pb, R, c, rho, sigma, tukey, free)
+        # a camera whose matches all lost their weight (Tukey) keeps a tiny diagonal: no update, no singularity
+        floor = 1e-12 * max(float(np.mean(np.diag(S))), 1e-30)
         for _ in range(10):  # Levenberg–Marquardt: damp until the energy falls
-            d = np.linalg.solve(S + lam * np.diag(np.diag(S)), -g)
+            d = np.linalg.solve(S + np.diag(lam * np.diag(S) + floor), -g)
             d_cam = np.zeros((n, 6))
             d_cam[free] = d.reshape(-1, 6)
             d_rho = -(g_r + np.einsum("mi,mi->m", H_cr, np.concatenate([d_cam[pb.host], d_cam[pb.target]], 1))) / H_rr
             R_new, c_new = R.copy(), c + d_cam[:, 3:]
             R_new[free] = Rotation.from_rotvec(d_cam[free, :3]).as_matrix() @ R[free]
-            rho_new = np.maximum(rho + d_rho, 0.2 * rho)  # a point may not jump behind its camera
+            rho_new = np.maximum(rho + d_rho, 0.2 * rho)  # a point may not jump behind its host camera
             if _energy(pb, R_new, c_new, rho_new, sigma, tukey, free) < E0:
-                R, c, rho = R_new, c_new, rho_new
+                R, c, rho, steps = R_new, c_new, rho_new, steps + 1
                 lam = max(lam / 3.0, 1e-7)
                 break
             lam *= 5.0
@@ -316,8 +355,8 @@ def bundle_adjust(c2w: np.ndarray, accepted: list[int], Ks: np.ndarray, m: Bundl
     out = c2w.astype(np.float64).copy()
     out[:, :3, :3], out[:, :3, 3] = R, c
     after = float(np.median(np.linalg.norm(reprojection(pb, R, c, rho)[0], axis=1)))
-    return out, BundleStats(True, "", m.pairs, m.pairs_dropped, len(m.host), before, after, it + 1,
-                            time.perf_counter() - t0)
+    return out, BundleStats(True, "", m.pairs, m.pairs_dropped, len(m.host), before, after, steps,
+                            time.perf_counter() - t0, unlinked=unlinked)
 
 
 def keep_path_size(c2w_adjusted: np.ndarray, c2w_fitted: np.ndarray, accepted: list[int]) -> tuple[np.ndarray, float]:

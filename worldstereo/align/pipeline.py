@@ -346,9 +346,10 @@ def _refine_cameras(frames: list[FramePoints], res: AlignResult, icp: ICPConfig,
 
 def _bundle(frames: list[FramePoints], res: AlignResult, icp: ICPConfig, scale: float, given: np.ndarray,
             c2w: np.ndarray) -> tuple[np.ndarray, BundleStats]:
-    """The accepted frames' cameras bundle-adjusted, with the ICP's centre prior on the given centres
-    (rescaled about frame 0's when the given path is in other units, as the drift correction does),
-    the path then brought to the fitted path's size (the canonical cloud's units)."""
+    """The accepted frames' cameras bundle-adjusted, with a centre prior of σ_c on the given centres
+    (rescaled about frame 0's when the given path is in other units, as the drift correction does; the
+    ICP's weight κ_c only switches it: 0 = none), the path then brought to the fitted path's size (the
+    canonical cloud's units)."""
     acc = res.accepted()
     if not icp.bundle.enabled:
         return c2w, BundleStats(False, "disabled")
@@ -364,6 +365,7 @@ def _bundle(frames: list[FramePoints], res: AlignResult, icp: ICPConfig, scale: 
                                     icp.centre_prior_sigma * scale, icp.bundle)
     if stats.applied:
         adjusted, stats.path_scale = keep_path_size(adjusted, c2w, acc)
+    stats.unlinked = [frames[k].index for k in stats.unlinked]
     return adjusted, stats
 
 

@@ -76,6 +76,7 @@ class BundleMatches:
     inv_depth: np.ndarray  # [M] start inverse depth along the host's ray (z-depth in its camera)
     pairs: int  # pairs kept
     pairs_dropped: int  # pairs left out (too few or too few verified matches)
+    weight: np.ndarray | None = None  # [M] the host pixel's confidence / its frame's highest (None: all 1)
 
 
 @dataclass
@@ -135,7 +136,7 @@ def verified_matches(frames: list[FramePoints], world_points: dict[int, np.ndarr
     (pix_b, rows) finds the matches (matching.pixel_matches; tests pass exact ones)."""
     rng = np.random.default_rng(seed)
     given = np.stack([f.c2w_given for f in frames])
-    cols: list[list[np.ndarray]] = [[], [], [], [], []]
+    cols: list[list[np.ndarray]] = [[], [], [], [], [], []]
     kept = dropped = 0
     for i in accepted:
         f = frames[i]
@@ -143,6 +144,7 @@ def verified_matches(frames: list[FramePoints], world_points: dict[int, np.ndarr
         w2c = np.linalg.inv(c2w[i])
         z = world_points[i][sel] @ w2c[2, :3] + w2c[2, 3]
         pix = f.pix[sel].astype(np.float64)
+        conf = f.conf[sel] / max(float(f.conf.max()), 1e-12)
         for j in neighbours(given, accepted, i, cfg.neighbours, scale):
             q, rows = match(f.image, frames[j].image, f.pix[sel], "flow")
             front = z[rows] > 0
@@ -155,13 +157,14 @@ def verified_matches(frames: list[FramePoints], world_points: dict[int, np.ndarr
                 continue
             kept += 1
             n = int(ok.sum())
-            for c, v in zip(cols, (np.full(n, i), np.full(n, j), pix[rows[ok]], q[ok], 1.0 / z[rows[ok]])):
+            for c, v in zip(cols, (np.full(n, i), np.full(n, j), pix[rows[ok]], q[ok], 1.0 / z[rows[ok]],
+                                   conf[rows[ok]])):
                 c.append(v)
     if not kept:
         return BundleMatches(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros((0, 2)),
                              np.zeros(0), 0, dropped)
-    host, target, pix, obs, inv_depth = (np.concatenate(c) for c in cols)
-    return BundleMatches(host, target, pix, obs, inv_depth, kept, dropped)
+    host, target, pix, obs, inv_depth, weight = (np.concatenate(c) for c in cols)
+    return BundleMatches(host, target, pix, obs, inv_depth, kept, dropped, weight)
 
 
 # --------------------------------------------------------------------------- the energy
@@ -184,6 +187,7 @@ class _Problem:
     bearing: np.ndarray  # [M, 3] K_h⁻¹ [u, v, 1]
     obs: np.ndarray  # [M, 2]
     log_rho0: np.ndarray  # [M]
+    weight: np.ndarray  # [M] per match (the host pixel's relative confidence)
     c_prior: np.ndarray | None  # [N, 3] or None
     sigma_c: float
     sigma_d: float
@@ -195,7 +199,8 @@ def _problem(m: BundleMatches, Ks: np.ndarray, c_prior: np.ndarray | None, sigma
     Kinv = np.linalg.inv(Ks)
     uv1 = np.concatenate([m.pix, np.ones((len(m.pix), 1))], 1)
     bearing = np.einsum("mij,mj->mi", Kinv[m.host], uv1)
-    return _Problem(Ks, m.host, m.target, bearing, m.obs, np.log(m.inv_depth), c_prior, sigma_c, sigma_d)
+    weight = np.ones(len(m.host)) if m.weight is None else m.weight.astype(np.float64)
+    return _Problem(Ks, m.host, m.target, bearing, m.obs, np.log(m.inv_depth), weight, c_prior, sigma_c, sigma_d)
 
 
 def reprojection(pb: _Problem, R: np.ndarray, c: np.ndarray, rho: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -226,8 +231,8 @@ def _jacobians(pb: _Problem, R: np.ndarray, c: np.ndarray,
     return r, np.concatenate([J_host, J_target], 2), J_rho
 
 
-def _robust(e: np.ndarray, sigma: float, tukey: bool) -> tuple[np.ndarray, float]:
-    """IRLS weights of normalised residuals e / σ, and the energy Σ ρ."""
+def _robust(e: np.ndarray, sigma: float, tukey: bool) -> tuple[np.ndarray, np.ndarray]:
+    """IRLS weights of normalised residuals e / σ, and each residual's ρ."""
     u = e / sigma
     if tukey:
         k = 4.685
@@ -238,7 +243,7 @@ def _robust(e: np.ndarray, sigma: float, tukey: bool) -> tuple[np.ndarray, float
         k = 1.345
         w = np.where(u <= k, 1.0, k / np.maximum(u, 1e-30))
         rho = np.where(u <= k, 0.5 * u**2, k * u - 0.5 * k**2)
-    return w, float(rho.sum())
+    return w, rho
 
 
 def _energy(pb: _Problem, R, c, rho, sigma: float, tukey: bool | None, free: list[int]) -> float:
@@ -247,7 +252,7 @@ def _energy(pb: _Problem, R, c, rho, sigma: float, tukey: bool | None, free: lis
     if np.any(p[:, 2] <= 0):  # a point behind a camera that sees it: never a better solution
         return float("inf")
     e = np.linalg.norm(r, axis=1)
-    data = 0.5 * float(np.sum(e**2)) if tukey is None else _robust(e, sigma, tukey)[1]
+    data = 0.5 * float(np.sum(pb.weight * e**2)) if tukey is None else float(np.sum(pb.weight * _robust(e, sigma, tukey)[1]))
     depth = 0.5 * float(np.sum(((np.log(rho) - pb.log_rho0) / pb.sigma_d) ** 2))
     centre = 0.0 if pb.c_prior is None else 0.5 * float(np.sum(((c[free] - pb.c_prior[free]) / pb.sigma_c) ** 2))
     return data + depth + centre
@@ -301,7 +306,7 @@ def _pair_layout(m: BundleMatches, n: int, col: np.ndarray) -> tuple[list[np.nda
 
 def _subset(m: BundleMatches, keep: np.ndarray) -> BundleMatches:
     return BundleMatches(m.host[keep], m.target[keep], m.pix[keep], m.obs[keep], m.inv_depth[keep], m.pairs,
-                         m.pairs_dropped)
+                         m.pairs_dropped, None if m.weight is None else m.weight[keep])
 
 
 def bundle_adjust(c2w: np.ndarray, accepted: list[int], Ks: np.ndarray, m: BundleMatches,
@@ -330,7 +335,7 @@ def bundle_adjust(c2w: np.ndarray, accepted: list[int], Ks: np.ndarray, m: Bundl
         e = np.linalg.norm(reprojection(pb, R, c, rho)[0], axis=1)
         sigma = max(1.4826 * float(np.median(e)), cfg.floor_px)
         tukey = (it >= cfg.iters // 2) if robust else None
-        w = (_robust(e, sigma, tukey)[0] / sigma**2) if robust else np.ones(len(e))
+        w = pb.weight * ((_robust(e, sigma, tukey)[0] / sigma**2) if robust else 1.0)
         S, g, H_cr, H_rr, g_r = _reduced_system(pb, R, c, rho, w, free, col, pair_slices, pair_cols)
         E0 = _energy(pb, R, c, rho, sigma, tukey, free)
         # a camera whose matches all lost their weight (Tukey) keeps a tiny diagonal: no update, no singularity
@@ -399,7 +404,8 @@ def bundle_adjust_reference(c2w: np.ndarray, accepted: list[int], Ks: np.ndarray
 
     def residuals(x: np.ndarray) -> np.ndarray:
         R, c, rho = unpack(x)
-        parts = [reprojection(pb, R, c, rho)[0].ravel(), (np.log(rho) - pb.log_rho0) / pb.sigma_d]
+        parts = [(np.sqrt(pb.weight)[:, None] * reprojection(pb, R, c, rho)[0]).ravel(),
+                 (np.log(rho) - pb.log_rho0) / pb.sigma_d]
         if pb.c_prior is not None:
             parts.append(((c[free] - pb.c_prior[free]) / pb.sigma_c).ravel())
         return np.concatenate(parts)

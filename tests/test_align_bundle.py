@@ -234,3 +234,28 @@ def test_a_drifting_run_is_straightened_by_the_bundle_adjustment(tmp_path):
         assert out.metrics.bundle.applied == on
     assert out.metrics.bundle.matches > 1000 and out.metrics.bundle.reproj_px_after < out.metrics.bundle.reproj_px_before
     assert errs[True] < 0.6 * errs[False], errs  # measured 8.3° against 20.4°
+
+
+def test_pair_flows_compute_each_pair_once_and_match_as_pixel_matches(monkeypatch):
+    """The bundle adjustment's default matcher keeps the two flows of (i, j) for (j, i): the same
+    matches as matching.pixel_matches both ways, with one DIS pair computed instead of two."""
+    import cv2
+
+    import worldstereo.align.bundle as bundle
+    from worldstereo.align.matching import pixel_matches
+
+    rng = np.random.default_rng(5)
+    base = cv2.GaussianBlur(rng.uniform(0, 255, (96, 128, 3)).astype(np.float32), (0, 0), 2.0)
+    images = [np.clip(base, 0, 255).astype(np.uint8), np.clip(np.roll(base, (2, 3), (0, 1)), 0, 255).astype(np.uint8)]
+    pix = np.stack(np.meshgrid(np.arange(10, 118, 4), np.arange(10, 86, 4)), -1).reshape(-1, 2)
+    calls = []
+    real = bundle.dis_flows
+    monkeypatch.setattr(bundle, "dis_flows", lambda a, b: calls.append(1) or real(a, b))
+    flows = bundle.PairFlows([(0, 1), (1, 0)], images)
+    for a, b in ((0, 1), (1, 0)):
+        q, rows = flows(images[a], images[b], pix, "flow")
+        q_ref, rows_ref = pixel_matches(images[a], images[b], pix, "flow")
+        np.testing.assert_array_equal(rows, rows_ref)
+        np.testing.assert_array_equal(q, q_ref)
+        assert len(rows) > 0.8 * len(pix)
+    assert len(calls) == 1

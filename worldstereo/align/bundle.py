@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from worldstereo.align.matching import pixel_matches, view_distance
+from worldstereo.align.matching import dis_flows, flow_matches, view_distance
 from worldstereo.align.preprocess import FramePoints
 
 
@@ -126,16 +126,40 @@ def predicted_angle_deg(X_world: np.ndarray, pix: np.ndarray, K: np.ndarray, c2w
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
+class PairFlows:
+    """`match` for verified_matches: DIS flow matches whose two flows (a → b and b → a) are kept
+    from the pair (i, j) until the pair (j, i) has used them, so each is computed once."""
+
+    def __init__(self, pairs: list[tuple[int, int]], images: list[np.ndarray]):
+        self._reverse_wanted = {(j, i) for i, j in pairs} & set(pairs)
+        self._images = {id(img): k for k, img in enumerate(images)}
+        self._kept: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, img_a: np.ndarray, img_b: np.ndarray, pix_a: np.ndarray, method: str):
+        i, j = self._images[id(img_a)], self._images[id(img_b)]
+        if (j, i) in self._kept:
+            f_ba, f_ab = self._kept.pop((j, i))
+        else:
+            f_ab, f_ba = dis_flows(img_a, img_b)
+            if (i, j) in self._reverse_wanted:
+                self._kept[(i, j)] = (f_ab, f_ba)
+        return flow_matches(f_ab, f_ba, pix_a)
+
+
 def verified_matches(frames: list[FramePoints], world_points: dict[int, np.ndarray], c2w: np.ndarray,
                      accepted: list[int], cfg: BundleConfig, scale: float, seed: int,
-                     match: Callable = pixel_matches) -> BundleMatches:
+                     match: Callable | None = None) -> BundleMatches:
     """Flow matches of each accepted frame's pixels into its neighbours, kept where the pair's
     essential-matrix RANSAC agrees and where the aligned cameras and depth put them (`max_angle_deg`).
     world_points[i] are frame i's aligned points (one per row of frames[i].pix): each match's start
     inverse depth is its point's depth in camera c2w[i]. `match(image_a, image_b, pix_a, "flow")` →
-    (pix_b, rows) finds the matches (matching.pixel_matches; tests pass exact ones)."""
+    (pix_b, rows) finds the matches (default: DIS flow, each pair's flows computed once, `PairFlows`;
+    tests pass exact ones)."""
     rng = np.random.default_rng(seed)
     given = np.stack([f.c2w_given for f in frames])
+    if match is None:
+        pairs = [(i, j) for i in accepted for j in neighbours(given, accepted, i, cfg.neighbours, scale)]
+        match = PairFlows(pairs, [f.image for f in frames])
     cols: list[list[np.ndarray]] = [[], [], [], [], [], []]
     kept = dropped = 0
     for i in accepted:

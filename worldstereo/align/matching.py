@@ -11,25 +11,36 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
 
 
+def dis_flows(img_a: np.ndarray, img_b: np.ndarray, finest_scale: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """DIS optical flow a → b and b → a ([H, W, 2] each; OpenCV's medium preset down to pyramid
+    level `finest_scale`, 0 = the images' own resolution)."""
+    ga, gb = _gray(img_a), _gray(img_b)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis.setFinestScale(finest_scale)
+    return dis.calc(ga, gb, None), dis.calc(gb, ga, None)
+
+
+def flow_matches(f_ab: np.ndarray, f_ba: np.ndarray, pix_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of b matching `pix_a` [M, 2] of a through the flows both ways, kept where the round trip
+    returns within 1 px → (pix_b [K, 2] float, which rows [K])."""
+    u, v = pix_a[:, 0], pix_a[:, 1]
+    pb = pix_a + f_ab[v, u]
+    h, w = f_ba.shape[:2]
+    inside = (pb[:, 0] >= 0) & (pb[:, 0] <= w - 1) & (pb[:, 1] >= 0) & (pb[:, 1] <= h - 1)
+    rb = np.round(pb).astype(np.int64)
+    rb[:, 0] = np.clip(rb[:, 0], 0, w - 1)
+    rb[:, 1] = np.clip(rb[:, 1], 0, h - 1)
+    back = pb + f_ba[rb[:, 1], rb[:, 0]]
+    ok = inside & (np.linalg.norm(back - pix_a, axis=1) < 1.0)
+    return pb[ok], np.nonzero(ok)[0]
+
+
 def pixel_matches(img_a: np.ndarray, img_b: np.ndarray, pix_a: np.ndarray, method: str,
                   finest_scale: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Pixels of image b matching `pix_a` [M, 2] of image a → (pix_b [K, 2] float, which rows [K])."""
-    ga, gb = _gray(img_a), _gray(img_b)
     if method == "flow":
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        dis.setFinestScale(finest_scale)
-        f_ab = dis.calc(ga, gb, None)
-        f_ba = dis.calc(gb, ga, None)
-        u, v = pix_a[:, 0], pix_a[:, 1]
-        pb = pix_a + f_ab[v, u]
-        h, w = ga.shape
-        inside = (pb[:, 0] >= 0) & (pb[:, 0] <= w - 1) & (pb[:, 1] >= 0) & (pb[:, 1] <= h - 1)
-        rb = np.round(pb).astype(np.int64)
-        rb[:, 0] = np.clip(rb[:, 0], 0, w - 1)
-        rb[:, 1] = np.clip(rb[:, 1], 0, h - 1)
-        back = pb + f_ba[rb[:, 1], rb[:, 0]]
-        ok = inside & (np.linalg.norm(back - pix_a, axis=1) < 1.0)
-        return pb[ok], np.nonzero(ok)[0]
+        return flow_matches(*dis_flows(img_a, img_b, finest_scale), pix_a)
+    ga, gb = _gray(img_a), _gray(img_b)
     # SIFT + ratio test; matched keypoints snapped to the nearest requested pixel of a
     sift = cv2.SIFT_create(nfeatures=4000)
     ka, da = sift.detectAndCompute(ga, None)

@@ -6,14 +6,15 @@ aligned points, which keep whatever the alignment left of the depth errors (a sl
 warp traded for a turn). Here the cameras of all accepted frames are solved together on dense matches
 between neighbouring frames:
 
-    E = Σ_m ρ(‖π(K_t, w2c_t · (c_h + R_h b_m / ρ_m)) − q_m‖ / σ)     reprojection, pixels
+    E = Σ_m w_m ρ(‖π(K_t, w2c_t · (c_h + R_h b_m / ρ_m)) − q_m‖ / σ)  reprojection, pixels
       + ½ Σ_m ((log ρ_m − log ρ⁰_m) / σ_d)²                           inverse depth near the aligned one
       + ½ Σ_k ‖c_k − c_k^given‖² / σ_c²                               centre prior (the ICP's σ_c)
 
 A match m is a pixel of a host frame h (bearing b_m = K_h⁻¹ [u, v, 1]) found at q_m in a target frame
 t (DIS flow with its forward–backward check, then the pair's essential-matrix RANSAC, as COLMAP
-verifies two-view geometry); ρ_m is its inverse depth along the host's ray, started from the aligned
-point's. The first accepted frame is the gauge; the depth prior sets the scale and holds points the
+verifies two-view geometry, and an angle test against the aligned cameras); w_m is the host pixel's
+confidence relative to its frame's highest; ρ_m is its inverse depth along the host's ray, started
+from the aligned point's. The first accepted frame is the gauge; the depth prior sets the scale and holds points the
 bearings leave free. Levenberg–Marquardt on the cameras with every ρ_m eliminated (Schur complement:
 its block is a scalar, so the reduced system is 6 × 6 per camera); Huber weights at the MAD scale of
 the pixel residuals, Tukey's biweight for the second half of the iterations (as bearing_pnp).

@@ -111,7 +111,7 @@ def test_schur_solver_matches_the_least_squares_reference():
     prior = truth[:, :3, 3] + rng.normal(0, 0.02, (4, 3))
     Ks = np.stack([K] * 4)
     cfg = BundleConfig(iters=40)
-    fast, stats = bundle_adjust(start, [0, 1, 2, 3], Ks, m, prior, 0.05, cfg, robust=False)
+    fast, stats = bundle_adjust(start, [0, 1, 2, 3], Ks, m, prior, 0.05, cfg, robust=False, keep_size=False)
     slow = bundle_adjust_reference(start, [0, 1, 2, 3], Ks, m, prior, 0.05, cfg.depth_sigma)
     assert stats.applied and stats.reproj_px_after < stats.reproj_px_before
     np.testing.assert_allclose(fast[:, :3, 3], slow[:, :3, 3], atol=1e-5)  # scene depth 2.5–6
@@ -132,7 +132,7 @@ def test_known_camera_errors_are_removed_by_the_bearings_whatever_the_depth():
     acc = list(range(5))
     m = verified_matches(frames, world, start, acc, cfg, 1.0, 0, _exact_matcher(truth, frames))
     assert m.pairs == 15 and m.pairs_dropped == 0
-    out, stats = bundle_adjust(start, acc, np.stack([K] * 5), m, start[:, :3, 3], 0.035 * 4.0, cfg)
+    out, stats = bundle_adjust(start, acc, np.stack([K] * 5), m, start[:, :3, 3], 0.035 * 4.0, cfg, keep_size=False)
     rot = geodesic_deg(out[:, :3, :3], truth[:, :3, :3])
     assert rot.max() < 0.2, rot
     assert np.linalg.norm(out[:, :3, 3] - truth[:, :3, 3], axis=1).max() < 0.02
@@ -165,7 +165,7 @@ def test_a_consistent_wrong_link_is_dropped_and_what_it_linked_is_left_alone():
     assert not np.any((m.host < 3) != (m.target < 3)) and m.pairs_dropped == 2
     out, stats = bundle_adjust(start, acc, Ks, m, start[:, :3, 3], 0.14, cfg)
     assert stats.unlinked == [3, 4, 5]
-    np.testing.assert_array_equal(out[3:], start[3:])
+    np.testing.assert_array_equal(out[3:], start[3:])  # not solved, not rescaled with the path either
     assert geodesic_deg(out[:3, :3, :3], truth[:3, :3, :3]).max() < 0.2
 
 
@@ -258,4 +258,38 @@ def test_pair_flows_compute_each_pair_once_and_match_as_pixel_matches(monkeypatc
         np.testing.assert_array_equal(rows, rows_ref)
         np.testing.assert_array_equal(q, q_ref)
         assert len(rows) > 0.8 * len(pix)
-    assert len(calls) == 1
+    assert len(calls) == 1 and not flows._kept  # nothing left behind
+
+
+@pytest.mark.parametrize("mode", ["plain", "huber", "tukey"])
+def test_the_energy_matches_a_hand_computation_with_weights(mode):
+    """_energy (what Levenberg–Marquardt accepts a step on) is Σ_m w_m ρ(e_m / σ) + the depth and
+    centre priors, e_m computed here from the cameras directly."""
+    from worldstereo.align.bundle import _energy, _problem
+
+    rng = np.random.default_rng(6)
+    truth = _truth(3)
+    X = rng.uniform([-1, -1, 3], [1, 1, 5], (40, 3))
+    host, target = np.repeat([0, 1], 20), np.repeat([1, 2], 20)
+    pix = np.concatenate([_project(X[:20], truth[0])[0], _project(X[20:], truth[1])[0]])
+    z_host = np.concatenate([_project(X[:20], truth[0])[1], _project(X[20:], truth[1])[1]])
+    obs = np.concatenate([_project(X[:20], truth[1])[0], _project(X[20:], truth[2])[0]]) + rng.normal(0, 2.0, (40, 2))
+    m = BundleMatches(host, target, pix, obs, 1.0 / z_host, 2, 0, rng.uniform(0.1, 1.0, 40))
+    prior = truth[:, :3, 3] + 0.05
+    pb = _problem(m, np.stack([K] * 3), prior, 0.2, 0.1)
+    rho = 1.0 / z_host * rng.uniform(0.9, 1.1, 40)
+    R, c = truth[:, :3, :3], truth[:, :3, 3]
+    # by hand: the host pixel's ray at depth 1 / rho, seen by the target camera
+    ray = np.concatenate([(pix - K[:2, 2]) / [K[0, 0], K[1, 1]], np.ones((40, 1))], 1)
+    Xh = np.stack([truth[h, :3, :3] @ r / q + truth[h, :3, 3] for h, r, q in zip(host, ray, rho)])
+    e = np.array([np.linalg.norm(_project(x[None], truth[t])[0][0] - o) for x, t, o in zip(Xh, target, obs)])
+    sigma = 1.0
+    u = e / sigma
+    data = {"plain": 0.5 * e**2,
+            "huber": np.where(u <= 1.345, 0.5 * u**2, 1.345 * u - 0.5 * 1.345**2),
+            "tukey": np.where(u < 4.685, 4.685**2 / 6 * (1 - (1 - (u / 4.685) ** 2) ** 3), 4.685**2 / 6)}[mode]
+    expected = (np.sum(m.weight * data) + 0.5 * np.sum((np.log(rho) - np.log(1.0 / z_host)) ** 2 / 0.1**2)
+                + 0.5 * np.sum((c[1:] - prior[1:]) ** 2) / 0.2**2)
+    tukey = {"plain": None, "huber": False, "tukey": True}[mode]
+    assert _energy(pb, R, c, rho, sigma, tukey, [1, 2]) == pytest.approx(expected, rel=1e-9)
+    assert e.max() > 4.685 * sigma > np.median(e)  # both branches of the robust losses are used

@@ -13,7 +13,7 @@ between neighbouring frames:
 A match m is a pixel of a host frame h (bearing b_m = K_h⁻¹ [u, v, 1]) found at q_m in a target frame
 t (DIS flow with its forward–backward check, then the pair's essential-matrix RANSAC, as COLMAP
 verifies two-view geometry, and an angle test against the aligned cameras); w_m is the host pixel's
-confidence relative to its frame's highest; ρ_m is its inverse depth along the host's ray, started
+confidence relative to the highest of all frames; ρ_m is its inverse depth along the host's ray, started
 from the aligned point's. The first accepted frame is the gauge; the depth prior sets the scale and holds points the
 bearings leave free. Levenberg–Marquardt on the cameras with every ρ_m eliminated (Schur complement:
 its block is a scalar, so the reduced system is 6 × 6 per camera); Huber weights at the MAD scale of
@@ -77,7 +77,7 @@ class BundleMatches:
     inv_depth: np.ndarray  # [M] start inverse depth along the host's ray (z-depth in its camera)
     pairs: int  # pairs kept
     pairs_dropped: int  # pairs left out (too few or too few verified matches)
-    weight: np.ndarray | None = None  # [M] the host pixel's confidence / its frame's highest (None: all 1)
+    weight: np.ndarray | None = None  # [M] the host pixel's confidence / the highest of all (None: all 1)
 
 
 @dataclass
@@ -158,6 +158,7 @@ def verified_matches(frames: list[FramePoints], world_points: dict[int, np.ndarr
     tests pass exact ones)."""
     rng = np.random.default_rng(seed)
     given = np.stack([f.c2w_given for f in frames])
+    conf_max = max(max(float(frames[k].conf.max()) for k in accepted), 1e-12)  # one scale for all frames
     if match is None:
         pairs = [(i, j) for i in accepted for j in neighbours(given, accepted, i, cfg.neighbours, scale)]
         match = PairFlows(pairs, [f.image for f in frames])
@@ -169,7 +170,7 @@ def verified_matches(frames: list[FramePoints], world_points: dict[int, np.ndarr
         w2c = np.linalg.inv(c2w[i])
         z = world_points[i][sel] @ w2c[2, :3] + w2c[2, 3]
         pix = f.pix[sel].astype(np.float64)
-        conf = f.conf[sel] / max(float(f.conf.max()), 1e-12)
+        conf = f.conf[sel] / conf_max
         for j in neighbours(given, accepted, i, cfg.neighbours, scale):
             q, rows = match(f.image, frames[j].image, f.pix[sel], "flow")
             front = z[rows] > 0
@@ -336,17 +337,19 @@ def _subset(m: BundleMatches, keep: np.ndarray) -> BundleMatches:
 
 def bundle_adjust(c2w: np.ndarray, accepted: list[int], Ks: np.ndarray, m: BundleMatches,
                   c_prior: np.ndarray | None, sigma_c: float, cfg: BundleConfig,
-                  robust: bool = True) -> tuple[np.ndarray, BundleStats]:
-    """c2w [N, 4, 4] with the cameras of the accepted frames linked to the gauge (accepted[0], fixed)
-    re-solved; every other frame unchanged (BundleStats.unlinked names the accepted ones left out).
-    Ks [N, 3, 3]; c_prior [N, 3] the given centres (None: no centre prior), σ_c in scene units.
-    robust False: plain least squares (the oracle's energy, for tests)."""
+                  robust: bool = True, keep_size: bool = True) -> tuple[np.ndarray, BundleStats]:
+    """c2w [N, 4, 4] (the fitted cameras) with the cameras of the accepted frames linked to the gauge
+    (accepted[0], fixed) re-solved; every other frame unchanged (BundleStats.unlinked names the
+    accepted ones left out). Ks [N, 3, 3]; c_prior [N, 3] the given centres (None: no centre prior),
+    σ_c in scene units. keep_size: the solved path is scaled to the size of the fitted one over the
+    linked frames (`keep_path_size`). robust False: plain least squares (the oracle's energy, for tests)."""
     t0 = time.perf_counter()
     linked = linked_to_gauge(m, accepted)
     unlinked = [k for k in accepted if k not in linked]
     m = _subset(m, np.isin(m.host, linked))
     if len(m.host) == 0:
-        return c2w.copy(), BundleStats(False, "no verified matches", 0, m.pairs_dropped, unlinked=unlinked)
+        return c2w.copy(), BundleStats(False, "no verified matches linked to frame 0", 0, m.pairs_dropped,
+                                       unlinked=unlinked)
     pb = _problem(m, np.asarray(Ks, np.float64), c_prior, sigma_c, cfg.depth_sigma)
     n, free = len(c2w), linked[1:]
     col = np.full(n, -1)
@@ -385,8 +388,11 @@ def bundle_adjust(c2w: np.ndarray, accepted: list[int], Ks: np.ndarray, m: Bundl
     out = c2w.astype(np.float64).copy()
     out[:, :3, :3], out[:, :3, 3] = R, c
     after = float(np.median(np.linalg.norm(reprojection(pb, R, c, rho)[0], axis=1)))
+    path_scale = 1.0
+    if keep_size:
+        out, path_scale = keep_path_size(out, c2w, linked)
     return out, BundleStats(True, "", m.pairs, m.pairs_dropped, len(m.host), before, after, steps,
-                            time.perf_counter() - t0, unlinked=unlinked)
+                            time.perf_counter() - t0, path_scale, unlinked)
 
 
 def keep_path_size(c2w_adjusted: np.ndarray, c2w_fitted: np.ndarray, accepted: list[int]) -> tuple[np.ndarray, float]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from worldstereo import console
-from worldstereo.align.bundle import BundleStats, bundle_adjust, keep_path_size, verified_matches
+from worldstereo.align.bundle import BundleStats, bundle_adjust, verified_matches
 from worldstereo.align.camera_refine import bearing_pnp, rigid_c2w
 from worldstereo.align.deform import DeformConfig
 from worldstereo.align.drift import DriftStats, correct_drift, given_units_scale, world_correction
@@ -363,8 +363,6 @@ def _bundle(frames: list[FramePoints], res: AlignResult, icp: ICPConfig, scale: 
         prior = given[0, :3, 3] + s * (given[:, :3, 3] - given[0, :3, 3])
     adjusted, stats = bundle_adjust(c2w, acc, np.stack([f.K for f in frames]), matches, prior,
                                     icp.centre_prior_sigma * scale, icp.bundle)
-    if stats.applied:
-        adjusted, stats.path_scale = keep_path_size(adjusted, c2w, acc)
     stats.unlinked = [frames[k].index for k in stats.unlinked]
     return adjusted, stats
 

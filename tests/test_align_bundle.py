@@ -293,3 +293,25 @@ def test_the_energy_matches_a_hand_computation_with_weights(mode):
     tukey = {"plain": None, "huber": False, "tukey": True}[mode]
     assert _energy(pb, R, c, rho, sigma, tukey, [1, 2]) == pytest.approx(expected, rel=1e-9)
     assert e.max() > 4.685 * sigma > np.median(e)  # both branches of the robust losses are used
+
+
+def test_a_point_behind_its_camera_blocks_a_step_except_as_a_dropped_outlier():
+    """Plain and Huber energies are infinite when a match's point is behind the camera that sees it;
+    under Tukey's biweight it costs the ceiling k²/6 like any outlier, so one already dropped cannot
+    end the solve."""
+    from worldstereo.align.bundle import _energy, _problem
+
+    rng = np.random.default_rng(7)
+    truth = _truth(2)
+    X = rng.uniform([-1, -1, 3], [1, 1, 5], (30, 3))
+    ph, zh = _project(X, truth[0])
+    m = BundleMatches(np.zeros(30, int), np.ones(30, int), ph, _project(X, truth[1])[0], 1.0 / zh, 1, 0)
+    pb = _problem(m, np.stack([K] * 2), None, 1.0, 0.1)
+    R, c = truth[:, :3, :3], truth[:, :3, 3].copy()
+    c[1] += 4.0 * truth[1, :3, 2]  # camera 1 steps 4 units forward, past the nearest points
+    behind = (X - c[1]) @ R[1][:, 2] <= 0
+    assert 0 < behind.sum() < 30
+    assert _energy(pb, R, c, 1.0 / zh, 1.0, None, [1]) == float("inf")
+    assert _energy(pb, R, c, 1.0 / zh, 1.0, False, [1]) == float("inf")
+    tukey = _energy(pb, R, c, 1.0 / zh, 1.0, True, [1])
+    assert np.isfinite(tukey) and tukey >= behind.sum() * 4.685**2 / 6

@@ -230,13 +230,19 @@ def _problem(m: BundleMatches, Ks: np.ndarray, c_prior: np.ndarray | None, sigma
 
 
 def reprojection(pb: _Problem, R: np.ndarray, c: np.ndarray, rho: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(pixel residuals [M, 2], host ray in the world a [M, 3], point X [M, 3], X in the target camera p [M, 3])."""
+    """(pixel residuals [M, 2], host ray in the world a [M, 3], point X [M, 3], X in the target camera
+    p [M, 3]). A point behind its target camera (`_behind`) gets a finite residual that means nothing."""
     a = np.einsum("mij,mj->mi", R[pb.host], pb.bearing)
     X = c[pb.host] + a / rho[:, None]
     p = np.einsum("mji,mj->mi", R[pb.target], X - c[pb.target])  # R_tᵀ (X − c_t)
     K = pb.Ks[pb.target]
-    uv = np.stack([K[:, 0, 0] * p[:, 0] / p[:, 2] + K[:, 0, 2], K[:, 1, 1] * p[:, 1] / p[:, 2] + K[:, 1, 2]], 1)
+    z = np.where(_behind(p), 1.0, p[:, 2])
+    uv = np.stack([K[:, 0, 0] * p[:, 0] / z + K[:, 0, 2], K[:, 1, 1] * p[:, 1] / z + K[:, 1, 2]], 1)
     return uv - pb.obs, a, X, p
+
+
+def _behind(p: np.ndarray) -> np.ndarray:
+    return p[:, 2] <= 1e-12
 
 
 def _jacobians(pb: _Problem, R: np.ndarray, c: np.ndarray,
@@ -246,7 +252,8 @@ def _jacobians(pb: _Problem, R: np.ndarray, c: np.ndarray,
     r, a, X, p = reprojection(pb, R, c, rho)
     K = pb.Ks[pb.target]
     M = len(r)
-    iz = 1.0 / p[:, 2]
+    behind = _behind(p)
+    iz = np.where(behind, 0.0, 1.0 / np.where(behind, 1.0, p[:, 2]))  # no rows for a point behind the camera
     Jp = np.zeros((M, 2, 3))  # d(uv)/dp
     Jp[:, 0, 0], Jp[:, 0, 2] = K[:, 0, 0] * iz, -K[:, 0, 0] * p[:, 0] * iz**2
     Jp[:, 1, 1], Jp[:, 1, 2] = K[:, 1, 1] * iz, -K[:, 1, 1] * p[:, 1] * iz**2
@@ -273,12 +280,20 @@ def _robust(e: np.ndarray, sigma: float, tukey: bool) -> tuple[np.ndarray, np.nd
 
 
 def _energy(pb: _Problem, R, c, rho, sigma: float, tukey: bool | None, free: list[int]) -> float:
-    """E at (R, c, rho); tukey None = plain least squares (σ = 1)."""
+    """E at (R, c, rho); tukey None = plain least squares (σ = 1). A point behind the camera that
+    sees it makes E infinite (never a better solution), except under Tukey's biweight, where it costs
+    the ceiling k²/6 like any other outlier (one already dropped must not block the steps)."""
     r, _, _, p = reprojection(pb, R, c, rho)
-    if np.any(p[:, 2] <= 0):  # a point behind a camera that sees it: never a better solution
+    behind = _behind(p)
+    if behind.any() and not tukey:
         return float("inf")
     e = np.linalg.norm(r, axis=1)
-    data = 0.5 * float(np.sum(pb.weight * e**2)) if tukey is None else float(np.sum(pb.weight * _robust(e, sigma, tukey)[1]))
+    if tukey is None:
+        data = 0.5 * float(np.sum(pb.weight * e**2))
+    else:
+        loss = _robust(e, sigma, tukey)[1]
+        loss[behind] = 4.685**2 / 6
+        data = float(np.sum(pb.weight * loss))
     depth = 0.5 * float(np.sum(((np.log(rho) - pb.log_rho0) / pb.sigma_d) ** 2))
     centre = 0.0 if pb.c_prior is None else 0.5 * float(np.sum(((c[free] - pb.c_prior[free]) / pb.sigma_c) ** 2))
     return data + depth + centre
@@ -360,10 +375,11 @@ def bundle_adjust(c2w: np.ndarray, accepted: list[int], Ks: np.ndarray, m: Bundl
     before = float(np.median(np.linalg.norm(reprojection(pb, R, c, rho)[0], axis=1)))
     lam, steps = 1e-3, 0
     for it in range(cfg.iters):
-        e = np.linalg.norm(reprojection(pb, R, c, rho)[0], axis=1)
-        sigma = max(1.4826 * float(np.median(e)), cfg.floor_px)
+        r, _, _, p = reprojection(pb, R, c, rho)
+        e, behind = np.linalg.norm(r, axis=1), _behind(p)
+        sigma = max(1.4826 * float(np.median(e[~behind])), cfg.floor_px) if (~behind).any() else cfg.floor_px
         tukey = (it >= cfg.iters // 2) if robust else None
-        w = pb.weight * ((_robust(e, sigma, tukey)[0] / sigma**2) if robust else 1.0)
+        w = pb.weight * ((_robust(e, sigma, tukey)[0] / sigma**2) if robust else 1.0) * ~behind
         S, g, H_cr, H_rr, g_r = _reduced_system(pb, R, c, rho, w, free, col, pair_slices, pair_cols)
         E0 = _energy(pb, R, c, rho, sigma, tukey, free)
         # a camera whose matches all lost their weight (Tukey) keeps a tiny diagonal: no update, no singularity

@@ -201,25 +201,16 @@ def _reconstruct_cases(cases: dict, case_dir) -> None:
         if mutate is None:
             npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
         cases[name] = ("reconstruct.py", ["--scene", d / "v2w"], npz, word)
-    d = case_dir("prior_sigma_0", with_scene=False)  # a good results.npz, a setting that makes no sense
-    npz = d / "v2w" / "exports" / "npz" / "results.npz"
-    npz.parent.mkdir(parents=True)
-    np.savez(npz, **arrays)
-    cases["prior_sigma_0"] = ("reconstruct.py", ["--scene", d / "v2w", "--icp.centre-prior-sigma", "0"], None,
-                              "--icp.centre-prior-sigma must be > 0")
-    d = case_dir("flow_scale_negative", with_scene=False)
-    npz = d / "v2w" / "exports" / "npz" / "results.npz"
-    npz.parent.mkdir(parents=True)
-    np.savez(npz, **arrays)
-    cases["flow_scale_negative"] = ("reconstruct.py", ["--scene", d / "v2w", "--icp.corr.flow-finest-scale", "-1"],
-                                    None, "--icp.corr.flow-finest-scale must be ≥ 0")
-    d = case_dir("bundle_depth_sigma_0", with_scene=False)
-    npz = d / "v2w" / "exports" / "npz" / "results.npz"
-    npz.parent.mkdir(parents=True)
-    np.savez(npz, **arrays)
-    cases["bundle_depth_sigma_0"] = ("reconstruct.py", ["--scene", d / "v2w", "--icp.bundle.depth-sigma", "0"],
-                                     None, "--icp.bundle.depth-sigma must be > 0")
-
+    for name, flag, value, word in [  # a good results.npz, a setting that makes no sense
+        ("prior_sigma_0", "--icp.centre-prior-sigma", "0", "--icp.centre-prior-sigma must be > 0"),
+        ("flow_scale_negative", "--icp.corr.flow-finest-scale", "-1", "--icp.corr.flow-finest-scale must be ≥ 0"),
+        ("bundle_depth_sigma_0", "--icp.bundle.depth-sigma", "0", "--icp.bundle.depth-sigma must be > 0"),
+    ]:
+        d = case_dir(name, with_scene=False)
+        npz = d / "v2w" / "exports" / "npz" / "results.npz"
+        npz.parent.mkdir(parents=True)
+        np.savez(npz, **arrays)
+        cases[name] = ("reconstruct.py", ["--scene", d / "v2w", flag, value], None, word)
 
 CASES = ["missing_image", "garbage_image", "truncated_png", "depth_shape", "depth_nan", "depth_negative",
          "custom_nonrigid", "unwritable", "newer_schema_run", "newer_schema_generate", "foreign_folder",

@@ -245,11 +245,12 @@ def _behind(p: np.ndarray) -> np.ndarray:
     return p[:, 2] <= 1e-12
 
 
-def _jacobians(pb: _Problem, R: np.ndarray, c: np.ndarray,
-               rho: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _jacobians(pb: _Problem, R: np.ndarray, c: np.ndarray, rho: np.ndarray,
+               proj: tuple | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Residuals and their derivatives for left updates R ← exp(ω) R, c ← c + v of host and target:
-    (r [M, 2], J_cam [M, 2, 12] (host ω, v, target ω, v), J_rho [M, 2])."""
-    r, a, X, p = reprojection(pb, R, c, rho)
+    (r [M, 2], J_cam [M, 2, 12] (host ω, v, target ω, v), J_rho [M, 2]). proj: `reprojection` at
+    (R, c, rho) when the caller has it."""
+    r, a, X, p = reprojection(pb, R, c, rho) if proj is None else proj
     K = pb.Ks[pb.target]
     M = len(r)
     behind = _behind(p)
@@ -279,11 +280,13 @@ def _robust(e: np.ndarray, sigma: float, tukey: bool) -> tuple[np.ndarray, np.nd
     return w, rho
 
 
-def _energy(pb: _Problem, R, c, rho, sigma: float, tukey: bool | None, free: list[int]) -> float:
+def _energy(pb: _Problem, R, c, rho, sigma: float, tukey: bool | None, free: list[int],
+            proj: tuple | None = None) -> float:
     """E at (R, c, rho); tukey None = plain least squares (σ = 1). A point behind the camera that
     sees it makes E infinite (never a better solution), except under Tukey's biweight, where it costs
-    the ceiling k²/6 like any other outlier (one already dropped must not block the steps)."""
-    r, _, _, p = reprojection(pb, R, c, rho)
+    the ceiling k²/6 like any other outlier (one already dropped must not block the steps). proj:
+    `reprojection` at (R, c, rho) when the caller has it."""
+    r, _, _, p = reprojection(pb, R, c, rho) if proj is None else proj
     behind = _behind(p)
     if behind.any() and not tukey:
         return float("inf")
@@ -311,11 +314,11 @@ def linked_to_gauge(m: BundleMatches, accepted: list[int]) -> list[int]:
     return [k for k in accepted if k in linked]
 
 
-def _reduced_system(pb: _Problem, R: np.ndarray, c: np.ndarray, rho: np.ndarray, w: np.ndarray, free: list[int],
-                    col: np.ndarray, pair_slices: list[np.ndarray], pair_cols: np.ndarray):
+def _reduced_system(pb: _Problem, R: np.ndarray, c: np.ndarray, rho: np.ndarray, proj: tuple, w: np.ndarray,
+                    free: list[int], col: np.ndarray, pair_slices: list[np.ndarray], pair_cols: np.ndarray):
     """The camera system with every inverse depth eliminated: (S [6F, 6F], g [6F], and per match
     H_cr [M, 12], H_rr [M], g_r [M] for the back-substitution)."""
-    r, Jc, Jr = _jacobians(pb, R, c, rho)
+    r, Jc, Jr = _jacobians(pb, R, c, rho, proj)
     H_rr = np.einsum("m,ma,ma->m", w, Jr, Jr) + 1.0 / (rho * pb.sigma_d) ** 2
     g_r = np.einsum("m,ma,ma->m", w, Jr, r) + (np.log(rho) - pb.log_rho0) / (pb.sigma_d**2 * rho)
     H_cr = np.einsum("m,mai,ma->mi", w, Jc, Jr)
@@ -372,16 +375,17 @@ def bundle_adjust(c2w: np.ndarray, accepted: list[int], Ks: np.ndarray, m: Bundl
     pair_slices, pair_cols = _pair_layout(m, n, col)
     R, c = c2w[:, :3, :3].astype(np.float64).copy(), c2w[:, :3, 3].astype(np.float64).copy()
     rho = m.inv_depth.astype(np.float64).copy()
-    before = float(np.median(np.linalg.norm(reprojection(pb, R, c, rho)[0], axis=1)))
-    lam, steps = 1e-3, 0
+    lam, steps, before = 1e-3, 0, float("nan")
     for it in range(cfg.iters):
-        r, _, _, p = reprojection(pb, R, c, rho)
-        e, behind = np.linalg.norm(r, axis=1), _behind(p)
+        proj = reprojection(pb, R, c, rho)
+        e, behind = np.linalg.norm(proj[0], axis=1), _behind(proj[3])
+        if it == 0:
+            before = float(np.median(e))
         sigma = max(1.4826 * float(np.median(e[~behind])), cfg.floor_px) if (~behind).any() else cfg.floor_px
         tukey = (it >= cfg.iters // 2) if robust else None
         w = pb.weight * ((_robust(e, sigma, tukey)[0] / sigma**2) if robust else 1.0) * ~behind
-        S, g, H_cr, H_rr, g_r = _reduced_system(pb, R, c, rho, w, free, col, pair_slices, pair_cols)
-        E0 = _energy(pb, R, c, rho, sigma, tukey, free)
+        S, g, H_cr, H_rr, g_r = _reduced_system(pb, R, c, rho, proj, w, free, col, pair_slices, pair_cols)
+        E0 = _energy(pb, R, c, rho, sigma, tukey, free, proj)
         # a camera whose matches all lost their weight (Tukey) keeps a tiny diagonal: no update, no singularity
         floor = 1e-12 * max(float(np.mean(np.diag(S))), 1e-30)
         for _ in range(10):  # Levenberg–Marquardt: damp until the energy falls

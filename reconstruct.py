@@ -36,8 +36,10 @@ def main(cfg: ReconstructConfig) -> None:
         timer.skipped(str(out.align_dir))
         return
     m = out.metrics
+    far = "" if m.fuse is None or not m.fuse.removed_uncertain else (
+        f" ({m.fuse.removed_uncertain} past the depth limit {m.fuse.depth_limit:.3g}: --icp.fuse.max-error)")
     timer.done(str(out.align_dir / "canonical.ply"),
-               f"{len(m.frames)} frames, {m.points} points, point-to-plane median "
+               f"{len(m.frames)} frames, {m.points} points{far}, point-to-plane median "
                f"{m.p2plane_median_before:.3g} → {m.p2plane_median_after:.3g}, inverse round trip p95 "
                f"{m.inverse_round_trip.p95_max:.1e} of scene scale")
 

@@ -114,10 +114,55 @@ def test_support_filter_keeps_every_point_seen_three_times_and_drops_floaters():
         seen &= inside & (np.abs(z - p[:, 2]) < 0.005 * p[:, 2]) & np.isfinite(cams[k][2][np.clip(v, 0, H - 1), np.clip(u, 0, W - 1)]).all(1)
     assert seen.sum() > 500
     floaters = P[:300] * 0.85  # pulled 15 % towards frame 0's camera: in everyone's free space
-    keep, stats = support_filter(np.concatenate([P, floaters]), np.ones(len(P) + 300), cams, FuseConfig())
+    keep, stats = support_filter(np.concatenate([P, floaters]), np.ones(len(P) + 300), cams, FuseConfig(), data.scale)
     assert keep[: len(P)][seen].all()
     assert keep[len(P):].mean() < 0.05
     assert stats.points_before == len(P) + 300 and stats.points_after == keep.sum()
+
+
+def _two_plane_frames(eps: list[float], far_z: float) -> tuple[np.ndarray, list, np.ndarray]:
+    """Cameras 5 cm apart along x, looking down +z at a near plane (z = 1, image rows above the
+    centre) and a far plane (z = far_z, rows below); frame j's depth × (1 + eps[j]). Returns the
+    exact points of frame 0's pixels [N, 3], the (c2w, K, point map) triples and which points are far."""
+    H, W = 48, 64
+    K = np.array([[60.0, 0, W / 2], [0, 60.0, H / 2], [0, 0, 1]])
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
+    depth = np.where(v < K[1, 2], 1.0, far_z)
+    cams = []
+    for j, e in enumerate(eps):
+        c2w = np.eye(4)
+        c2w[0, 3] = 0.05 * j
+        cams.append((c2w, K, rays * (depth * (1 + e))[..., None] + c2w[:3, 3]))
+    P = (rays * depth[..., None]).reshape(-1, 3)
+    return P, cams, (depth == far_z).reshape(-1)
+
+
+def test_depth_limit_drops_points_past_the_expected_error_by_hand():
+    """Four frames whose depths disagree by ±0.4 %: every supporting observation is off by 0.4 %
+    (fronto-parallel planes, so pixel rounding adds nothing), σ_rel = 1.4826 × 0.004 and the limit
+    is max_error · scale / σ_rel = 3.37 scale: the plane at 4 goes, the one at 1 stays; consistent
+    frames or max_error 0 keep everything."""
+    P, cams, far = _two_plane_frames([0.004, -0.004, 0.004, -0.004], far_z=4.0)
+    base, _ = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.0), 1.0)
+    assert base.mean() > 0.9  # the edge columns the other frames do not see have support 1
+    keep, st = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.02), 1.0)
+    assert st.depth_rel_sigma == pytest.approx(1.4826 * 0.004, rel=1e-4)
+    assert st.depth_limit == pytest.approx(0.02 / (1.4826 * 0.004), rel=1e-4)
+    assert np.array_equal(keep, base & ~far)
+    assert st.removed_uncertain == (base & far).sum() and st.points_after == (base & ~far).sum()
+    # the limit is in units of the scene scale: the same scene twice as large keeps the same points
+    scaled = []
+    for c2w, K, pm in cams:
+        c2w = c2w.copy()
+        c2w[:3, 3] *= 2
+        scaled.append((c2w, K, pm * 2))
+    keep2, st2 = support_filter(P * 2, np.ones(len(P)), scaled, FuseConfig(max_error=0.02), 2.0)
+    assert np.array_equal(keep2, keep) and st2.depth_limit == pytest.approx(2 * st.depth_limit, rel=1e-4)
+    for eps, max_error in (([0.0] * 4, 0.02), ([0.004, -0.004, 0.004, -0.004], 0.0)):
+        P, cams, far = _two_plane_frames(eps, far_z=4.0)
+        keep, st = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=max_error), 1.0)
+        assert np.array_equal(keep, base) and st.removed_uncertain == 0 and st.depth_limit is None
 
 
 def test_bearing_pnp_recovers_the_camera_under_a_smooth_depth_warp_where_the_rigid_fit_cannot():

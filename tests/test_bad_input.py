@@ -205,6 +205,7 @@ def _reconstruct_cases(cases: dict, case_dir) -> None:
         ("prior_sigma_0", "--icp.centre-prior-sigma", "0", "--icp.centre-prior-sigma must be > 0"),
         ("flow_scale_negative", "--icp.corr.flow-finest-scale", "-1", "--icp.corr.flow-finest-scale must be ≥ 0"),
         ("bundle_depth_sigma_0", "--icp.bundle.depth-sigma", "0", "--icp.bundle.depth-sigma must be > 0"),
+        ("fuse_max_error_negative", "--icp.fuse.max-error", "-0.01", "--icp.fuse.max-error must be ≥ 0"),
     ]:
         d = case_dir(name, with_scene=False)
         npz = d / "v2w" / "exports" / "npz" / "results.npz"
@@ -218,7 +219,7 @@ CASES = ["missing_image", "garbage_image", "truncated_png", "depth_shape", "dept
          "custom_named_standard", "image_1x1", "image_2000x50", "depth_int64", "depth_inf", "fov_and_intrinsics",
          "principal_point_outside", "fov_180", "images_jpeg", "manifest_not_object", "scene_in_proc",
          "npz_truncated", "npz_nan_pose", "npz_zero_focal", "npz_one_frame", "prior_sigma_0", "flow_scale_negative",
-         "bundle_depth_sigma_0"]
+         "bundle_depth_sigma_0", "fuse_max_error_negative"]
 
 
 @pytest.mark.parametrize("name", CASES)

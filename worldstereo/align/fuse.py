@@ -12,6 +12,15 @@ P is kept when support ≥ min_support and violations ≤ max_violation_frac × 
 frame alone saw it with conf ≥ solo_conf and no frame saw through it. A surface seen consistently by
 three frames is never removed (support 3, no violations); a floater of one misaligned frame is seen
 through by the frames around it. Frames whose alignment failed are neither merged nor asked.
+
+Then the depth limit (max_error): generated depth errs in proportion to depth, so a point's expected
+error is σ_rel · z_near, σ_rel = 1.4826 × the median of |z_Q − z_P| / z_P over every supporting
+observation of the cloud (the frames' measured relative disagreement after alignment) and z_near the
+point's smallest depth among the frames that support it. P is dropped when σ_rel · z_near >
+max_error × scene scale, i.e. beyond the depth max_error · scale / σ_rel. Consistent frames (σ_rel →
+0) lose nothing; on the harder benchmark the far walls of the cluttered sweeps, 3–11 × the median
+depth away, were placed by extrapolating each frame's alignment and were consistent with each other
+but not with the truth (BENCHMARKS.md, issue 15, eighth pass).
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ class FuseConfig:
     solo_conf: float = float("inf")
     """A point with support 1 is kept when its summed confidence is at least this and no frame sees
     through it (inf: off; results.npz conf is often constant, so it would keep every point)."""
+    max_error: float = 0.02
+    """Drop a point whose expected depth error σ_rel · z_near (module docstring) exceeds this fraction
+    of the scene scale (frame 0's median depth). 0 = off: keep far surfaces however uncertain."""
 
 
 @dataclass
@@ -46,11 +58,15 @@ class SupportStats:
     points_after: int
     removed_low_support: int
     removed_free_space: int
+    removed_uncertain: int = 0  # past the depth limit (FuseConfig.max_error)
+    depth_rel_sigma: float | None = None  # σ_rel: the frames' robust relative depth disagreement
+    depth_limit: float | None = None  # max_error · scale / σ_rel (scene units); None: no limit
 
 
 def frame_evidence(P: np.ndarray, c2w_aligned: np.ndarray, K: np.ndarray, pointmap: np.ndarray,
-                   tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """(supports [N] bool, sees_through [N] bool) of one frame for world points P [N, 3]."""
+                   tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(supports [N] bool, sees_through [N] bool, z_P [N], z_Q [N]) of one frame for world points
+    P [N, 3]: depths in the frame, z_Q NaN where it has no surface pixel at P."""
     w2c = np.linalg.inv(c2w_aligned)
     p = P @ w2c[:3, :3].T + w2c[:3, 3]
     z = p[:, 2]
@@ -66,24 +82,40 @@ def frame_evidence(P: np.ndarray, c2w_aligned: np.ndarray, K: np.ndarray, pointm
     Q = pointmap[v[idx], u[idx]]
     ok = np.all(np.isfinite(Q), axis=1)
     idx, Q = idx[ok], Q[ok]
-    zq = Q @ w2c[2, :3] + w2c[2, 3]
+    zq = np.full(len(P), np.nan)
+    zq[idx] = Q @ w2c[2, :3] + w2c[2, 3]
     band = tol * z[idx]
-    sup[idx] = np.abs(zq - z[idx]) <= band
-    thru[idx] = zq > z[idx] + band
-    return sup, thru
+    sup[idx] = np.abs(zq[idx] - z[idx]) <= band
+    thru[idx] = zq[idx] > z[idx] + band
+    return sup, thru, z, zq
 
 
 def support_filter(P: np.ndarray, conf: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                   cfg: FuseConfig) -> tuple[np.ndarray, SupportStats]:
+                   cfg: FuseConfig, scale: float) -> tuple[np.ndarray, SupportStats]:
     """keep [N] bool for canonical points P [N, 3] (summed conf [N]) given, per accepted frame,
-    (c2w_aligned [4, 4], K [3, 3], world point map [H, W, 3])."""
+    (c2w_aligned [4, 4], K [3, 3], world point map [H, W, 3]); scale: the scene scale (max_error's unit)."""
     support = np.zeros(len(P), np.int32)
     through = np.zeros(len(P), np.int32)
+    z_near = np.full(len(P), np.inf)
+    rel: list[np.ndarray] = []  # |z_Q − z_P| / z_P of every supporting observation
     for c2w, K, pm in cameras:
-        s, t = frame_evidence(P, c2w, K, pm, cfg.tol)
+        s, t, z, zq = frame_evidence(P, c2w, K, pm, cfg.tol)
         support += s
         through += t
+        z_near[s] = np.minimum(z_near[s], z[s])
+        rel.append((np.abs(zq[s] - z[s]) / z[s]).astype(np.float32))
     free_ok = through <= cfg.max_violation_frac * support
     keep = ((support >= cfg.min_support) & free_ok) | ((support >= 1) & (conf >= cfg.solo_conf) & (through == 0))
     low = int(np.sum(~keep & (support < cfg.min_support)))
-    return keep, SupportStats(len(P), int(keep.sum()), low, int(np.sum(~keep)) - low)
+    free = int(np.sum(~keep)) - low
+    all_rel = np.concatenate(rel) if rel else np.zeros(0, np.float32)
+    sigma = 1.4826 * float(np.median(all_rel)) if len(all_rel) else None
+    limit = None
+    if cfg.max_error > 0 and sigma is not None and sigma > 0:
+        limit = cfg.max_error * scale / sigma
+        near = z_near <= limit
+        uncertain = int(np.sum(keep & ~near))
+        keep &= near
+    else:
+        uncertain = 0
+    return keep, SupportStats(len(P), int(keep.sum()), low, free, uncertain, sigma, limit)

@@ -516,8 +516,9 @@ def _prior_term(state: FrameState, c2w_prior: np.ndarray, c: np.ndarray, icp: IC
 
 
 def check_icp_config(icp: ICPConfig) -> None:
-    """The camera prior settings, the flow's pyramid level, the bundle adjustment's settings and the
-    drift's unit tolerance make sense (InputError naming the flag otherwise)."""
+    """The camera prior settings, the flow's pyramid level, the bundle adjustment's settings, the
+    fused cloud's depth limit and the drift's unit tolerance make sense (InputError naming the flag
+    otherwise)."""
     for name in ("centre_prior", "rotation_prior"):
         if getattr(icp, name) < 0:
             raise InputError(None, f"--icp.{name.replace('_', '-')} must be ≥ 0, got {getattr(icp, name)}")
@@ -534,6 +535,8 @@ def check_icp_config(icp: ICPConfig) -> None:
                            ("iters", b.iters >= 1, "≥ 1"), ("floor_px", b.floor_px > 0, "> 0")):
         if not ok:
             raise InputError(None, f"--icp.bundle.{name.replace('_', '-')} must be {need}, got {getattr(b, name)}")
+    if not icp.fuse.max_error >= 0:
+        raise InputError(None, f"--icp.fuse.max-error must be ≥ 0, got {icp.fuse.max_error}")
     if not icp.drift.units_tolerance >= 1:
         raise InputError(None, f"--icp.drift.units-tolerance must be ≥ 1, got {icp.drift.units_tolerance}")
 

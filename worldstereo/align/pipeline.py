@@ -224,7 +224,7 @@ def _reconstruct(scene: SceneDir, chash: str, inputs: dict[str, str], idx: np.nd
         times["inverse"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        keep, fuse_stats = _support(frames, res, icp, preprocess.max_depth_jump)
+        keep, fuse_stats = _support(frames, res, icp, preprocess.max_depth_jump, scale)
         times["fuse"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -297,14 +297,14 @@ def _fit_inverses(frames: list[FramePoints], res: AlignResult, inverse: InverseC
     return list(inverses), round_trip
 
 
-def _support(frames: list[FramePoints], res: AlignResult, icp: ICPConfig,
-             max_jump: float) -> tuple[np.ndarray, SupportStats | None]:
+def _support(frames: list[FramePoints], res: AlignResult, icp: ICPConfig, max_jump: float,
+             scale: float) -> tuple[np.ndarray, SupportStats | None]:
     """keep [M] of the model's voxels: the support filter (fuse.py) over the accepted frames."""
     xyz, _, _, w = res.model.arrays()
     if not icp.fuse.enabled:
         return np.ones(len(xyz), bool), None
     cams = [(res.states[k].A, frames[k].K, world_pointmap(frames[k], res.states[k], max_jump)) for k in res.accepted()]
-    return support_filter(xyz, w, cams, icp.fuse)
+    return support_filter(xyz, w, cams, icp.fuse, scale)
 
 
 def refined_c2w(frame: FramePoints, state: FrameState) -> np.ndarray:

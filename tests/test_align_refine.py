@@ -120,35 +120,45 @@ def test_support_filter_keeps_every_point_seen_three_times_and_drops_floaters():
     assert stats.points_before == len(P) + 300 and stats.points_after == keep.sum()
 
 
-def _two_plane_frames(eps: list[float], far_z: float) -> tuple[np.ndarray, list, np.ndarray]:
-    """Cameras 5 cm apart along x, looking down +z at a near plane (z = 1, image rows above the
-    centre) and a far plane (z = far_z, rows below); frame j's depth × (1 + eps[j]). Returns the
-    exact points of frame 0's pixels [N, 3], the (c2w, K, point map) triples and which points are far."""
+def _two_plane_frames(eps: list[float], centres: list[tuple[float, float, float]],
+                      far_z: float = 4.0) -> tuple[np.ndarray, list, np.ndarray]:
+    """Cameras at `centres` looking down +z at a near plane (z = 1, y < 0: image rows above the
+    centre) and a far plane (z = far_z); frame j's depth × (1 + eps[j]). Returns the exact points of
+    frame 0's pixels [N, 3], the (c2w, K, point map) triples and which points are far."""
     H, W = 48, 64
     K = np.array([[60.0, 0, W / 2], [0, 60.0, H / 2], [0, 0, 1]])
     v, u = np.mgrid[0:H, 0:W].astype(np.float64)
     rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
-    depth = np.where(v < K[1, 2], 1.0, far_z)
-    cams = []
-    for j, e in enumerate(eps):
+    cams, P, far = [], None, None
+    for e, c in zip(eps, centres):
         c2w = np.eye(4)
-        c2w[0, 3] = 0.05 * j
+        c2w[:3, 3] = c
+        top_near = (v < K[1, 2]) & (c[2] < 1.0)
+        depth = np.where(top_near, 1.0 - c[2], far_z - c[2])
         cams.append((c2w, K, rays * (depth * (1 + e))[..., None] + c2w[:3, 3]))
-    P = (rays * depth[..., None]).reshape(-1, 3)
-    return P, cams, (depth == far_z).reshape(-1)
+        if P is None:
+            P, far = (rays * depth[..., None] + c2w[:3, 3]).reshape(-1, 3), ~top_near.reshape(-1)
+    return P, cams, far
 
 
 def test_depth_limit_drops_points_past_the_expected_error_by_hand():
-    """Four frames whose depths disagree by ±0.4 %: every supporting observation is off by 0.4 %
-    (fronto-parallel planes, so pixel rounding adds nothing), σ_rel = 1.4826 × 0.004 and the limit
-    is max_error · scale / σ_rel = 3.37 scale: the plane at 4 goes, the one at 1 stays; consistent
-    frames or max_error 0 keep everything."""
-    P, cams, far = _two_plane_frames([0.004, -0.004, 0.004, -0.004], far_z=4.0)
+    """Frame 0 exact (its pixels are the points), frame 1 0.5 closer with depth +0.4 %, frame 2 1.0
+    back with −0.9 %, frame 3 beside frame 0 with +5 % (it supports nothing: it sees through).
+    Supporting observations: frame 0's 0, frame 1's 0.004 (fewer: it sees less), frame 2's 0.009, so
+    their median is 0.004 and σ_rel = 1.4826 × 0.004. A point's nearest supporting depth is 1 or 0.5
+    (near plane) and 4 or 3.5 (far plane; frame 2 sees them at 5): a limit of 4.5 keeps everything,
+    one of 3 drops the far plane; consistent frames or max_error 0 keep everything."""
+    eps = [0.0, 0.004, -0.009, 0.05]
+    centres = [(0, 0, 0), (0.05, 0, 0.5), (0, 0, -1.0), (0.1, 0, 0)]
+    P, cams, far = _two_plane_frames(eps, centres)
     base, _ = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.0), 1.0)
-    assert base.mean() > 0.9  # the edge columns the other frames do not see have support 1
-    keep, st = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.02), 1.0)
-    assert st.depth_rel_sigma == pytest.approx(1.4826 * 0.004, rel=1e-4)
-    assert st.depth_limit == pytest.approx(0.02 / (1.4826 * 0.004), rel=1e-4)
+    assert base.mean() > 0.9 and base[far].sum() > 500  # frame 3 sees through every point, once: kept
+    sigma = 1.4826 * 0.004
+    keep, st = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=4.5 * sigma), 1.0)
+    assert st.depth_rel_sigma == pytest.approx(sigma, rel=1e-4) and st.depth_limit == pytest.approx(4.5, rel=1e-4)
+    assert np.array_equal(keep, base) and st.removed_uncertain == 0
+    keep, st = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=3 * sigma), 1.0)
+    assert st.depth_limit == pytest.approx(3.0, rel=1e-4)
     assert np.array_equal(keep, base & ~far)
     assert st.removed_uncertain == (base & far).sum() and st.points_after == (base & ~far).sum()
     # the limit is in units of the scene scale: the same scene twice as large keeps the same points
@@ -157,10 +167,10 @@ def test_depth_limit_drops_points_past_the_expected_error_by_hand():
         c2w = c2w.copy()
         c2w[:3, 3] *= 2
         scaled.append((c2w, K, pm * 2))
-    keep2, st2 = support_filter(P * 2, np.ones(len(P)), scaled, FuseConfig(max_error=0.02), 2.0)
+    keep2, st2 = support_filter(P * 2, np.ones(len(P)), scaled, FuseConfig(max_error=3 * sigma), 2.0)
     assert np.array_equal(keep2, keep) and st2.depth_limit == pytest.approx(2 * st.depth_limit, rel=1e-4)
-    for eps, max_error in (([0.0] * 4, 0.02), ([0.004, -0.004, 0.004, -0.004], 0.0)):
-        P, cams, far = _two_plane_frames(eps, far_z=4.0)
+    for e, max_error in (([0.0, 0.0, 0.0, 0.05], 3 * sigma), (eps, 0.0)):
+        P, cams, far = _two_plane_frames(e, centres)
         keep, st = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=max_error), 1.0)
         assert np.array_equal(keep, base) and st.removed_uncertain == 0 and st.depth_limit is None
 

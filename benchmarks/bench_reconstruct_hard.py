@@ -37,7 +37,7 @@ from worldstereo.io.ply import read_ply
 from worldstereo.metrics.cameras import score_cameras
 
 Variant = Literal["full", "point", "bearing", "recent", "unguided", "no_drift", "no_prior", "no_filter", "no_reject",
-                  "before", "flow_half", "no_bundle", "no_depth_limit"]
+                  "before", "flow_half", "no_bundle", "no_depth_limit", "no_consensus"]
 
 # distortions shared by every case (the issue's list)
 _HARD = dict(scale_drift=0.10, warp_amp=0.03, frame_scale=0.05, depth_shift=0.03, bumps=3, bump_amp=0.06,
@@ -102,7 +102,8 @@ class Args:
     --icp.corr.no-guided); no_drift (full without the drift correction, --icp.drift.no-enabled); no_prior
     (full without the centre prior, --icp.centre-prior 0); no_bundle (full without the bundle adjustment
     of the cameras, --icp.bundle.no-enabled); no_depth_limit (full keeping far surfaces however uncertain,
-    --icp.fuse.max-error 0); no_filter (support filter off); no_reject
+    --icp.fuse.max-error 0); no_consensus (full with each point left at its voxel's mean,
+    --icp.fuse.no-consensus); no_filter (support filter off); no_reject
     (rejection and filter off); before (also damping towards zero: the method before issue 15)."""
     centre_error: tuple[float, float] = (0.02, 0.05)
     """Range of the given cameras' centre errors, as fractions of the median depth (a stress test:
@@ -134,6 +135,8 @@ def _config(a: Args, variant: Variant):
         cfg.icp.centre_prior = 0.0
     if variant == "no_drift":
         cfg.icp.drift = replace(cfg.icp.drift, enabled=False)
+    if variant == "no_consensus":
+        cfg.icp.fuse = replace(cfg.icp.fuse, consensus=False)
     if variant == "no_depth_limit":
         cfg.icp.fuse = replace(cfg.icp.fuse, max_error=0.0)
     if variant == "no_bundle":

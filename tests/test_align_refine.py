@@ -114,7 +114,8 @@ def test_support_filter_keeps_every_point_seen_three_times_and_drops_floaters():
         seen &= inside & (np.abs(z - p[:, 2]) < 0.005 * p[:, 2]) & np.isfinite(cams[k][2][np.clip(v, 0, H - 1), np.clip(u, 0, W - 1)]).all(1)
     assert seen.sum() > 500
     floaters = P[:300] * 0.85  # pulled 15 % towards frame 0's camera: in everyone's free space
-    keep, stats = support_filter(np.concatenate([P, floaters]), np.ones(len(P) + 300), cams, FuseConfig(), data.scale)
+    fused = support_filter(np.concatenate([P, floaters]), np.ones(len(P) + 300), cams, FuseConfig(), data.scale)
+    keep, stats = fused.keep, fused.stats
     assert keep[: len(P)][seen].all()
     assert keep[len(P):].mean() < 0.05
     assert stats.points_before == len(P) + 300 and stats.points_after == keep.sum()
@@ -151,13 +152,15 @@ def test_depth_limit_drops_points_past_the_expected_error_by_hand():
     eps = [0.0, 0.004, -0.009, 0.05]
     centres = [(0, 0, 0), (0.05, 0, 0.5), (0, 0, -1.0), (0.1, 0, 0)]
     P, cams, far = _two_plane_frames(eps, centres)
-    base, _ = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.0), 1.0)
+    base = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.0), 1.0).keep
     assert base.mean() > 0.9 and base[far].sum() > 500  # frame 3 sees through every point, once: kept
     sigma = 1.4826 * 0.004
-    keep, st = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=4.5 * sigma), 1.0)
+    f = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=4.5 * sigma), 1.0)
+    keep, st = f.keep, f.stats
     assert st.depth_rel_sigma == pytest.approx(sigma, rel=1e-4) and st.depth_limit == pytest.approx(4.5, rel=1e-4)
     assert np.array_equal(keep, base) and st.removed_uncertain == 0
-    keep, st = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=3 * sigma), 1.0)
+    f = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=3 * sigma), 1.0)
+    keep, st = f.keep, f.stats
     assert st.depth_limit == pytest.approx(3.0, rel=1e-4)
     assert np.array_equal(keep, base & ~far)
     assert st.removed_uncertain == (base & far).sum() and st.points_after == (base & ~far).sum()
@@ -167,12 +170,28 @@ def test_depth_limit_drops_points_past_the_expected_error_by_hand():
         c2w = c2w.copy()
         c2w[:3, 3] *= 2
         scaled.append((c2w, K, pm * 2))
-    keep2, st2 = support_filter(P * 2, np.ones(len(P)), scaled, FuseConfig(max_error=3 * sigma), 2.0)
+    f = support_filter(P * 2, np.ones(len(P)), scaled, FuseConfig(max_error=3 * sigma), 2.0)
+    keep2, st2 = f.keep, f.stats
     assert np.array_equal(keep2, keep) and st2.depth_limit == pytest.approx(2 * st.depth_limit, rel=1e-4)
     for e, max_error in (([0.0, 0.0, 0.0, 0.05], 3 * sigma), (eps, 0.0)):
         P, cams, far = _two_plane_frames(e, centres)
-        keep, st = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=max_error), 1.0)
+        f = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=max_error), 1.0)
+        keep, st = f.keep, f.stats
         assert np.array_equal(keep, base) and st.removed_uncertain == 0 and st.depth_limit is None
+
+
+def test_consensus_moves_each_point_to_the_mean_of_its_supporting_surfaces_by_hand():
+    """Three frames at one centre with depth × 1, 1.006, 0.988, a fourth × 1.05 (it sees through,
+    supports nothing): each of frame 0's exact points moves along its ray to the mean of the three,
+    depth × (1 + (0 + 0.006 − 0.012) / 3) = × 0.998; with the consensus off it stays put."""
+    centres = [(0.0, 0.0, 0.0)] * 4
+    P, cams, _ = _two_plane_frames([0.0, 0.006, -0.012, 0.05], centres)
+    fused = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.0), 1.0)
+    assert fused.keep.all()  # every point: support 3, one frame seeing through
+    np.testing.assert_allclose(fused.xyz, P * 0.998, rtol=0, atol=1e-12)
+    assert fused.stats.consensus_shift == pytest.approx(np.median(np.linalg.norm(P, axis=1)) * 0.002, rel=1e-9)
+    off = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.0, consensus=False), 1.0)
+    assert np.array_equal(off.keep, fused.keep) and np.array_equal(off.xyz, P) and off.stats.consensus_shift is None
 
 
 def test_bearing_pnp_recovers_the_camera_under_a_smooth_depth_warp_where_the_rigid_fit_cannot():

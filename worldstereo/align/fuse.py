@@ -20,9 +20,15 @@ point's smallest depth among the frames that support it. P is dropped when σ_re
 max_error × scene scale, i.e. beyond the depth max_error · scale / σ_rel. Only supporting
 observations enter σ_rel (so it is at most 1.4826 · tol), and a voxel's own frames agree with it
 almost exactly, which pulls σ_rel down (room15: 0.70 %, 0.96 % leaving out each point's closest
-agreement); max_error was chosen with this estimator. Consistent frames (σ_rel → 0) lose nothing; on the harder benchmark the far walls of the cluttered sweeps, 3–11 × the median
-depth away, were placed by extrapolating each frame's alignment and were consistent with each other
-but not with the truth (BENCHMARKS.md, issue 15, eighth pass).
+agreement); max_error was chosen with this estimator. Consistent frames (σ_rel → 0) lose nothing.
+On the harder benchmark the far walls of the cluttered sweeps, 3–11 × the median depth away, were
+placed by extrapolating each frame's alignment, 3–11 τ off (BENCHMARKS.md, issue 15, eighth pass).
+
+Last, the consensus (consensus): each kept P moves to the mean of its supporting frames' surfaces
+along their rays, P + mean_j (z_Q,j / z_P,j − 1)(P − c_j), c_j frame j's aligned centre — the same
+averaging of consistent observations as COLMAP's stereo fusion. Each frame's residual depth error
+is its own, so the mean is nearer the truth than any one frame; a voxel holds the points of the
+frames that filled it, and the others' votes are what moves it.
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ class FuseConfig:
     max_error: float = 0.02
     """Drop a point whose expected depth error σ_rel · z_near (module docstring) exceeds this fraction
     of the scene scale (frame 0's median depth). 0 = off: keep far surfaces however uncertain."""
+    consensus: bool = True
+    """Move each kept point to the mean of its supporting frames' surfaces along their rays (module
+    docstring); off: each point stays at its voxel's confidence-weighted mean."""
 
 
 @dataclass
@@ -63,6 +72,16 @@ class SupportStats:
     removed_uncertain: int = 0  # past the depth limit (FuseConfig.max_error)
     depth_rel_sigma: float | None = None  # σ_rel: the frames' robust relative depth disagreement
     depth_limit: float | None = None  # max_error · scale / σ_rel (scene units); None: no limit
+    consensus_shift: float | None = None  # median distance a kept point moved (scene units); None: off
+
+
+@dataclass
+class FusedCloud:
+    """What the support filter hands to canonical.ply."""
+
+    keep: np.ndarray  # [N] bool: the points that passed
+    xyz: np.ndarray  # [N, 3] positions, moved by the consensus where it is on
+    stats: SupportStats
 
 
 def frame_evidence(P: np.ndarray, c2w_aligned: np.ndarray, K: np.ndarray, pointmap: np.ndarray,
@@ -93,19 +112,23 @@ def frame_evidence(P: np.ndarray, c2w_aligned: np.ndarray, K: np.ndarray, pointm
 
 
 def support_filter(P: np.ndarray, conf: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                   cfg: FuseConfig, scale: float) -> tuple[np.ndarray, SupportStats]:
-    """keep [N] bool for canonical points P [N, 3] (summed conf [N]) given, per accepted frame,
-    (c2w_aligned [4, 4], K [3, 3], world point map [H, W, 3]); scale: the scene scale (max_error's unit)."""
+                   cfg: FuseConfig, scale: float) -> FusedCloud:
+    """The canonical points P [N, 3] (summed conf [N]) that pass, and where they go, given per
+    accepted frame (c2w_aligned [4, 4], K [3, 3], world point map [H, W, 3]); scale: the scene scale
+    (max_error's unit)."""
     support = np.zeros(len(P), np.int32)
     through = np.zeros(len(P), np.int32)
     z_near = np.full(len(P), np.inf)
+    shift = np.zeros_like(P, dtype=np.float64)  # Σ over supporting frames of the move onto their surface
     rel: list[np.ndarray] = []  # |z_Q − z_P| / z_P of every supporting observation
     for c2w, K, pm in cameras:
         s, t, z, zq = frame_evidence(P, c2w, K, pm, cfg.tol)
         support += s
         through += t
         z_near[s] = np.minimum(z_near[s], z[s])
-        rel.append((np.abs(zq[s] - z[s]) / z[s]).astype(np.float32))
+        signed = (zq[s] - z[s]) / z[s]
+        rel.append(np.abs(signed).astype(np.float32))
+        shift[s] += signed[:, None] * (P[s] - c2w[:3, 3])
     free_ok = through <= cfg.max_violation_frac * support
     keep = ((support >= cfg.min_support) & free_ok) | ((support >= 1) & (conf >= cfg.solo_conf) & (through == 0))
     low = int(np.sum(~keep & (support < cfg.min_support)))
@@ -113,11 +136,15 @@ def support_filter(P: np.ndarray, conf: np.ndarray, cameras: list[tuple[np.ndarr
     all_rel = np.concatenate(rel) if rel else np.zeros(0, np.float32)
     sigma = 1.4826 * float(np.median(all_rel)) if len(all_rel) else None
     limit = None
+    uncertain = 0
     if cfg.max_error > 0 and sigma is not None and sigma > 0:
         limit = cfg.max_error * scale / sigma
         near = (z_near <= limit) | (support == 0)  # no supporting view: the other tests judge it
         uncertain = int(np.sum(keep & ~near))
         keep &= near
-    else:
-        uncertain = 0
-    return keep, SupportStats(len(P), int(keep.sum()), low, free, uncertain, sigma, limit)
+    xyz, moved = P, None
+    if cfg.consensus:
+        xyz = P + shift / np.maximum(support, 1)[:, None]
+        moved = float(np.median(np.linalg.norm(xyz[keep] - P[keep], axis=1))) if keep.any() else 0.0
+    stats = SupportStats(len(P), int(keep.sum()), low, free, uncertain, sigma, limit, moved)
+    return FusedCloud(keep, xyz, stats)

@@ -224,11 +224,11 @@ def _reconstruct(scene: SceneDir, chash: str, inputs: dict[str, str], idx: np.nd
         times["inverse"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        keep, fuse_stats = _support(frames, res, icp, preprocess.max_depth_jump, scale)
+        keep, xyz, fuse_stats = _support(frames, res, icp, preprocess.max_depth_jump, scale)
         times["fuse"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _write_canonical(out / "canonical.ply", res.model, keep)
+        _write_canonical(out / "canonical.ply", res.model, keep, xyz)
         save_deformations(out / DEFORMATIONS_FILE, frames, res.states, inverses, scale, res.rejected)
         _write_cameras(out / CAMERAS_FILE, frames, cameras)
         times["write"] = time.perf_counter() - t
@@ -298,13 +298,15 @@ def _fit_inverses(frames: list[FramePoints], res: AlignResult, inverse: InverseC
 
 
 def _support(frames: list[FramePoints], res: AlignResult, icp: ICPConfig, max_jump: float,
-             scale: float) -> tuple[np.ndarray, SupportStats | None]:
-    """keep [M] of the model's voxels: the support filter (fuse.py) over the accepted frames."""
+             scale: float) -> tuple[np.ndarray, np.ndarray, SupportStats | None]:
+    """(keep [M], xyz [M, 3]) of the model's voxels: the support filter (fuse.py) over the accepted
+    frames, and where its consensus moves them."""
     xyz, _, _, w = res.model.arrays()
     if not icp.fuse.enabled:
-        return np.ones(len(xyz), bool), None
+        return np.ones(len(xyz), bool), xyz, None
     cams = [(res.states[k].A, frames[k].K, world_pointmap(frames[k], res.states[k], max_jump)) for k in res.accepted()]
-    return support_filter(xyz, w, cams, icp.fuse, scale)
+    fused = support_filter(xyz, w, cams, icp.fuse, scale)
+    return fused.keep, fused.xyz, fused.stats
 
 
 def refined_c2w(frame: FramePoints, state: FrameState) -> np.ndarray:
@@ -376,9 +378,11 @@ def _write_cameras(path: Path, frames: list[FramePoints], c2w: np.ndarray) -> No
     save_trajectory(Trajectory(cams, name="refined"), path)
 
 
-def _write_canonical(path: Path, model: VoxelModel, keep: np.ndarray) -> None:
-    """canonical.ply: the model's voxels that passed the support filter (layout in CONVENTION)."""
-    xyz, rgb, nrm, w = (a[keep] for a in model.arrays())
+def _write_canonical(path: Path, model: VoxelModel, keep: np.ndarray, xyz: np.ndarray) -> None:
+    """canonical.ply: the model's voxels that passed the support filter, at `xyz` [M, 3] (the
+    filter's consensus positions) (layout in CONVENTION)."""
+    _, rgb, nrm, w = (a[keep] for a in model.arrays())
+    xyz = xyz[keep]
     write_ply(path, {
         "x": xyz[:, 0].astype(np.float32), "y": xyz[:, 1].astype(np.float32), "z": xyz[:, 2].astype(np.float32),
         "nx": nrm[:, 0].astype(np.float32), "ny": nrm[:, 1].astype(np.float32), "nz": nrm[:, 2].astype(np.float32),

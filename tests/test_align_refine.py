@@ -119,6 +119,12 @@ def test_support_filter_keeps_every_point_seen_three_times_and_drops_floaters():
     assert keep[: len(P)][seen].all()
     assert keep[len(P):].mean() < 0.05
     assert stats.points_before == len(P) + 300 and stats.points_after == keep.sum()
+    # the consensus leaves exact points on their surfaces: with their normals each frame's vote is
+    # the plane at P's own pixel (at the rounded pixel's depth alone, the 95th percentile was 5e-3)
+    normals = frames[0].normal @ data.true_c2w[0][:3, :3].T
+    moved = support_filter(P, np.ones(len(P)), cams, FuseConfig(), data.scale, normals)
+    shift = np.linalg.norm(moved.xyz - P, axis=1)[moved.keep] / data.scale
+    assert np.median(shift) < 1e-5 and np.percentile(shift, 95) < 1e-3
 
 
 def _two_plane_frames(eps: list[float], centres: list[tuple[float, float, float]],
@@ -181,17 +187,39 @@ def test_depth_limit_drops_points_past_the_expected_error_by_hand():
 
 
 def test_consensus_moves_each_point_to_the_mean_of_its_supporting_surfaces_by_hand():
-    """Three frames at one centre with depth × 1, 1.006, 0.988, a fourth × 1.05 (it sees through,
-    supports nothing): each of frame 0's exact points moves along its ray to the mean of the three,
-    depth × (1 + (0 + 0.006 − 0.012) / 3) = × 0.998; with the consensus off it stays put."""
-    centres = [(0.0, 0.0, 0.0)] * 4
-    P, cams, _ = _two_plane_frames([0.0, 0.006, -0.012, 0.05], centres)
-    fused = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.0), 1.0)
+    """A plane z = 2 seen by four cameras (one turned 5°, the others moved), depths × 1, 1.006, 0.988
+    about each centre and a fourth × 1.05 (it sees through, supports nothing). Frame j's surface is
+    the plane scaled by 1 + e_j about c_j, so its vote is P + e_j (P − c_j) exactly, wherever P falls
+    in its pixel: each of frame 0's central points moves to P + mean_j e_j (P − c_j) over the three;
+    with the consensus off it stays put."""
+    H, W = 48, 64
+    K = np.array([[60.0, 0, W / 2], [0, 60.0, H / 2], [0, 0, 1]])
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
+    eps = [0.0, 0.006, -0.012, 0.05]
+    poses = [(np.eye(3), [0, 0, 0]), (np.eye(3), [0.1, 0, 0.2]),
+             (Rotation.from_euler("y", 5, degrees=True).as_matrix(), [-0.1, 0.05, -0.3]), (np.eye(3), [0.05, 0, 0])]
+    cams = []
+    for e, (R, c) in zip(eps, poses):
+        c2w = np.eye(4)
+        c2w[:3, :3], c2w[:3, 3] = R, c
+        d = rays @ R.T
+        X = c2w[:3, 3] + d * ((2.0 - c2w[2, 3]) / d[..., 2])[..., None]
+        cams.append((c2w, K, c2w[:3, 3] + (1 + e) * (X - c2w[:3, 3])))
+    P = cams[0][2][12:36, 16:48].reshape(-1, 3)  # frame 0's central pixels: every frame sees them
+    normals = np.tile([0.0, 0.0, -1.0], (len(P), 1))
+    fused = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.0), 1.0, normals)
     assert fused.keep.all()  # every point: support 3, one frame seeing through
-    np.testing.assert_allclose(fused.xyz, P * 0.998, rtol=0, atol=1e-12)
-    assert fused.stats.consensus_shift == pytest.approx(np.median(np.linalg.norm(P, axis=1)) * 0.002, rel=1e-9)
-    off = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.0, consensus=False), 1.0)
+    expected = P + sum(e * (P - c2w[:3, 3]) for e, (c2w, _, _) in zip(eps[:3], cams[:3])) / 3
+    np.testing.assert_allclose(fused.xyz, expected, rtol=0, atol=1e-9)
+    assert fused.stats.consensus_shift == pytest.approx(np.median(np.linalg.norm(expected - P, axis=1)), rel=1e-6)
+    off = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.0, consensus=False), 1.0, normals)
     assert np.array_equal(off.keep, fused.keep) and np.array_equal(off.xyz, P) and off.stats.consensus_shift is None
+    # a wrong normal (80° off) cannot move a point farther than the support band lets a vote
+    tilted = np.tile([np.sin(np.radians(80)), 0.0, -np.cos(np.radians(80))], (len(P), 1))
+    wild = support_filter(P, np.ones(len(P)), cams, FuseConfig(max_error=0.0), 1.0, tilted)
+    reach = 0.015 * np.max([np.linalg.norm(P - c2w[:3, 3], axis=1) for c2w, _, _ in cams[:3]], axis=0)
+    assert np.all(np.linalg.norm(wild.xyz - P, axis=1) <= reach + 1e-12)
 
 
 def test_bearing_pnp_recovers_the_camera_under_a_smooth_depth_warp_where_the_rigid_fit_cannot():

@@ -25,10 +25,11 @@ On the harder benchmark the far walls of the cluttered sweeps, 3–11 × the med
 placed by extrapolating each frame's alignment, 3–11 τ off (BENCHMARKS.md, issue 15, eighth pass).
 
 Last, the consensus (consensus): each kept P moves to the mean of its supporting frames' surfaces
-along their rays, P + mean_j (z_Q,j / z_P,j − 1)(P − c_j), c_j frame j's aligned centre — the same
-averaging of consistent observations as COLMAP's stereo fusion. Each frame's residual depth error
-is its own, so the mean is nearer the truth than any one frame; a voxel holds the points of the
-frames that filled it, and the others' votes are what moves it.
+along their rays, P + mean_j (t_j − 1)(P − c_j), c_j frame j's aligned centre and c_j + t_j (P − c_j)
+where that ray meets frame j's surface (`consensus_ratio`: the plane through its surface point at
+P's pixel with P's normal), like COLMAP's stereo fusion, which averages the consistent observations
+of a pixel. Each frame's residual depth error is its own, so the mean is nearer the truth than any
+one frame; a voxel holds the points of the frames that filled it, and the others' votes move it.
 """
 
 from __future__ import annotations
@@ -84,10 +85,20 @@ class FusedCloud:
     stats: SupportStats
 
 
+@dataclass
+class FrameEvidence:
+    """One frame's view of the canonical points P [N, 3]."""
+
+    supports: np.ndarray  # [N] bool: its surface agrees with P in depth within tol
+    through: np.ndarray  # [N] bool: its surface lies behind P (P in its free space)
+    z: np.ndarray  # [N] P's depth in the frame
+    zq: np.ndarray  # [N] depth of its surface at P's pixel (NaN: none)
+    Q: np.ndarray  # [N, 3] that surface point in the world (NaN: none)
+
+
 def frame_evidence(P: np.ndarray, c2w_aligned: np.ndarray, K: np.ndarray, pointmap: np.ndarray,
-                   tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(supports [N] bool, sees_through [N] bool, z_P [N], z_Q [N]) of one frame for world points
-    P [N, 3]: depths in the frame, z_Q NaN where it has no surface pixel at P."""
+                   tol: float) -> FrameEvidence:
+    """What one frame (aligned camera, world point map [H, W, 3]) says about world points P [N, 3]."""
     w2c = np.linalg.inv(c2w_aligned)
     p = P @ w2c[:3, :3].T + w2c[:3, 3]
     z = p[:, 2]
@@ -100,35 +111,56 @@ def frame_evidence(P: np.ndarray, c2w_aligned: np.ndarray, K: np.ndarray, pointm
     sup = np.zeros(len(P), bool)
     thru = np.zeros(len(P), bool)
     idx = np.nonzero(inside)[0]
-    Q = pointmap[v[idx], u[idx]]
-    ok = np.all(np.isfinite(Q), axis=1)
-    idx, Q = idx[ok], Q[ok]
+    Q = np.full((len(P), 3), np.nan)
+    Q[idx] = pointmap[v[idx], u[idx]]
+    idx = idx[np.all(np.isfinite(Q[idx]), axis=1)]
     zq = np.full(len(P), np.nan)
-    zq[idx] = Q @ w2c[2, :3] + w2c[2, 3]
+    zq[idx] = Q[idx] @ w2c[2, :3] + w2c[2, 3]
     band = tol * z[idx]
     sup[idx] = np.abs(zq[idx] - z[idx]) <= band
     thru[idx] = zq[idx] > z[idx] + band
-    return sup, thru, z, zq
+    return FrameEvidence(sup, thru, z, zq, Q)
+
+
+def consensus_ratio(P: np.ndarray, normal: np.ndarray | None, centre: np.ndarray, ev: FrameEvidence,
+                    tol: float) -> np.ndarray:
+    """t [M] for the supported points P [M, 3] (evidence ev restricted to them): frame j's surface
+    along the ray from its centre through P lies at centre + t (P − centre). With P's unit normal,
+    t meets the plane through the surface point Q with that normal, so P's exact pixel and not the
+    rounded one decides (on a slanted surface z_Q / z_P at the rounded pixel is off by the slope ×
+    half a pixel); without, or at grazing incidence (|cos| < 0.1), t = z_Q / z_P. Clipped to the
+    support band 1 ± tol."""
+    t = ev.zq / ev.z
+    if normal is not None:
+        ray = P - centre
+        den = np.sum(ray * normal, axis=1)
+        ok = np.abs(den) > 0.1 * np.linalg.norm(ray, axis=1)
+        num = np.sum((ev.Q - centre) * normal, axis=1)
+        t = np.where(ok, num / np.where(ok, den, 1.0), t)
+    return np.clip(t, 1.0 - tol, 1.0 + tol)
 
 
 def support_filter(P: np.ndarray, conf: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                   cfg: FuseConfig, scale: float) -> FusedCloud:
-    """The canonical points P [N, 3] (summed conf [N]) that pass, and where they go, given per
-    accepted frame (c2w_aligned [4, 4], K [3, 3], world point map [H, W, 3]); scale: the scene scale
-    (max_error's unit)."""
+                   cfg: FuseConfig, scale: float, normals: np.ndarray | None = None) -> FusedCloud:
+    """The canonical points P [N, 3] (summed conf [N], unit normals [N, 3] or None) that pass, and
+    where they go, given per accepted frame (c2w_aligned [4, 4], K [3, 3], world point map
+    [H, W, 3]); scale: the scene scale (max_error's unit)."""
     support = np.zeros(len(P), np.int32)
     through = np.zeros(len(P), np.int32)
     z_near = np.full(len(P), np.inf)
     shift = np.zeros_like(P, dtype=np.float64)  # Σ over supporting frames of the move onto their surface
     rel: list[np.ndarray] = []  # |z_Q − z_P| / z_P of every supporting observation
     for c2w, K, pm in cameras:
-        s, t, z, zq = frame_evidence(P, c2w, K, pm, cfg.tol)
+        ev = frame_evidence(P, c2w, K, pm, cfg.tol)
+        s = ev.supports
         support += s
-        through += t
-        z_near[s] = np.minimum(z_near[s], z[s])
-        signed = (zq[s] - z[s]) / z[s]
-        rel.append(np.abs(signed).astype(np.float32))
-        shift[s] += signed[:, None] * (P[s] - c2w[:3, 3])
+        through += ev.through
+        z_near[s] = np.minimum(z_near[s], ev.z[s])
+        rel.append((np.abs(ev.zq[s] - ev.z[s]) / ev.z[s]).astype(np.float32))
+        if cfg.consensus:
+            sub = FrameEvidence(s[s], ev.through[s], ev.z[s], ev.zq[s], ev.Q[s])
+            t = consensus_ratio(P[s], None if normals is None else normals[s], c2w[:3, 3], sub, cfg.tol)
+            shift[s] += (t - 1.0)[:, None] * (P[s] - c2w[:3, 3])
     free_ok = through <= cfg.max_violation_frac * support
     keep = ((support >= cfg.min_support) & free_ok) | ((support >= 1) & (conf >= cfg.solo_conf) & (through == 0))
     low = int(np.sum(~keep & (support < cfg.min_support)))

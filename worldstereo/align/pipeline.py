@@ -49,7 +49,8 @@ OUTPUTS = ("canonical.ply", DEFORMATIONS_FILE, "config.json", "convention.json",
 CONVENTION = {
     "axes": "OpenCV camera: x right, y down, z forward; world = frame 0's given world (gauge)",
     "units": "those of results.npz depth (metres where known)",
-    "canonical.ply": "canonical world points: x y z, nx ny nz, red green blue (uchar), conf (summed "
+    "canonical.ply": "canonical world points (the support filter's consensus positions): x y z, nx ny nz, "
+                     "red green blue (uchar), conf (summed "
                      "confidence), frame (first results.npz frame index that filled the voxel)",
     "forward": "X_canonical = c2w_aligned · (x + δ(x)); x in frame camera space (OpenCV); δ = trilinear "
                "grid (grid_lo/hi/values; grid coordinates per grid_space) [+ hash field]",
@@ -301,11 +302,11 @@ def _support(frames: list[FramePoints], res: AlignResult, icp: ICPConfig, max_ju
              scale: float) -> tuple[np.ndarray, np.ndarray, SupportStats | None]:
     """(keep [M], xyz [M, 3]) of the model's voxels: the support filter (fuse.py) over the accepted
     frames, and where its consensus moves them."""
-    xyz, _, _, w = res.model.arrays()
+    xyz, _, nrm, w = res.model.arrays()
     if not icp.fuse.enabled:
         return np.ones(len(xyz), bool), xyz, None
     cams = [(res.states[k].A, frames[k].K, world_pointmap(frames[k], res.states[k], max_jump)) for k in res.accepted()]
-    fused = support_filter(xyz, w, cams, icp.fuse, scale)
+    fused = support_filter(xyz, w, cams, icp.fuse, scale, nrm)
     return fused.keep, fused.xyz, fused.stats
 
 

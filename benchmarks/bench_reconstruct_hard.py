@@ -42,45 +42,33 @@ Variant = Literal["full", "point", "bearing", "recent", "unguided", "no_drift", 
 # distortions shared by every case (the issue's list)
 _HARD = dict(scale_drift=0.10, warp_amp=0.03, frame_scale=0.05, depth_shift=0.03, bumps=3, bump_amp=0.06,
              rigid_rot_deg=3.0, rigid_rot_deg_min=1.0, rigid_trans=0.05, rigid_trans_min=0.02, bad_frames=2)
-CASES: dict[str, dict] = {
-    "room1_orbit": dict(kind="room", seed=1, path="orbit"),
-    "objects2_left": dict(kind="objects", seed=2, path="left"),
-    "room3_clutter_sweep": dict(kind="room", seed=3, path="sweep", clutter=6),
-    "objects4_clutter_forward": dict(kind="objects", seed=4, path="forward", clutter=6),
-}
+
+
+def _case(kind: str, seed: int, path: str, clutter: int = 0) -> tuple[str, dict]:
+    """(name, case): the name says the kind, seed, path and whether boxes clutter it."""
+    return (f"{kind}{seed}_{'clutter_' if clutter else ''}{path}",
+            dict(kind=kind, seed=seed, path=path, **({"clutter": clutter} if clutter else {})))
+
+
+def _four(seed: int) -> dict[str, dict]:
+    """The four kinds of a set, seeds seed … seed + 3: a room orbit, objects passed on the left, a
+    cluttered room sweep and cluttered objects ahead, e.g. room1_orbit, objects2_left,
+    room3_clutter_sweep, objects4_clutter_forward."""
+    return dict([_case("room", seed, "orbit"), _case("objects", seed + 1, "left"),
+                 _case("room", seed + 2, "sweep", 6), _case("objects", seed + 3, "forward", 6)])
+
+
+CASES = _four(1)
 # the same kinds and paths with other seeds, never used while choosing a method: `--cases held_out`
 # (they were used from the centre prior on: BENCHMARKS.md, issue 15, fifth pass; see FRESH)
-HELD_OUT: dict[str, dict] = {
-    "room5_orbit": dict(kind="room", seed=5, path="orbit"),
-    "objects6_left": dict(kind="objects", seed=6, path="left"),
-    "room7_clutter_sweep": dict(kind="room", seed=7, path="sweep", clutter=6),
-    "objects8_clutter_forward": dict(kind="objects", seed=8, path="forward", clutter=6),
-}
+HELD_OUT = _four(5)
 # a third set, added once the centre prior's strength was chosen on the eight above: `--cases fresh`
-FRESH: dict[str, dict] = {
-    "room9_orbit": dict(kind="room", seed=9, path="orbit"),
-    "objects10_left": dict(kind="objects", seed=10, path="left"),
-    "room11_clutter_sweep": dict(kind="room", seed=11, path="sweep", clutter=6),
-    "objects12_clutter_forward": dict(kind="objects", seed=12, path="forward", clutter=6),
-}
+FRESH = _four(9)
 # a fourth, added once the bundle adjustment's settings were chosen on the twelve above: `--cases unseen`
-UNSEEN: dict[str, dict] = {
-    "room13_orbit": dict(kind="room", seed=13, path="orbit"),
-    "objects14_left": dict(kind="objects", seed=14, path="left"),
-    "room15_clutter_sweep": dict(kind="room", seed=15, path="sweep", clutter=6),
-    "objects16_clutter_forward": dict(kind="objects", seed=16, path="forward", clutter=6),
-}
+UNSEEN = _four(13)
 # a fifth, added once the fused cloud's depth limit (--icp.fuse.max-error) was chosen on the sixteen
-# above: `--cases later`
-LATER: dict[str, dict] = {
-    "room17_orbit": dict(kind="room", seed=17, path="orbit"),
-    "objects18_left": dict(kind="objects", seed=18, path="left"),
-    "room19_clutter_sweep": dict(kind="room", seed=19, path="sweep", clutter=6),
-    "objects20_clutter_forward": dict(kind="objects", seed=20, path="forward", clutter=6),
-    # two more cluttered sweeps, the kind whose far walls the limit is for
-    "room21_clutter_sweep": dict(kind="room", seed=21, path="sweep", clutter=6),
-    "room23_clutter_sweep": dict(kind="room", seed=23, path="sweep", clutter=6),
-}
+# above, with two more cluttered sweeps, the kind whose far walls the limit is for: `--cases later`
+LATER = {**_four(17), **dict([_case("room", 21, "sweep", 6), _case("room", 23, "sweep", 6)])}
 
 
 @dataclass

@@ -124,20 +124,20 @@ def frame_evidence(P: np.ndarray, c2w_aligned: np.ndarray, K: np.ndarray, pointm
     return FrameEvidence(sup, thru, z, zq, Q)
 
 
-def consensus_ratio(P: np.ndarray, normal: np.ndarray | None, centre: np.ndarray, ev: FrameEvidence,
-                    tol: float) -> np.ndarray:
-    """t [M] for the supported points P [M, 3] (evidence ev restricted to them): frame j's surface
-    along the ray from its centre through P lies at centre + t (P − centre). With P's unit normal,
-    t meets the plane through the surface point Q with that normal, so P's exact pixel and not the
-    rounded one decides (on a slanted surface z_Q / z_P at the rounded pixel is off by the slope ×
-    half a pixel); without, or at grazing incidence (|cos| < 0.1), t = z_Q / z_P. Clipped to the
-    support band 1 ± tol."""
-    t = ev.zq / ev.z
+def consensus_ratio(P: np.ndarray, normal: np.ndarray | None, centre: np.ndarray, z: np.ndarray,
+                    zq: np.ndarray, Q: np.ndarray, tol: float) -> np.ndarray:
+    """t [M] for supported points P [M, 3] (their FrameEvidence z, zq, Q in one frame): that frame's
+    surface along the ray from its centre through P lies at centre + t (P − centre). With P's unit
+    normal, t meets the plane through the surface point Q with that normal, so P's exact pixel and
+    not the rounded one decides (on a slanted surface z_Q / z_P at the rounded pixel is off by the
+    slope × half a pixel); without, or at grazing incidence (|cos| < 0.1), t = z_Q / z_P. Clipped to
+    the support band 1 ± tol."""
+    t = zq / z
     if normal is not None:
         ray = P - centre
         den = np.sum(ray * normal, axis=1)
         ok = np.abs(den) > 0.1 * np.linalg.norm(ray, axis=1)
-        num = np.sum((ev.Q - centre) * normal, axis=1)
+        num = np.sum((Q - centre) * normal, axis=1)
         t = np.where(ok, num / np.where(ok, den, 1.0), t)
     return np.clip(t, 1.0 - tol, 1.0 + tol)
 
@@ -160,8 +160,8 @@ def support_filter(P: np.ndarray, conf: np.ndarray, cameras: list[tuple[np.ndarr
         z_near[s] = np.minimum(z_near[s], ev.z[s])
         rel.append((np.abs(ev.zq[s] - ev.z[s]) / ev.z[s]).astype(np.float32))
         if cfg.consensus:
-            sub = FrameEvidence(s[s], ev.through[s], ev.z[s], ev.zq[s], ev.Q[s])
-            t = consensus_ratio(P[s], None if normals is None else normals[s], c2w[:3, 3], sub, cfg.tol)
+            t = consensus_ratio(P[s], None if normals is None else normals[s], c2w[:3, 3], ev.z[s], ev.zq[s],
+                                ev.Q[s], cfg.tol)
             shift[s] += (t - 1.0)[:, None] * (P[s] - c2w[:3, 3])
     free_ok = through <= cfg.max_violation_frac * support
     keep = ((support >= cfg.min_support) & free_ok) | ((support >= 1) & (conf >= cfg.solo_conf) & (through == 0))
